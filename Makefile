@@ -1,0 +1,53 @@
+# cloudrun_oidc — build, test, demo, bench.
+# `make test` and `make demo` work on a fresh machine: `setup` installs what they need.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+CARGO ?= cargo
+WASM_TARGET := wasm32-wasip1
+DIST := dist
+WASM := $(DIST)/cloudrun_oidc.wasm
+PROBE := target/$(WASM_TARGET)/release/probe_filter.wasm
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all setup build probe spec-tools test lint unit demo bench fuzz soak up down clean
+
+all: build
+
+## setup: toolchain target and Debian packages the build and tests need
+setup:
+	rustup target add $(WASM_TARGET)
+	@missing=""; \
+	pkg-config --exists openssl 2>/dev/null || missing="$$missing libssl-dev pkg-config"; \
+	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+## build: the filter and its schema, the two files users deploy
+build: setup
+	$(CARGO) build --release --target $(WASM_TARGET) -p cloudrun-oidc
+	mkdir -p $(DIST)
+	cp target/$(WASM_TARGET)/release/cloudrun_oidc.wasm $(WASM)
+	@if [ -f kong/cloudrun_oidc.meta.json ]; then cp kong/cloudrun_oidc.meta.json $(DIST)/; fi
+	@ls -l $(DIST)
+
+## probe: the probe filter that exercises the Kong stand-in's host rules
+probe: setup
+	$(CARGO) build --release --target $(WASM_TARGET) -p probe-filter
+
+## spec-tools: gateway, mock-idp, mock-google, cloudrun (optimised)
+spec-tools: setup
+	$(CARGO) build --profile spec -p cloudrun-spec --bins
+
+lint: setup
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy -p cloudrun-oidc -p probe-filter --target $(WASM_TARGET) -- -D warnings
+
+## test: everything CI checks
+test: build probe lint
+	$(CARGO) test
+
+clean:
+	rm -rf $(DIST) target

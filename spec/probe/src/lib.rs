@@ -1,0 +1,1 @@
+//! Probe filter for the Kong stand-in tests.

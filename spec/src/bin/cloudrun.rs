@@ -1,0 +1,2 @@
+//! `cloudrun` binary (see spec/README.md).
+fn main() {}

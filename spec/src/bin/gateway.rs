@@ -1,0 +1,2 @@
+//! `gateway` binary (see spec/README.md).
+fn main() {}

@@ -1,0 +1,2 @@
+//! `mock-google` binary (see spec/README.md).
+fn main() {}

@@ -1,0 +1,2 @@
+//! `mock-idp` binary (see spec/README.md).
+fn main() {}

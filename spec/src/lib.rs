@@ -1,0 +1,1 @@
+//! The test world for cloudrun_oidc (see README.md).

@@ -1,0 +1,1 @@
+//! Glue between proxy-wasm and the filter logic (wasm32 only).

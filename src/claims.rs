@@ -1,0 +1,1 @@
+//! Reading verified claims by dotted path and rendering them as header values.

@@ -1,0 +1,1 @@
+//! The route configuration: raw JSON parsed once into an immutable, typed FilterConfig.

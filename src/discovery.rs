@@ -1,0 +1,1 @@
+//! OIDC discovery documents: where the JWKS is, checked against the configured issuer.

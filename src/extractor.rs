@@ -1,0 +1,1 @@
+//! Finding the caller's token in the configured header, query parameter or cookie.

@@ -1,0 +1,1 @@
+//! Google-signed identity tokens for Cloud Run: metadata server and service-account sources.

@@ -1,0 +1,1 @@
+//! A JSON Web Key Set: parsing with caps, and choosing the key for a token.

@@ -1,0 +1,1 @@
+//! When cached keys are fresh, due for refresh, stale-but-usable or unusable; refetch cooldowns.

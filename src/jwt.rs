@@ -1,0 +1,1 @@
+//! Compact JWS parsing: three segments, the unverified header and unverified claims.

@@ -1,0 +1,34 @@
+//! cloudrun_oidc: a proxy-wasm filter for Kong Gateway that verifies OIDC JWTs against the
+//! issuer's JWKS, enforces per-route rules, maps verified claims to upstream headers and swaps
+//! the caller's token for a Google-signed identity token for Cloud Run.
+//!
+//! Pure logic lives in the modules below and never touches `proxy_wasm`; it reaches the proxy
+//! through [`host::Host`]. The `adapter` module (wasm32 only) is the thin glue to the host.
+
+pub mod alg;
+pub mod authn;
+pub mod b64;
+pub mod claims;
+pub mod config;
+pub mod discovery;
+pub mod extractor;
+pub mod host;
+pub mod id_token;
+pub mod jwk;
+pub mod jwks;
+pub mod jwks_cache;
+pub mod jwt;
+pub mod metrics;
+pub mod policy;
+pub mod reject;
+pub mod shared;
+pub mod signature;
+pub mod token_cache;
+pub mod url;
+pub mod verifier;
+
+#[cfg(target_arch = "wasm32")]
+mod adapter;
+
+/// The crate version, logged when the VM starts.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,100 @@
+//! The filter's counters and their names. Kong's Prometheus plugin exports each as
+//! `pw_cloudrun_oidc_<name>`.
+
+use crate::reject::AuthError;
+
+/// A counter the filter increments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Metric {
+    /// Requests forwarded upstream.
+    Allowed,
+    /// Requests refused, by reason (see [`AuthError::metric_reason`]).
+    Denied(DenyReason),
+    /// Requests answered from the verified-token cache (no signature check).
+    TokenCacheHits,
+    /// JWKS or discovery fetches started.
+    JwksFetches,
+    /// JWKS or discovery fetches that failed (callout failure, non-200, unparsable).
+    JwksFetchFailures,
+    /// Google ID token mints started.
+    GoogleTokenMints,
+    /// Google ID token mints that failed.
+    GoogleTokenMintFailures,
+}
+
+/// Refusal reasons as counted; several [`AuthError`]s share one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DenyReason(&'static str);
+
+impl From<AuthError> for Metric {
+    fn from(error: AuthError) -> Metric {
+        Metric::Denied(DenyReason(error.metric_reason()))
+    }
+}
+
+/// Every deny reason, so the adapter can define all counters up front.
+pub const DENY_REASONS: [&str; 13] = [
+    "missing_token",
+    "malformed",
+    "algorithm",
+    "issuer",
+    "unknown_kid",
+    "signature",
+    "expired",
+    "audience",
+    "forbidden",
+    "keys_unavailable",
+    "google_token_unavailable",
+    "config",
+    "internal",
+];
+
+impl Metric {
+    /// The metric name given to `proxy_define_metric`.
+    pub fn name(self) -> String {
+        match self {
+            Metric::Allowed => "allowed".to_string(),
+            Metric::Denied(DenyReason(reason)) => format!("denied_{reason}"),
+            Metric::TokenCacheHits => "token_cache_hits".to_string(),
+            Metric::JwksFetches => "jwks_fetches".to_string(),
+            Metric::JwksFetchFailures => "jwks_fetch_failures".to_string(),
+            Metric::GoogleTokenMints => "google_token_mints".to_string(),
+            Metric::GoogleTokenMintFailures => "google_token_mint_failures".to_string(),
+        }
+    }
+
+    /// Every counter, for defining them all when the filter starts.
+    pub fn all() -> Vec<Metric> {
+        let mut all = vec![
+            Metric::Allowed,
+            Metric::TokenCacheHits,
+            Metric::JwksFetches,
+            Metric::JwksFetchFailures,
+            Metric::GoogleTokenMints,
+            Metric::GoogleTokenMintFailures,
+        ];
+        all.extend(DENY_REASONS.iter().map(|r| Metric::Denied(DenyReason(r))));
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_auth_error_counts_under_a_defined_reason() {
+        let defined: Vec<String> = Metric::all().into_iter().map(Metric::name).collect();
+        for e in [AuthError::MissingToken, AuthError::Expired, AuthError::Internal] {
+            assert!(defined.contains(&Metric::from(e).name()), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn names_are_prometheus_safe() {
+        for m in Metric::all() {
+            let name = m.name();
+            assert!(name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{name}");
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Route rules on verified claims: required scopes and required claim values.

@@ -1,0 +1,261 @@
+//! Why a request is refused, and the one mapping from that reason to an HTTP answer.
+//!
+//! Every refusal in the filter is an [`AuthError`]; [`AuthError::rejection`] is the only place
+//! that decides status codes and `WWW-Authenticate` values (RFC 6750 §3). Bodies stay generic:
+//! the precise reason goes to the log and to metrics, never to the caller beyond the short
+//! `error_description`.
+
+/// The realm announced in every challenge.
+pub const REALM: &str = "cloudrun_oidc";
+
+/// Every reason the filter refuses a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthError {
+    /// No credential in the configured header, query parameter or cookie (RFC 6750 §3.1: no
+    /// error code when the request carries no authentication information).
+    MissingToken,
+    /// Several credentials present (header, query, cookie) and they differ (RFC 6750 §2).
+    ConflictingTokens,
+    /// The token is longer than `max_token_bytes`.
+    TokenTooLarge,
+    /// Not three base64url segments, bad base64url, bad JSON, or a header/claim of the wrong type.
+    Malformed,
+    /// `alg` is missing, `none`, HMAC, unknown, or not on the issuer's allowlist.
+    AlgorithmNotAllowed,
+    /// The header carries `crit` (no extension is understood, RFC 7515 §4.1.11).
+    CriticalHeader,
+    /// `iss` is missing or matches no configured issuer.
+    UnknownIssuer,
+    /// No key in the issuer's JWKS matches the token's `kid` (or, without `kid`, its algorithm).
+    UnknownKey,
+    /// The key found has a type that cannot verify the token's `alg`.
+    KeyAlgorithmMismatch,
+    /// The signature does not verify.
+    BadSignature,
+    /// `exp` is missing, not a number, or in the past beyond the allowed clock skew.
+    Expired,
+    /// `nbf` is in the future beyond the allowed clock skew.
+    NotYetValid,
+    /// `aud` is missing or none of its values is a configured audience.
+    WrongAudience,
+    /// A verified claim mapped to a header holds bytes a header cannot carry (CR, LF, controls).
+    UnrepresentableClaim,
+    /// `required_scopes` not all granted.
+    InsufficientScope,
+    /// A `required_claims` rule is not met.
+    ClaimMismatch,
+    /// No usable keys: the IdP is unreachable or answered garbage and nothing usable is cached.
+    KeysUnavailable,
+    /// No valid Google ID token cached and minting one failed.
+    GoogleTokenUnavailable,
+    /// The route's filter configuration is invalid; every request is refused.
+    InvalidConfiguration,
+    /// A host call failed unexpectedly; the request is refused rather than forwarded.
+    Internal,
+}
+
+/// A local response: what the adapter sends instead of forwarding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    pub status: u16,
+    /// `WWW-Authenticate` value, for 401 and 403 only.
+    pub www_authenticate: Option<String>,
+    /// `Retry-After` seconds, for 503 only.
+    pub retry_after: Option<u32>,
+    /// A generic JSON body in Kong's style.
+    pub body: &'static str,
+}
+
+/// The `Content-Type` of every [`Rejection::body`].
+pub const BODY_CONTENT_TYPE: &str = "application/json; charset=utf-8";
+
+const BODY_401: &str = "{\"message\":\"Unauthorized\"}";
+const BODY_403: &str = "{\"message\":\"Forbidden\"}";
+const BODY_500: &str = "{\"message\":\"An unexpected error occurred\"}";
+const BODY_503: &str = "{\"message\":\"Service unavailable\"}";
+
+/// How long a client should wait before retrying a 503: one JWKS/Google round trip.
+const RETRY_AFTER_SECONDS: u32 = 1;
+
+impl AuthError {
+    /// The short, fixed `error_description` (never derived from request bytes), or the log
+    /// reason for outcomes that carry no challenge.
+    pub fn reason(self) -> &'static str {
+        match self {
+            AuthError::MissingToken => "no token",
+            AuthError::ConflictingTokens => "more than one token",
+            AuthError::TokenTooLarge => "token too large",
+            AuthError::Malformed => "malformed token",
+            AuthError::AlgorithmNotAllowed => "algorithm not allowed",
+            AuthError::CriticalHeader => "unsupported critical header",
+            AuthError::UnknownIssuer => "unknown issuer",
+            AuthError::UnknownKey => "unknown signing key",
+            AuthError::KeyAlgorithmMismatch => "key does not match algorithm",
+            AuthError::BadSignature => "invalid signature",
+            AuthError::Expired => "token expired",
+            AuthError::NotYetValid => "token not yet valid",
+            AuthError::WrongAudience => "invalid audience",
+            AuthError::UnrepresentableClaim => "claim cannot be forwarded",
+            AuthError::InsufficientScope => "insufficient scope",
+            AuthError::ClaimMismatch => "required claim not satisfied",
+            AuthError::KeysUnavailable => "signing keys unavailable",
+            AuthError::GoogleTokenUnavailable => "upstream identity token unavailable",
+            AuthError::InvalidConfiguration => "invalid filter configuration",
+            AuthError::Internal => "internal error",
+        }
+    }
+
+    /// The one mapping from a reason to the answer the caller gets.
+    pub fn rejection(self) -> Rejection {
+        match self {
+            // RFC 6750 §3.1: a request without credentials gets a bare challenge.
+            AuthError::MissingToken => Rejection {
+                status: 401,
+                www_authenticate: Some(format!("Bearer realm=\"{REALM}\"")),
+                retry_after: None,
+                body: BODY_401,
+            },
+            // RFC 6750 §3.1 `invalid_token`: malformed, expired, revoked or otherwise invalid.
+            AuthError::ConflictingTokens
+            | AuthError::TokenTooLarge
+            | AuthError::Malformed
+            | AuthError::AlgorithmNotAllowed
+            | AuthError::CriticalHeader
+            | AuthError::UnknownIssuer
+            | AuthError::UnknownKey
+            | AuthError::KeyAlgorithmMismatch
+            | AuthError::BadSignature
+            | AuthError::Expired
+            | AuthError::NotYetValid
+            | AuthError::WrongAudience
+            | AuthError::UnrepresentableClaim => Rejection {
+                status: 401,
+                www_authenticate: Some(challenge("invalid_token", self.reason())),
+                retry_after: None,
+                body: BODY_401,
+            },
+            // RFC 6750 §3.1 `insufficient_scope`: valid token, not enough privilege.
+            AuthError::InsufficientScope | AuthError::ClaimMismatch => Rejection {
+                status: 403,
+                www_authenticate: Some(challenge("insufficient_scope", self.reason())),
+                retry_after: None,
+                body: BODY_403,
+            },
+            AuthError::KeysUnavailable | AuthError::GoogleTokenUnavailable => Rejection {
+                status: 503,
+                www_authenticate: None,
+                retry_after: Some(RETRY_AFTER_SECONDS),
+                body: BODY_503,
+            },
+            AuthError::InvalidConfiguration | AuthError::Internal => Rejection {
+                status: 500,
+                www_authenticate: None,
+                retry_after: None,
+                body: BODY_500,
+            },
+        }
+    }
+
+    /// The suffix of the `denied_<reason>` metric counting this refusal.
+    pub fn metric_reason(self) -> &'static str {
+        match self {
+            AuthError::MissingToken => "missing_token",
+            AuthError::ConflictingTokens
+            | AuthError::TokenTooLarge
+            | AuthError::Malformed
+            | AuthError::CriticalHeader
+            | AuthError::UnrepresentableClaim => "malformed",
+            AuthError::AlgorithmNotAllowed | AuthError::KeyAlgorithmMismatch => "algorithm",
+            AuthError::UnknownIssuer => "issuer",
+            AuthError::UnknownKey => "unknown_kid",
+            AuthError::BadSignature => "signature",
+            AuthError::Expired | AuthError::NotYetValid => "expired",
+            AuthError::WrongAudience => "audience",
+            AuthError::InsufficientScope | AuthError::ClaimMismatch => "forbidden",
+            AuthError::KeysUnavailable => "keys_unavailable",
+            AuthError::GoogleTokenUnavailable => "google_token_unavailable",
+            AuthError::InvalidConfiguration => "config",
+            AuthError::Internal => "internal",
+        }
+    }
+}
+
+/// `Bearer realm="…", error="…", error_description="…"`. The description is one of the fixed
+/// strings of [`AuthError::reason`], so it never needs escaping.
+fn challenge(error: &str, description: &str) -> String {
+    format!("Bearer realm=\"{REALM}\", error=\"{error}\", error_description=\"{description}\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [AuthError; 20] = [
+        AuthError::MissingToken,
+        AuthError::ConflictingTokens,
+        AuthError::TokenTooLarge,
+        AuthError::Malformed,
+        AuthError::AlgorithmNotAllowed,
+        AuthError::CriticalHeader,
+        AuthError::UnknownIssuer,
+        AuthError::UnknownKey,
+        AuthError::KeyAlgorithmMismatch,
+        AuthError::BadSignature,
+        AuthError::Expired,
+        AuthError::NotYetValid,
+        AuthError::WrongAudience,
+        AuthError::UnrepresentableClaim,
+        AuthError::InsufficientScope,
+        AuthError::ClaimMismatch,
+        AuthError::KeysUnavailable,
+        AuthError::GoogleTokenUnavailable,
+        AuthError::InvalidConfiguration,
+        AuthError::Internal,
+    ];
+
+    #[test]
+    fn missing_token_gets_a_bare_challenge() {
+        let r = AuthError::MissingToken.rejection();
+        assert_eq!(r.status, 401);
+        assert_eq!(r.www_authenticate.as_deref(), Some("Bearer realm=\"cloudrun_oidc\""));
+    }
+
+    #[test]
+    fn expired_token_gets_invalid_token() {
+        let r = AuthError::Expired.rejection();
+        assert_eq!(r.status, 401);
+        assert_eq!(
+            r.www_authenticate.as_deref(),
+            Some("Bearer realm=\"cloudrun_oidc\", error=\"invalid_token\", error_description=\"token expired\"")
+        );
+    }
+
+    #[test]
+    fn policy_failures_get_insufficient_scope() {
+        for e in [AuthError::InsufficientScope, AuthError::ClaimMismatch] {
+            let r = e.rejection();
+            assert_eq!(r.status, 403);
+            assert!(r.www_authenticate.unwrap_or_default().contains("error=\"insufficient_scope\""));
+        }
+    }
+
+    #[test]
+    fn outages_are_503_without_challenge() {
+        for e in [AuthError::KeysUnavailable, AuthError::GoogleTokenUnavailable] {
+            let r = e.rejection();
+            assert_eq!((r.status, r.www_authenticate, r.retry_after), (503, None, Some(1)));
+        }
+    }
+
+    #[test]
+    fn every_reason_is_a_safe_quoted_string() {
+        for e in ALL {
+            let reason = e.reason();
+            assert!(!reason.is_empty());
+            assert!(reason.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\'));
+            let r = e.rejection();
+            assert!(matches!(r.status, 401 | 403 | 500 | 503));
+            assert_eq!(r.www_authenticate.is_some(), matches!(r.status, 401 | 403));
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Values in the host's shared data: full key and expiry stored inside, and CAS leases.

@@ -1,0 +1,1 @@
+//! Signature verification backends, one entry point per algorithm family.

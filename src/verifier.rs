@@ -1,0 +1,1 @@
+//! Token verification in a fixed order: size, segments, header, alg, key, signature, claims.
