@@ -1,0 +1,1 @@
+//! Mock servers: OpenID Provider, Google (metadata + OAuth + JWKS), Cloud Run stand-in.

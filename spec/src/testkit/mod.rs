@@ -1,0 +1,5 @@
+//! What end-to-end tests use to start the spec binaries and talk to them.
+
+pub mod process;
+
+pub use process::{bin_path, repo_root, SpecProcess};
