@@ -1,1 +1,278 @@
 //! Values in the host's shared data: full key and expiry stored inside, and CAS leases.
+//!
+//! Kong's shared-data zones compare keys by CRC32 only, so two different keys can land on one
+//! slot. Every value therefore starts with a header carrying the full key; a read whose stored
+//! key differs is treated as "not ours" ([`Slot::Foreign`]). Kong keeps no TTL, so records carry
+//! the time they were written and each kind of payload carries its own expiry.
+
+use crate::host::{Host, HostError, SharedSetError};
+
+const MAGIC: &[u8; 4] = b"CRO1";
+/// Longest key we store (keys are built from config, never from requests).
+const MAX_KEY_BYTES: usize = 1024;
+
+/// A decoded shared-data value that belongs to the key it was read under.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub payload: Vec<u8>,
+    /// The CAS the host returned with it, for a conditional update.
+    pub cas: u32,
+}
+
+/// What a shared-data key holds from our point of view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Slot {
+    /// Nothing stored: a create-only write (`cas = None`) may claim it.
+    Empty,
+    /// A value written for this exact key.
+    Ours(Record),
+    /// A value written under another key with the same CRC32, or bytes we cannot decode.
+    /// Writing would destroy someone else's value, so callers treat the slot as unusable.
+    Foreign,
+}
+
+/// Serialises `payload` with the header that names its full key.
+pub fn encode(key: &str, payload: &[u8]) -> Vec<u8> {
+    let key = key.as_bytes();
+    let key_len = key.len().min(MAX_KEY_BYTES);
+    let mut out = Vec::with_capacity(4 + 2 + key_len + payload.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(key_len as u16).to_be_bytes());
+    out.extend_from_slice(key.get(..key_len).unwrap_or_default());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The payload of `bytes` when its header names exactly `key`.
+pub fn decode<'a>(key: &str, bytes: &'a [u8]) -> Option<&'a [u8]> {
+    let rest = bytes.strip_prefix(MAGIC.as_slice())?;
+    let (len, rest) = rest.split_first_chunk::<2>()?;
+    let len = usize::from(u16::from_be_bytes(*len));
+    let (stored_key, payload) = (rest.get(..len)?, rest.get(len..)?);
+    (stored_key == key.as_bytes() && len <= MAX_KEY_BYTES).then_some(payload)
+}
+
+/// Reads `key` and classifies what is there.
+pub fn read(host: &dyn Host, key: &str) -> Result<Slot, HostError> {
+    Ok(match host.shared_get(key)? {
+        None => Slot::Empty,
+        Some((bytes, cas)) => match decode(key, &bytes) {
+            Some(payload) => Slot::Ours(Record { payload: payload.to_vec(), cas }),
+            None => Slot::Foreign,
+        },
+    })
+}
+
+/// Writes `payload` under `key`: create-only when `cas` is `None`, else conditional on `cas`.
+pub fn write(
+    host: &mut dyn Host,
+    key: &str,
+    payload: &[u8],
+    cas: Option<u32>,
+) -> Result<(), SharedSetError> {
+    host.shared_set(key, &encode(key, payload), cas)
+}
+
+/// Replaces whatever `key` holds (if it is ours or empty), retrying a few times on CAS races.
+/// Returns `false` when the slot is foreign or the races did not settle.
+pub fn overwrite(host: &mut dyn Host, key: &str, payload: &[u8]) -> Result<bool, HostError> {
+    const ATTEMPTS: usize = 4;
+    for _ in 0..ATTEMPTS {
+        let cas = match read(host, key)? {
+            Slot::Empty => None,
+            Slot::Ours(record) => Some(record.cas),
+            Slot::Foreign => return Ok(false),
+        };
+        match write(host, key, payload, cas) {
+            Ok(()) => return Ok(true),
+            Err(SharedSetError::CasMismatch) => continue,
+            Err(SharedSetError::Host(e)) => return Err(e),
+        }
+    }
+    Ok(false)
+}
+
+/// Outcome of trying to take a lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lease {
+    /// We hold it until the given time (ms); the caller does the guarded work.
+    Acquired,
+    /// Someone else holds an unexpired lease.
+    Held,
+    /// The slot is foreign (CRC32 collision): no cross-worker coordination is possible, so the
+    /// caller proceeds as if it held the lease (work may be duplicated, never skipped forever).
+    Uncoordinated,
+}
+
+/// Takes the lease `key` for `duration_ms` when it is free or expired. A lease is a payload of
+/// `until_ms` (8 bytes, big endian) and `holder` (8 bytes). Leases also serve as rate limits:
+/// taking one and never releasing it means "at most once per `duration_ms`".
+pub fn try_lease(
+    host: &mut dyn Host,
+    key: &str,
+    holder: u64,
+    duration_ms: u64,
+) -> Result<Lease, HostError> {
+    let now = host.now_ms();
+    let cas = match read(host, key)? {
+        Slot::Foreign => return Ok(Lease::Uncoordinated),
+        Slot::Empty => None,
+        Slot::Ours(record) => match parse_lease(&record.payload) {
+            Some((until, _)) if until > now => return Ok(Lease::Held),
+            _ => Some(record.cas),
+        },
+    };
+    match write(host, key, &lease_payload(now.saturating_add(duration_ms), holder), cas) {
+        Ok(()) => Ok(Lease::Acquired),
+        Err(SharedSetError::CasMismatch) => Ok(Lease::Held),
+        Err(SharedSetError::Host(e)) => Err(e),
+    }
+}
+
+/// Releases a lease we hold, so the next holder need not wait for it to expire. A lease taken
+/// over by someone else in the meantime is left alone.
+pub fn release_lease(host: &mut dyn Host, key: &str, holder: u64) -> Result<(), HostError> {
+    if let Slot::Ours(record) = read(host, key)? {
+        if matches!(parse_lease(&record.payload), Some((_, h)) if h == holder) {
+            match write(host, key, &lease_payload(0, holder), Some(record.cas)) {
+                Ok(()) | Err(SharedSetError::CasMismatch) => {}
+                Err(SharedSetError::Host(e)) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn lease_payload(until_ms: u64, holder: u64) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    let (a, b) = out.split_at_mut(8);
+    a.copy_from_slice(&until_ms.to_be_bytes());
+    b.copy_from_slice(&holder.to_be_bytes());
+    out
+}
+
+fn parse_lease(payload: &[u8]) -> Option<(u64, u64)> {
+    let (until, rest) = payload.split_first_chunk::<8>()?;
+    let (holder, _) = rest.split_first_chunk::<8>()?;
+    Some((u64::from_be_bytes(*until), u64::from_be_bytes(*holder)))
+}
+
+/// Little helpers for fixed-layout payloads: a u64 followed by length-prefixed byte strings.
+pub mod layout {
+    /// Appends a big-endian u64.
+    pub fn put_u64(out: &mut Vec<u8>, value: u64) {
+        out.extend_from_slice(&value.to_be_bytes());
+    }
+
+    /// Appends a u32-length-prefixed byte string.
+    pub fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+        out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+        out.extend_from_slice(bytes);
+    }
+
+    /// Reads a big-endian u64 from the front of `input`.
+    pub fn take_u64(input: &mut &[u8]) -> Option<u64> {
+        let (head, rest) = input.split_first_chunk::<8>()?;
+        *input = rest;
+        Some(u64::from_be_bytes(*head))
+    }
+
+    /// Reads a u32-length-prefixed byte string from the front of `input`.
+    pub fn take_bytes<'a>(input: &mut &'a [u8]) -> Option<&'a [u8]> {
+        let (len, rest) = input.split_first_chunk::<4>()?;
+        let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
+        let bytes = rest.get(..len)?;
+        *input = rest.get(len..)?;
+        Some(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::fake::FakeHost;
+
+    #[test]
+    fn round_trips_payload_under_its_key() {
+        let bytes = encode("ns/jwks/a", b"payload");
+        assert_eq!(decode("ns/jwks/a", &bytes), Some(&b"payload"[..]));
+    }
+
+    #[test]
+    fn treats_value_of_another_key_as_foreign() {
+        // The host compares keys by CRC32 only: simulate a collision by storing another key's
+        // value under ours.
+        let mut host = FakeHost::at(1_000);
+        host.shared.insert("ns/a".into(), (encode("ns/colliding", b"x"), 7));
+        assert_eq!(read(&host, "ns/a").unwrap(), Slot::Foreign);
+        host.shared.insert("ns/a".into(), (b"garbage".to_vec(), 7));
+        assert_eq!(read(&host, "ns/a").unwrap(), Slot::Foreign);
+        assert!(!overwrite(&mut host, "ns/a", b"mine").unwrap());
+    }
+
+    #[test]
+    fn refuses_truncated_headers() {
+        for bytes in [&b""[..], b"CRO", b"CRO1", b"CRO1\x00", b"CRO1\x00\x05ns/a"] {
+            assert_eq!(decode("ns/a", bytes), None);
+        }
+    }
+
+    #[test]
+    fn overwrite_creates_then_updates() {
+        let mut host = FakeHost::at(1_000);
+        assert!(overwrite(&mut host, "ns/k", b"one").unwrap());
+        assert!(overwrite(&mut host, "ns/k", b"two").unwrap());
+        match read(&host, "ns/k").unwrap() {
+            Slot::Ours(r) => assert_eq!(r.payload, b"two"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn lease_is_exclusive_until_it_expires() {
+        let mut host = FakeHost::at(1_000);
+        assert_eq!(try_lease(&mut host, "ns/lease", 1, 5_000).unwrap(), Lease::Acquired);
+        assert_eq!(try_lease(&mut host, "ns/lease", 2, 5_000).unwrap(), Lease::Held);
+        host.advance_secs(6);
+        assert_eq!(try_lease(&mut host, "ns/lease", 2, 5_000).unwrap(), Lease::Acquired);
+    }
+
+    #[test]
+    fn released_lease_can_be_taken_at_once() {
+        let mut host = FakeHost::at(1_000);
+        assert_eq!(try_lease(&mut host, "ns/lease", 1, 60_000).unwrap(), Lease::Acquired);
+        release_lease(&mut host, "ns/lease", 1).unwrap();
+        assert_eq!(try_lease(&mut host, "ns/lease", 2, 60_000).unwrap(), Lease::Acquired);
+    }
+
+    #[test]
+    fn release_leaves_another_holders_lease_alone() {
+        let mut host = FakeHost::at(1_000);
+        try_lease(&mut host, "ns/lease", 1, 1_000).unwrap();
+        host.advance_secs(2);
+        assert_eq!(try_lease(&mut host, "ns/lease", 2, 60_000).unwrap(), Lease::Acquired);
+        release_lease(&mut host, "ns/lease", 1).unwrap();
+        assert_eq!(try_lease(&mut host, "ns/lease", 3, 60_000).unwrap(), Lease::Held);
+    }
+
+    #[test]
+    fn foreign_lease_slot_is_uncoordinated() {
+        let mut host = FakeHost::at(1_000);
+        host.shared.insert("ns/lease".into(), (encode("ns/other", b""), 1));
+        assert_eq!(try_lease(&mut host, "ns/lease", 1, 1_000).unwrap(), Lease::Uncoordinated);
+    }
+
+    #[test]
+    fn layout_round_trips_and_refuses_short_input() {
+        let mut out = Vec::new();
+        layout::put_u64(&mut out, 42);
+        layout::put_bytes(&mut out, b"abc");
+        let mut input = out.as_slice();
+        assert_eq!(layout::take_u64(&mut input), Some(42));
+        assert_eq!(layout::take_bytes(&mut input), Some(&b"abc"[..]));
+        assert!(input.is_empty());
+        let mut short = &out[..10];
+        layout::take_u64(&mut short);
+        assert_eq!(layout::take_bytes(&mut short), None);
+    }
+}
