@@ -27,7 +27,11 @@ pub struct CachePolicy {
 
 impl Default for CachePolicy {
     fn default() -> Self {
-        CachePolicy { ttl_secs: 600, max_stale_secs: 86_400, unknown_kid_cooldown_secs: 30 }
+        CachePolicy {
+            ttl_secs: 600,
+            max_stale_secs: 86_400,
+            unknown_kid_cooldown_secs: 30,
+        }
     }
 }
 
@@ -94,7 +98,11 @@ impl JwksEntry {
         let fetched_at = layout::take_u64(&mut input)?;
         let jwks_uri = String::from_utf8(layout::take_bytes(&mut input)?.to_vec()).ok()?;
         let jwks_json = layout::take_bytes(&mut input)?.to_vec();
-        input.is_empty().then_some(JwksEntry { fetched_at, jwks_uri, jwks_json })
+        input.is_empty().then_some(JwksEntry {
+            fetched_at,
+            jwks_uri,
+            jwks_json,
+        })
     }
 }
 
@@ -126,8 +134,11 @@ impl JwksKeys {
 mod tests {
     use super::*;
 
-    const POLICY: CachePolicy =
-        CachePolicy { ttl_secs: 600, max_stale_secs: 3_600, unknown_kid_cooldown_secs: 30 };
+    const POLICY: CachePolicy = CachePolicy {
+        ttl_secs: 600,
+        max_stale_secs: 3_600,
+        unknown_kid_cooldown_secs: 30,
+    };
 
     #[test]
     fn keys_are_fresh_until_refresh_point() {
@@ -151,14 +162,21 @@ mod tests {
 
     #[test]
     fn zero_max_stale_means_never_stale() {
-        let p = CachePolicy { max_stale_secs: 0, ..POLICY };
+        let p = CachePolicy {
+            max_stale_secs: 0,
+            ..POLICY
+        };
         assert_eq!(p.freshness(0, 599), Freshness::RefreshDue);
         assert_eq!(p.freshness(0, 600), Freshness::Unusable);
     }
 
     #[test]
     fn huge_settings_do_not_overflow() {
-        let p = CachePolicy { ttl_secs: u64::MAX, max_stale_secs: u64::MAX, ..POLICY };
+        let p = CachePolicy {
+            ttl_secs: u64::MAX,
+            max_stale_secs: u64::MAX,
+            ..POLICY
+        };
         assert_eq!(p.freshness(0, u64::MAX - 1), Freshness::RefreshDue);
     }
 

@@ -57,7 +57,10 @@ pub fn read(host: &dyn Host, key: &str) -> Result<Slot, HostError> {
     Ok(match host.shared_get(key)? {
         None => Slot::Empty,
         Some((bytes, cas)) => match decode(key, &bytes) {
-            Some(payload) => Slot::Ours(Record { payload: payload.to_vec(), cas }),
+            Some(payload) => Slot::Ours(Record {
+                payload: payload.to_vec(),
+                cas,
+            }),
             None => Slot::Foreign,
         },
     })
@@ -122,7 +125,12 @@ pub fn try_lease(
             _ => Some(record.cas),
         },
     };
-    match write(host, key, &lease_payload(now.saturating_add(duration_ms), holder), cas) {
+    match write(
+        host,
+        key,
+        &lease_payload(now.saturating_add(duration_ms), holder),
+        cas,
+    ) {
         Ok(()) => Ok(Lease::Acquired),
         Err(SharedSetError::CasMismatch) => Ok(Lease::Held),
         Err(SharedSetError::Host(e)) => Err(e),
@@ -203,7 +211,8 @@ mod tests {
         // The host compares keys by CRC32 only: simulate a collision by storing another key's
         // value under ours.
         let mut host = FakeHost::at(1_000);
-        host.shared.insert("ns/a".into(), (encode("ns/colliding", b"x"), 7));
+        host.shared
+            .insert("ns/a".into(), (encode("ns/colliding", b"x"), 7));
         assert_eq!(read(&host, "ns/a").unwrap(), Slot::Foreign);
         host.shared.insert("ns/a".into(), (b"garbage".to_vec(), 7));
         assert_eq!(read(&host, "ns/a").unwrap(), Slot::Foreign);
@@ -231,18 +240,33 @@ mod tests {
     #[test]
     fn lease_is_exclusive_until_it_expires() {
         let mut host = FakeHost::at(1_000);
-        assert_eq!(try_lease(&mut host, "ns/lease", 1, 5_000).unwrap(), Lease::Acquired);
-        assert_eq!(try_lease(&mut host, "ns/lease", 2, 5_000).unwrap(), Lease::Held);
+        assert_eq!(
+            try_lease(&mut host, "ns/lease", 1, 5_000).unwrap(),
+            Lease::Acquired
+        );
+        assert_eq!(
+            try_lease(&mut host, "ns/lease", 2, 5_000).unwrap(),
+            Lease::Held
+        );
         host.advance_secs(6);
-        assert_eq!(try_lease(&mut host, "ns/lease", 2, 5_000).unwrap(), Lease::Acquired);
+        assert_eq!(
+            try_lease(&mut host, "ns/lease", 2, 5_000).unwrap(),
+            Lease::Acquired
+        );
     }
 
     #[test]
     fn released_lease_can_be_taken_at_once() {
         let mut host = FakeHost::at(1_000);
-        assert_eq!(try_lease(&mut host, "ns/lease", 1, 60_000).unwrap(), Lease::Acquired);
+        assert_eq!(
+            try_lease(&mut host, "ns/lease", 1, 60_000).unwrap(),
+            Lease::Acquired
+        );
         release_lease(&mut host, "ns/lease", 1).unwrap();
-        assert_eq!(try_lease(&mut host, "ns/lease", 2, 60_000).unwrap(), Lease::Acquired);
+        assert_eq!(
+            try_lease(&mut host, "ns/lease", 2, 60_000).unwrap(),
+            Lease::Acquired
+        );
     }
 
     #[test]
@@ -250,16 +274,26 @@ mod tests {
         let mut host = FakeHost::at(1_000);
         try_lease(&mut host, "ns/lease", 1, 1_000).unwrap();
         host.advance_secs(2);
-        assert_eq!(try_lease(&mut host, "ns/lease", 2, 60_000).unwrap(), Lease::Acquired);
+        assert_eq!(
+            try_lease(&mut host, "ns/lease", 2, 60_000).unwrap(),
+            Lease::Acquired
+        );
         release_lease(&mut host, "ns/lease", 1).unwrap();
-        assert_eq!(try_lease(&mut host, "ns/lease", 3, 60_000).unwrap(), Lease::Held);
+        assert_eq!(
+            try_lease(&mut host, "ns/lease", 3, 60_000).unwrap(),
+            Lease::Held
+        );
     }
 
     #[test]
     fn foreign_lease_slot_is_uncoordinated() {
         let mut host = FakeHost::at(1_000);
-        host.shared.insert("ns/lease".into(), (encode("ns/other", b""), 1));
-        assert_eq!(try_lease(&mut host, "ns/lease", 1, 1_000).unwrap(), Lease::Uncoordinated);
+        host.shared
+            .insert("ns/lease".into(), (encode("ns/other", b""), 1));
+        assert_eq!(
+            try_lease(&mut host, "ns/lease", 1, 1_000).unwrap(),
+            Lease::Uncoordinated
+        );
     }
 
     #[test]

@@ -79,7 +79,14 @@ impl<V> TokenCache<V> {
         }
         self.clock += 1;
         self.bytes += token.len();
-        self.map.insert(token.into(), Slot { value, expires_at, last_used: self.clock });
+        self.map.insert(
+            token.into(),
+            Slot {
+                value,
+                expires_at,
+                last_used: self.clock,
+            },
+        );
     }
 
     /// Keeps only entries for which `keep` is true (e.g. whose key is still in the JWKS).
@@ -103,7 +110,11 @@ impl<V> TokenCache<V> {
     }
 
     fn evict_least_recently_used(&mut self) -> bool {
-        let oldest = self.map.iter().min_by_key(|(_, slot)| slot.last_used).map(|(k, _)| k.clone());
+        let oldest = self
+            .map
+            .iter()
+            .min_by_key(|(_, slot)| slot.last_used)
+            .map(|(k, _)| k.clone());
         match oldest {
             Some(key) => {
                 self.remove(&key);

@@ -1,0 +1,94 @@
+//! The one real [`Host`]: the filter's logic talking to Kong through proxy-wasm host calls.
+
+use super::ffi;
+use crate::host::{CalloutRequest, CalloutToken, Host, HostError, LogLevel, SharedSetError};
+use crate::metrics::Metric;
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+thread_local! {
+    /// Metric ids by name. Defined lazily: after a trap Kong re-runs `on_configure` but not
+    /// `on_vm_start`, so nothing defined at VM start could be relied upon.
+    static METRIC_IDS: RefCell<HashMap<String, u32>> = RefCell::new(HashMap::new());
+}
+
+/// Host calls for the current context (root or HTTP); stateless, so cheap to create.
+pub struct ProxyHost;
+
+impl ProxyHost {
+    fn metric_id(name: String) -> Option<u32> {
+        METRIC_IDS.with(|ids| {
+            let mut ids = ids.borrow_mut();
+            if let Some(id) = ids.get(&name) {
+                return Some(*id);
+            }
+            let id = ffi::define_counter(&name).ok()?;
+            ids.insert(name, id);
+            Some(id)
+        })
+    }
+}
+
+fn host_error(what: &str, status: ffi::Status) -> HostError {
+    HostError(format!("{what} failed with host status {}", status.0))
+}
+
+impl Host for ProxyHost {
+    fn now_ms(&self) -> u64 {
+        // If the host cannot tell the time, report the far future: every token then counts as
+        // expired, so the failure refuses requests instead of admitting them.
+        ffi::now_nanos()
+            .map(|ns| ns / 1_000_000)
+            .unwrap_or(u64::MAX)
+    }
+
+    fn dispatch(&mut self, request: &CalloutRequest) -> Result<CalloutToken, HostError> {
+        let headers: Vec<(&str, &str)> = request
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        ffi::http_call(
+            &request.upstream,
+            &headers,
+            request.body.as_deref(),
+            request.timeout_ms,
+        )
+        .map_err(|s| host_error("dispatch_http_call", s))
+    }
+
+    fn shared_get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError> {
+        ffi::get_shared_data(key).map_err(|s| host_error("get_shared_data", s))
+    }
+
+    fn shared_set(
+        &mut self,
+        key: &str,
+        value: &[u8],
+        cas: Option<u32>,
+    ) -> Result<(), SharedSetError> {
+        match ffi::set_shared_data(key, value, cas.unwrap_or(0)) {
+            Ok(()) => Ok(()),
+            Err(ffi::CAS_MISMATCH) => Err(SharedSetError::CasMismatch),
+            Err(s) => Err(SharedSetError::Host(host_error("set_shared_data", s))),
+        }
+    }
+
+    fn log(&self, level: LogLevel, message: &str) {
+        let level = match level {
+            LogLevel::Debug => 1,
+            LogLevel::Info => 2,
+            LogLevel::Warn => 3,
+            LogLevel::Error => 4,
+            LogLevel::Critical => 5,
+        };
+        // Nothing sensible to do if logging itself fails.
+        let _ = ffi::log(level, message);
+    }
+
+    fn count(&mut self, metric: Metric) {
+        if let Some(id) = Self::metric_id(metric.name()) {
+            let _ = ffi::increment_metric(id, 1);
+        }
+    }
+}
