@@ -1,1 +1,0 @@
-//! Test-side JOSE: key generation, signing and verification with OpenSSL (independent of the filter).
