@@ -1,2 +1,4 @@
 //! `cloudrun` binary (see spec/README.md).
-fn main() {}
+fn main() -> std::process::ExitCode {
+    cloudrun_spec::mocks::cloudrun::main()
+}

@@ -1,2 +1,4 @@
 //! `mock-google` binary (see spec/README.md).
-fn main() {}
+fn main() -> std::process::ExitCode {
+    cloudrun_spec::mocks::google::main()
+}

@@ -1,5 +1,7 @@
 //! What end-to-end tests use to start the spec binaries and talk to them.
 
+pub mod http;
+pub mod mocks;
 pub mod process;
 
 pub use process::{bin_path, repo_root, SpecProcess};

@@ -1,0 +1,1 @@
+//! Typed wrappers around the running mock binaries (`mock-idp`, `mock-google`, `cloudrun`).
