@@ -1,0 +1,85 @@
+//! Filter lookup and configuration checks as Kong does them at load time: `DIR/<name>.wasm` must
+//! exist; with `DIR/<name>.meta.json`, an object `config` is validated against its draft-4
+//! `config_schema` and JSON-encoded for the filter; without it, `config` must be a string.
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// A filter found in the filters directory.
+pub struct FilterMeta {
+    pub wasm: PathBuf,
+    pub schema: Option<jsonschema::Validator>,
+}
+
+/// Filters referenced by the configuration, loaded once.
+#[derive(Default)]
+pub struct Filters {
+    dir: PathBuf,
+    found: BTreeMap<String, FilterMeta>,
+}
+
+/// Kong's filter naming rule: letters, digits and `_`.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+impl Filters {
+    /// Filters from `dir`.
+    pub fn new(dir: &Path) -> Filters {
+        Filters { dir: dir.to_path_buf(), found: BTreeMap::new() }
+    }
+
+    /// Looks a filter up (and loads its schema). `Err` is Kong-like text for `at` (e.g. `filters.1`).
+    pub fn lookup(&mut self, name: &str, at: &str) -> Result<&FilterMeta> {
+        if !self.found.contains_key(name) {
+            let wasm = self.dir.join(format!("{name}.wasm"));
+            if !valid_name(name) || !wasm.is_file() {
+                bail!("{at}.name: no such filter: {name}");
+            }
+            let meta = self.dir.join(format!("{name}.meta.json"));
+            let schema = if meta.is_file() {
+                let text = std::fs::read_to_string(&meta).with_context(|| format!("reading {}", meta.display()))?;
+                let doc: Value = serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", meta.display()))?;
+                let schema = doc.get("config_schema").with_context(|| format!("{}: no config_schema", meta.display()))?;
+                let validator = jsonschema::draft4::new(schema).map_err(|e| anyhow::anyhow!("{}: invalid config_schema: {e}", meta.display()))?;
+                Some(validator)
+            } else {
+                None
+            };
+            self.found.insert(name.to_string(), FilterMeta { wasm, schema });
+        }
+        self.found.get(name).context("filter vanished")
+    }
+
+    /// The bytes handed to the filter as its configuration, after Kong's checks.
+    pub fn config_bytes(&mut self, name: &str, config: Option<&Value>, at: &str) -> Result<Vec<u8>> {
+        let meta = self.lookup(name, at)?;
+        match config {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::String(s)) => Ok(s.clone().into_bytes()),
+            Some(value) => {
+                let Some(schema) = &meta.schema else {
+                    bail!("{at}.config: wrong type: expected a string (filter '{name}' has no config_schema in {name}.meta.json)");
+                };
+                let errors: Vec<String> = schema
+                    .iter_errors(value)
+                    .map(|e| {
+                        let path = e.instance_path().to_string();
+                        if path.is_empty() { e.to_string() } else { format!("{}: {e}", path.trim_start_matches('/').replace('/', ".")) }
+                    })
+                    .collect();
+                if !errors.is_empty() {
+                    bail!("{at}.config: {}", errors.join("; "));
+                }
+                Ok(serde_json::to_vec(value)?)
+            }
+        }
+    }
+
+    /// Every filter looked up so far.
+    pub fn all(&self) -> impl Iterator<Item = (&String, &FilterMeta)> {
+        self.found.iter()
+    }
+}

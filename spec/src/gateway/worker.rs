@@ -1,0 +1,522 @@
+//! One worker, like an nginx worker process: an OS thread with a single-threaded event loop that
+//! owns its filter instances. Client connections handed to it are served here; callouts run as
+//! tasks on the same loop and their responses are fed back into the instance on this thread.
+
+use super::router::{upstream_uri, ChainEntry, Route, Table};
+use super::{log, proxy};
+use crate::host::context::{CallResult, Exchange, Exec, NewCall, RequestInfo, Step};
+use crate::host::instance::{self, Slot, Trap};
+use crate::host::context::HostState;
+use crate::host::{dispatch, World};
+use anyhow::{anyhow, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::task::{spawn_local, AbortHandle};
+use wasmtime::{Engine, Linker, Module};
+
+/// What every worker shares (read-only).
+pub struct Shared {
+    pub table: Table,
+    pub world: Arc<World>,
+    pub engine: Engine,
+    pub modules: BTreeMap<String, Module>,
+    pub listen_port: u16,
+}
+
+/// A client connection handed to a worker.
+pub struct Conn {
+    pub stream: std::net::TcpStream,
+    pub peer: SocketAddr,
+    pub id: u64,
+}
+
+/// A root-context callout finished.
+struct RootReply {
+    filter: Arc<str>,
+    generation: u64,
+    root_id: u32,
+    token: u32,
+    result: CallResult,
+}
+
+struct Worker {
+    id: usize,
+    shared: Arc<Shared>,
+    linker: Linker<HostState>,
+    slots: RefCell<BTreeMap<String, Slot>>,
+    tickers: RefCell<BTreeSet<(String, u32)>>,
+    root_tx: UnboundedSender<RootReply>,
+}
+
+/// Starts worker `id` on its own thread; `ready` gets the outcome of starting its filters.
+pub fn spawn(id: usize, shared: Arc<Shared>, conns: UnboundedReceiver<Conn>, ready: std::sync::mpsc::Sender<Result<()>>) -> Result<()> {
+    std::thread::Builder::new().name(format!("worker-{id}")).spawn(move || {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                let _ = ready.send(Err(e.into()));
+                return;
+            }
+        };
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, run(id, shared, conns, ready));
+    })?;
+    Ok(())
+}
+
+async fn run(id: usize, shared: Arc<Shared>, mut conns: UnboundedReceiver<Conn>, ready: std::sync::mpsc::Sender<Result<()>>) {
+    let (root_tx, root_rx) = unbounded_channel();
+    let w = match start(id, shared, root_tx) {
+        Ok(w) => Rc::new(w),
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    sync_tickers(&w);
+    spawn_local(root_replies(w.clone(), root_rx));
+    let _ = ready.send(Ok(()));
+    while let Some(conn) = conns.recv().await {
+        spawn_local(serve(w.clone(), conn));
+    }
+}
+
+fn start(id: usize, shared: Arc<Shared>, root_tx: UnboundedSender<RootReply>) -> Result<Worker> {
+    let linker = instance::linker(&shared.engine)?;
+    let mut slots = BTreeMap::new();
+    for (name, roots) in &shared.table.roots {
+        let module = shared.modules.get(name).ok_or_else(|| anyhow!("filter {name} not loaded"))?.clone();
+        let mut slot = Slot::new(Arc::from(name.as_str()), id, module, shared.world.clone(), roots.clone());
+        slot.ensure(&linker)?;
+        slots.insert(name.clone(), slot);
+    }
+    Ok(Worker { id, shared, linker, slots: RefCell::new(slots), tickers: RefCell::new(BTreeSet::new()), root_tx })
+}
+
+/// Starts a ticker for every root that set a tick period and has none yet.
+fn sync_tickers(w: &Rc<Worker>) {
+    let mut wanted = Vec::new();
+    for (name, slot) in w.slots.borrow_mut().iter_mut() {
+        if let Some(inst) = slot.current(slot.generation) {
+            for (root, period) in inst.tick_periods() {
+                wanted.push((name.clone(), root, period));
+            }
+        }
+    }
+    for (name, root, period) in wanted {
+        if w.tickers.borrow_mut().insert((name.clone(), root)) {
+            spawn_local(tick_loop(w.clone(), name, root, period));
+        }
+    }
+}
+
+async fn tick_loop(w: Rc<Worker>, filter: String, root_id: u32, period_ms: u32) {
+    let mut iv = tokio::time::interval(Duration::from_millis(u64::from(period_ms.max(1))));
+    iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    iv.tick().await;
+    loop {
+        iv.tick().await;
+        tick_once(&w, &filter, root_id);
+        sync_tickers(&w);
+    }
+}
+
+fn tick_once(w: &Rc<Worker>, filter: &str, root_id: u32) {
+    let mut slots = w.slots.borrow_mut();
+    let Some(slot) = slots.get_mut(filter) else { return };
+    if let Err(e) = slot.ensure(&w.linker) {
+        log::emit("error", w.id, None, &format!("tick_handler: no instance: {e:#}"));
+        return;
+    }
+    if slot.disabled.contains(&root_id) {
+        return;
+    }
+    let generation = slot.generation;
+    let Some(inst) = slot.current(generation) else { return };
+    let mut exec = Exec { context_id: root_id, root_id, is_root: true, ..Exec::default() };
+    match inst.call(&mut exec, Step::Tick, "proxy_on_tick", &[root_id as i32]) {
+        Ok(called) => spawn_root_calls(w, &slot.filter, generation, root_id, called.new_calls),
+        Err(trap) => slot.trapped(root_id, Step::Tick, &trap),
+    }
+}
+
+fn spawn_root_calls(w: &Rc<Worker>, filter: &Arc<str>, generation: u64, root_id: u32, calls: Vec<NewCall>) {
+    for call in calls {
+        let tx = w.root_tx.clone();
+        let world = w.shared.world.clone();
+        let filter = filter.clone();
+        spawn_local(async move {
+            let result = dispatch::perform(call.spec, &world.resolver, true).await;
+            let _ = tx.send(RootReply { filter, generation, root_id, token: call.token, result });
+        });
+    }
+}
+
+async fn root_replies(w: Rc<Worker>, mut rx: UnboundedReceiver<RootReply>) {
+    while let Some(reply) = rx.recv().await {
+        let mut slots = w.slots.borrow_mut();
+        let Some(slot) = slots.get_mut(reply.filter.as_ref()) else { continue };
+        let Some(inst) = slot.current(reply.generation) else { continue };
+        let (nh, bs) = counts(&reply.result);
+        let mut exec = Exec { context_id: reply.root_id, root_id: reply.root_id, is_root: true, call: Some(reply.result), ..Exec::default() };
+        let args = [reply.root_id as i32, reply.token as i32, nh, bs, 0];
+        match inst.call(&mut exec, Step::CallResponse, "proxy_on_http_call_response", &args) {
+            Ok(called) => spawn_root_calls(&w, &slot.filter, reply.generation, reply.root_id, called.new_calls),
+            Err(trap) => slot.trapped(reply.root_id, Step::CallResponse, &trap),
+        }
+    }
+}
+
+/// `on_http_call_response` arguments: a failed call has no headers and no body.
+fn counts(result: &CallResult) -> (i32, i32) {
+    if result.failure.is_some() {
+        (0, 0)
+    } else {
+        (result.headers.len() as i32, result.body.len() as i32)
+    }
+}
+
+async fn serve(w: Rc<Worker>, conn: Conn) {
+    let Ok(stream) = tokio::net::TcpStream::from_std(conn.stream) else { return };
+    let service = hyper::service::service_fn(move |req| {
+        let w = w.clone();
+        async move { Ok::<_, Infallible>(handle(w, req, conn.peer, conn.id).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), service).await;
+}
+
+fn json_response(status: u16, message: &str) -> (u16, Vec<(String, Vec<u8>)>, Vec<u8>) {
+    let body = serde_json::json!({ "message": message }).to_string().into_bytes();
+    (status, vec![("content-type".into(), b"application/json; charset=utf-8".to_vec())], body)
+}
+
+async fn handle(w: Rc<Worker>, req: Request<Incoming>, peer: SocketAddr, conn_id: u64) -> Response<Full<Bytes>> {
+    let (status, headers, body) = match handle_inner(&w, req, peer, conn_id).await {
+        Ok(r) => r,
+        Err(e) => {
+            log::emit("error", w.id, Some(conn_id), &format!("request failed: {e:#}"));
+            json_response(500, "An unexpected error occurred")
+        }
+    };
+    let mut resp = Response::builder().status(status);
+    for (k, v) in &headers {
+        if proxy::is_hop_by_hop(k) {
+            continue;
+        }
+        resp = resp.header(k.as_str(), v.as_slice());
+    }
+    resp = resp.header("x-spec-worker", w.id.to_string());
+    resp.body(Full::new(Bytes::from(body))).unwrap_or_else(|_| {
+        let mut r = Response::new(Full::new(Bytes::from_static(b"{\"message\":\"An unexpected error occurred\"}")));
+        *r.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+        r
+    })
+}
+
+type Reply = (u16, Vec<(String, Vec<u8>)>, Vec<u8>);
+
+async fn handle_inner(w: &Rc<Worker>, req: Request<Incoming>, peer: SocketAddr, conn_id: u64) -> Result<Reply> {
+    let target = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+    let Some((route, prefix)) = w.shared.table.find(&target) else {
+        return Ok(json_response(404, "no Route matched with those values"));
+    };
+    let route = route.clone();
+    let prefix = prefix.to_string();
+    let service = w.shared.table.services.get(route.service).cloned().ok_or_else(|| anyhow!("route without service"))?;
+    let method = req.method().as_str().to_string();
+    let authority = req
+        .headers()
+        .get("host")
+        .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
+        .unwrap_or_else(|| format!("127.0.0.1:{}", w.shared.listen_port));
+    let req_headers: Vec<(String, Vec<u8>)> = req.headers().iter().map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec())).collect();
+    let body = req.into_body().collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
+    let mut ex = Exchange {
+        method,
+        path: target.clone(),
+        scheme: "http".into(),
+        authority,
+        req_headers,
+        req_body: body,
+        info: RequestInfo {
+            source_address: peer.ip().to_string(),
+            source_port: peer.port(),
+            route_name: route.name.clone(),
+            route_id: Some(route.id.clone()),
+            service_name: service.name.clone(),
+            connection_id: conn_id,
+        },
+        ..Exchange::default()
+    };
+    let mut req = Req { w: w.clone(), ctxs: Vec::new(), pending: HashMap::new(), conn_id };
+    let (tx, mut rx) = unbounded_channel();
+    let outcome = req.request_phases(&route, &mut ex, &tx, &mut rx).await;
+    let final_reply: Option<Reply> = match outcome {
+        Outcome::Proceed => None,
+        Outcome::Local => ex.local.take().map(|l| (l.status, l.headers, l.body)),
+        Outcome::Error => Some(json_response(500, "An unexpected error occurred")),
+    };
+    req.cancel_all();
+    let (status, headers, body) = match final_reply {
+        Some(r) => r,
+        None => {
+            let uri = upstream_uri(service.upstream.path.as_deref(), &ex.path, &prefix, route.strip_path && ex.path.starts_with(&prefix));
+            let url_path = target.split('?').next().unwrap_or("/").to_string();
+            let client = proxy::ClientSide { ip: &ex.info.source_address, scheme: "http", host: ex.authority.split(':').next().unwrap_or(""), port: w.shared.listen_port, path: &url_path };
+            let sent = proxy::forward(&service.upstream, &w.shared.world.resolver, &ex.method, &uri, &ex.req_headers, ex.req_body.clone(), &client).await;
+            match sent {
+                Ok(r) => r,
+                Err(e) => {
+                    log::emit("error", w.id, Some(conn_id), &format!("connect() to upstream {}:{} failed: {e:#}", service.upstream.host, service.upstream.port));
+                    json_response(502, "An invalid response was received from the upstream server")
+                }
+            }
+        }
+    };
+    ex.resp_status = status;
+    ex.resp_headers = headers;
+    ex.resp_body = body;
+    ex.response_started = true;
+    req.response_phases(&mut ex);
+    req.final_phases(&mut ex);
+    Ok((ex.resp_status, std::mem::take(&mut ex.resp_headers), std::mem::take(&mut ex.resp_body)))
+}
+
+/// A filter's HTTP context for one request.
+struct Ctx {
+    filter: Arc<str>,
+    root_id: u32,
+    id: u32,
+    generation: u64,
+    alive: bool,
+}
+
+enum Outcome {
+    Proceed,
+    Local,
+    Error,
+}
+
+enum Ran {
+    Ok { ret: Option<i32>, resumed: bool },
+    Trapped,
+    Gone,
+}
+
+struct Req {
+    w: Rc<Worker>,
+    ctxs: Vec<Ctx>,
+    /// Pending callouts: token → (context index, task).
+    pending: HashMap<u32, (usize, AbortHandle)>,
+    conn_id: u64,
+}
+
+type CallTx = UnboundedSender<(u32, CallResult)>;
+
+impl Req {
+    fn create_contexts(&mut self, chain: &[ChainEntry]) -> Result<(), ()> {
+        for entry in chain {
+            let created = {
+                let mut slots = self.w.slots.borrow_mut();
+                let Some(slot) = slots.get_mut(entry.filter.as_ref()) else { continue };
+                if slot.disabled.contains(&entry.root_id) {
+                    continue;
+                }
+                if slot.ensure(&self.w.linker).is_err() {
+                    return Err(());
+                }
+                if slot.disabled.contains(&entry.root_id) {
+                    continue;
+                }
+                let id = slot.new_context_id();
+                let generation = slot.generation;
+                let ctx = Ctx { filter: entry.filter.clone(), root_id: entry.root_id, id, generation, alive: true };
+                let Some(inst) = slot.current(generation) else { return Err(()) };
+                let mut exec = Exec { context_id: id, root_id: entry.root_id, ..Exec::default() };
+                match inst.call(&mut exec, Step::Init, "proxy_on_context_create", &[id as i32, entry.root_id as i32]) {
+                    Ok(_) => Some(ctx),
+                    Err(trap) => {
+                        slot.trapped(id, Step::Init, &trap);
+                        None
+                    }
+                }
+            };
+            sync_tickers(&self.w);
+            match created {
+                Some(ctx) => self.ctxs.push(ctx),
+                None => return Err(()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs one callback of context `i` with the exchange moved in and back out.
+    fn run(&mut self, i: usize, ex: &mut Exchange, step: Step, name: &str, args: &[i32], call: Option<CallResult>, tx: Option<&CallTx>) -> Ran {
+        let Some(ctx) = self.ctxs.get_mut(i) else { return Ran::Gone };
+        if !ctx.alive {
+            return Ran::Gone;
+        }
+        let mut slots = self.w.slots.borrow_mut();
+        let Some(slot) = slots.get_mut(ctx.filter.as_ref()) else { return Ran::Gone };
+        let Some(inst) = slot.current(ctx.generation) else {
+            ctx.alive = false;
+            log::emit("error", self.w.id, Some(self.conn_id), &format!("[proxy-wasm][\"{}\" #{}] filter instance was recreated: context lost", ctx.filter, ctx.id));
+            return Ran::Gone;
+        };
+        let mut exec = Exec { context_id: ctx.id, root_id: ctx.root_id, exchange: Some(std::mem::take(ex)), call, ..Exec::default() };
+        let res: Result<_, Trap> = inst.call(&mut exec, step, name, args);
+        *ex = exec.exchange.take().unwrap_or_default();
+        match res {
+            Ok(called) => {
+                if let Some(tx) = tx {
+                    for nc in called.new_calls {
+                        let tx = tx.clone();
+                        let world = self.w.shared.world.clone();
+                        let token = nc.token;
+                        let task = spawn_local(async move {
+                            let result = dispatch::perform(nc.spec, &world.resolver, false).await;
+                            let _ = tx.send((token, result));
+                        });
+                        self.pending.insert(token, (i, task.abort_handle()));
+                    }
+                }
+                Ran::Ok { ret: called.ret, resumed: exec.resumed }
+            }
+            Err(trap) => {
+                slot.trapped(ctx.id, step, &trap);
+                ctx.alive = false;
+                Ran::Trapped
+            }
+        }
+    }
+
+    fn cancel_ctx(&mut self, i: usize) {
+        self.pending.retain(|_, (idx, task)| {
+            if *idx == i {
+                task.abort();
+            }
+            *idx != i
+        });
+    }
+
+    fn cancel_all(&mut self) {
+        for (_, (_, task)) in self.pending.drain() {
+            task.abort();
+        }
+    }
+
+    async fn request_phases(&mut self, route: &Route, ex: &mut Exchange, tx: &CallTx, rx: &mut UnboundedReceiver<(u32, CallResult)>) -> Outcome {
+        if self.create_contexts(&route.chain).is_err() {
+            return Outcome::Error;
+        }
+        let has_body = !ex.req_body.is_empty();
+        let mut steps = vec![Step::RequestHeaders];
+        if has_body {
+            steps.push(Step::RequestBody);
+        }
+        for step in steps {
+            for i in 0..self.ctxs.len() {
+                let args = match step {
+                    Step::RequestHeaders => {
+                        let n = ex.req_headers.len().min(crate::host::MAX_HEADER_PAIRS) as i32;
+                        [self.ctxs.get(i).map(|c| c.id as i32).unwrap_or(0), n, i32::from(!has_body)]
+                    }
+                    _ => [self.ctxs.get(i).map(|c| c.id as i32).unwrap_or(0), ex.req_body.len() as i32, 1],
+                };
+                let name = if step == Step::RequestHeaders { "proxy_on_request_headers" } else { "proxy_on_request_body" };
+                let (action, mut resumed) = match self.run(i, ex, step, name, &args, None, Some(tx)) {
+                    Ran::Ok { ret, resumed } => (ret.unwrap_or(0), resumed),
+                    Ran::Trapped => return Outcome::Error,
+                    Ran::Gone => continue,
+                };
+                let mut had_calls = false;
+                loop {
+                    if ex.local.is_some() {
+                        if !self.pending.is_empty() {
+                            log::emit("notice", self.w.id, Some(self.conn_id), "[proxy-wasm] local response produced, cancelling pending dispatch calls");
+                        }
+                        self.cancel_all();
+                        return Outcome::Local;
+                    }
+                    let mine = self.pending.values().filter(|(idx, _)| *idx == i).count();
+                    if mine == 0 {
+                        if action == 0 || resumed || had_calls {
+                            break;
+                        }
+                        // Paused with nothing pending: Kong waits until the client gives up.
+                        std::future::pending::<()>().await;
+                    }
+                    let Some((token, result)) = rx.recv().await else { break };
+                    let Some((idx, _)) = self.pending.remove(&token) else { continue };
+                    had_calls = true;
+                    let (nh, bs) = counts(&result);
+                    let ctx_id = self.ctxs.get(idx).map(|c| c.id as i32).unwrap_or(0);
+                    let args = [ctx_id, token as i32, nh, bs, 0];
+                    match self.run(idx, ex, Step::CallResponse, "proxy_on_http_call_response", &args, Some(result), Some(tx)) {
+                        Ran::Ok { resumed: r, .. } => resumed |= r,
+                        Ran::Trapped | Ran::Gone => {
+                            log::emit(
+                                "error",
+                                self.w.id,
+                                Some(self.conn_id),
+                                &format!("[proxy-wasm][\"{}\" #{ctx_id}] filter failed resuming after dispatch (instance trapped): request goes on WITHOUT it (fail-open, as in Kong)", self.ctxs.get(idx).map(|c| c.filter.as_ref()).unwrap_or("?")),
+                            );
+                            self.cancel_ctx(idx);
+                            if idx == i {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Outcome::Proceed
+    }
+
+    fn response_phases(&mut self, ex: &mut Exchange) {
+        for i in 0..self.ctxs.len() {
+            let id = self.ctxs.get(i).map(|c| c.id as i32).unwrap_or(0);
+            let eos = i32::from(ex.resp_body.is_empty());
+            let args = [id, ex.resp_headers.len() as i32, eos];
+            if let Ran::Trapped = self.run(i, ex, Step::ResponseHeaders, "proxy_on_response_headers", &args, None, None) {
+                self.internal_error(ex);
+                return;
+            }
+        }
+        for i in 0..self.ctxs.len() {
+            let id = self.ctxs.get(i).map(|c| c.id as i32).unwrap_or(0);
+            let args = [id, ex.resp_body.len() as i32, 1];
+            if let Ran::Trapped = self.run(i, ex, Step::ResponseBody, "proxy_on_response_body", &args, None, None) {
+                self.internal_error(ex);
+                return;
+            }
+        }
+    }
+
+    fn internal_error(&self, ex: &mut Exchange) {
+        let (status, headers, body) = json_response(500, "An unexpected error occurred");
+        ex.resp_status = status;
+        ex.resp_headers = headers;
+        ex.resp_body = body;
+    }
+
+    fn final_phases(&mut self, ex: &mut Exchange) {
+        for i in 0..self.ctxs.len() {
+            let id = self.ctxs.get(i).map(|c| c.id as i32).unwrap_or(0);
+            let _ = self.run(i, ex, Step::Log, "proxy_on_log", &[id], None, None);
+            let _ = self.run(i, ex, Step::Done, "proxy_on_done", &[id], None, None);
+            let _ = self.run(i, ex, Step::Done, "proxy_on_delete", &[id], None, None);
+        }
+    }
+}

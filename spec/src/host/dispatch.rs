@@ -1,0 +1,352 @@
+//! `dispatch_http_call` as ngx_wasm_module does it: the target is `host[:port]`, `[v6][:port]` or
+//! `unix:/path`; `:method` and `:path` are required; `:authority` sets `Host` and TLS SNI;
+//! `:scheme: https` turns TLS on; one connection per call with `Connection: close`; the timeout
+//! applies to connect, send and each read separately; response headers must fit in 8 KB.
+//! Failures are reported with a `:dispatch_status` pseudo-header instead of `:status`.
+
+use super::context::CallResult;
+use anyhow::{Context, Result};
+use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Largest response head (status line + headers) accepted, like Kong's 8 KB buffer.
+pub const MAX_RESPONSE_HEAD: usize = 8 * 1024;
+/// Timeout used when a filter passes 0.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where a callout connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Tcp { host: String, port: u16 },
+    Unix(PathBuf),
+}
+
+/// A validated callout request.
+#[derive(Debug, Clone)]
+pub struct CallSpec {
+    pub target: Target,
+    /// The first argument as given (used as `Host` without `:authority`).
+    pub raw_target: String,
+    pub method: String,
+    pub path: String,
+    pub authority: Option<String>,
+    pub tls: bool,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+    pub timeout: Duration,
+}
+
+/// Parses the first argument of `dispatch_http_call`. `Err` is a trap message.
+pub fn parse_target(raw: &str, tls: bool) -> Result<Target, String> {
+    let bad = || format!("dispatch failed: invalid host \"{raw}\"");
+    if let Some(path) = raw.strip_prefix("unix:") {
+        if !path.starts_with('/') {
+            return Err(bad());
+        }
+        return Ok(Target::Unix(PathBuf::from(path)));
+    }
+    if raw.is_empty() || raw.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/' || c == '@') {
+        return Err(bad());
+    }
+    let default_port = if tls { 443 } else { 80 };
+    let (host, port) = if let Some(rest) = raw.strip_prefix('[') {
+        let (v6, after) = rest.split_once(']').ok_or_else(bad)?;
+        v6.parse::<std::net::Ipv6Addr>().map_err(|_| bad())?;
+        let port = match after {
+            "" => default_port,
+            p => p.strip_prefix(':').ok_or_else(bad)?.parse::<u16>().map_err(|_| bad())?,
+        };
+        (v6.to_string(), port)
+    } else {
+        match raw.split_once(':') {
+            Some((h, p)) => (h.to_string(), p.parse::<u16>().map_err(|_| bad())?),
+            None => (raw.to_string(), default_port),
+        }
+    };
+    if host.is_empty() || port == 0 {
+        return Err(bad());
+    }
+    if !host.contains(':') && !host.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_') {
+        return Err(bad());
+    }
+    Ok(Target::Tcp { host, port })
+}
+
+/// Builds the call from the filter's arguments. `Err` is a trap message.
+pub fn build(raw_target: &str, headers: Vec<(String, Vec<u8>)>, body: Vec<u8>, timeout_ms: u32) -> Result<CallSpec, String> {
+    let mut method = String::new();
+    let mut path = String::new();
+    let mut authority = None;
+    let mut tls = false;
+    let mut regular = Vec::new();
+    for (k, v) in headers {
+        let value = String::from_utf8_lossy(&v).into_owned();
+        match k.as_str() {
+            ":method" => method = value,
+            ":path" => path = value,
+            ":authority" => authority = Some(value).filter(|a| !a.is_empty()),
+            ":scheme" => tls = value == "https",
+            k if k.starts_with(':') => {}
+            k if k.eq_ignore_ascii_case("host") || k.eq_ignore_ascii_case("connection") => {}
+            _ => regular.push((k, v)),
+        }
+    }
+    if method.is_empty() {
+        return Err("dispatch failed: no :method".to_string());
+    }
+    if path.is_empty() {
+        return Err("dispatch failed: no :path".to_string());
+    }
+    let target = parse_target(raw_target, tls)?;
+    let timeout = if timeout_ms == 0 { DEFAULT_TIMEOUT } else { Duration::from_millis(timeout_ms.into()) };
+    Ok(CallSpec { target, raw_target: raw_target.to_string(), method, path, authority, tls, headers: regular, body, timeout })
+}
+
+/// How callout host names are resolved.
+#[derive(Debug, Clone, Default)]
+pub struct Resolver {
+    /// `--resolve HOST=IP` entries (the stand-in's `/etc/hosts`).
+    pub hosts: HashMap<String, IpAddr>,
+    /// `--lua-resolver`: root-context calls resolve like request calls.
+    pub lua_resolver: bool,
+    /// `--ca-file`: PEM bundle instead of the system CAs.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Resolver {
+    /// Resolves `host`. Root-context calls without `--lua-resolver` use Kong's `wasm{}` resolver,
+    /// which answers only IP literals here (it neither reads /etc/hosts nor reaches 8.8.8.8).
+    pub async fn resolve(&self, host: &str, port: u16, from_root: bool) -> Option<SocketAddr> {
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Some(SocketAddr::new(ip, port));
+        }
+        if from_root && !self.lua_resolver {
+            return None;
+        }
+        if let Some(ip) = self.hosts.get(&host.to_ascii_lowercase()) {
+            return Some(SocketAddr::new(*ip, port));
+        }
+        let lookup = tokio::net::lookup_host((host, port));
+        match tokio::time::timeout(Duration::from_secs(5), lookup).await {
+            Ok(Ok(mut addrs)) => addrs.next(),
+            _ => None,
+        }
+    }
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Performs the call; never fails: failures become a `:dispatch_status` result.
+pub async fn perform(spec: CallSpec, resolver: &Resolver, from_root: bool) -> CallResult {
+    match run(&spec, resolver, from_root).await {
+        Ok((headers, body)) => CallResult { headers, body, failure: None },
+        Err(status) => CallResult {
+            headers: vec![(":dispatch_status".to_string(), status.as_bytes().to_vec())],
+            body: Vec::new(),
+            failure: Some(status),
+        },
+    }
+}
+
+type Head = Vec<(String, Vec<u8>)>;
+
+async fn run(spec: &CallSpec, resolver: &Resolver, from_root: bool) -> Result<(Head, Vec<u8>), &'static str> {
+    let t = spec.timeout;
+    let mut stream: Box<dyn Io> = match &spec.target {
+        Target::Unix(path) => {
+            let s = tokio::time::timeout(t, tokio::net::UnixStream::connect(path)).await;
+            Box::new(s.map_err(|_| "timeout")?.map_err(|_| "broken connection")?)
+        }
+        Target::Tcp { host, port } => {
+            let addr = resolver.resolve(host, *port, from_root).await.ok_or("resolver failure")?;
+            let s = tokio::time::timeout(t, tokio::net::TcpStream::connect(addr)).await;
+            let tcp = s.map_err(|_| "timeout")?.map_err(|_| "broken connection")?;
+            if spec.tls {
+                let sni = spec.authority.as_deref().map(strip_port).unwrap_or(host.as_str()).to_string();
+                let tls = tokio::time::timeout(t, handshake(tcp, &sni, resolver)).await;
+                Box::new(tls.map_err(|_| "timeout")?.map_err(|_| "tls handshake failure")?)
+            } else {
+                Box::new(tcp)
+            }
+        }
+    };
+    let request = encode_request(spec);
+    match tokio::time::timeout(t, stream.write_all(&request)).await {
+        Err(_) => return Err("timeout"),
+        Ok(Err(_)) => return Err("broken connection"),
+        Ok(Ok(())) => {}
+    }
+    read_response(&mut stream, t, spec.method.eq_ignore_ascii_case("HEAD")).await
+}
+
+fn strip_port(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return authority.split_once(']').map(|(h, _)| h.trim_start_matches('[')).unwrap_or(authority);
+    }
+    authority.split(':').next().unwrap_or(authority)
+}
+
+async fn handshake(tcp: tokio::net::TcpStream, sni: &str, resolver: &Resolver) -> Result<tokio_openssl::SslStream<tokio::net::TcpStream>> {
+    if sni.parse::<IpAddr>().is_ok() {
+        anyhow::bail!("SNI needs a host name, not an IP address");
+    }
+    let mut builder = SslConnector::builder(SslMethod::tls_client())?;
+    if let Some(ca) = &resolver.ca_file {
+        builder.set_ca_file(ca).with_context(|| format!("ca file {}", ca.display()))?;
+    }
+    builder.set_verify(SslVerifyMode::PEER);
+    let ssl = builder.build().configure()?.into_ssl(sni)?;
+    let mut stream = tokio_openssl::SslStream::new(ssl, tcp)?;
+    Pin::new(&mut stream).connect().await?;
+    Ok(stream)
+}
+
+fn encode_request(spec: &CallSpec) -> Vec<u8> {
+    let host = match (&spec.authority, &spec.target) {
+        (Some(a), _) => a.clone(),
+        (None, Target::Unix(_)) => "localhost".to_string(),
+        (None, Target::Tcp { .. }) => spec.raw_target.clone(),
+    };
+    let mut out = format!("{} {} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n", spec.method, spec.path).into_bytes();
+    if !spec.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-length")) {
+        out.extend_from_slice(format!("Content-Length: {}\r\n", spec.body.len()).as_bytes());
+    }
+    for (k, v) in &spec.headers {
+        out.extend_from_slice(k.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&spec.body);
+    out
+}
+
+async fn read_some(stream: &mut Box<dyn Io>, buf: &mut Vec<u8>, t: Duration) -> Result<usize, &'static str> {
+    let mut chunk = [0u8; 16 * 1024];
+    match tokio::time::timeout(t, stream.read(&mut chunk)).await {
+        Err(_) => Err("timeout"),
+        Ok(Err(_)) => Err("broken connection"),
+        Ok(Ok(n)) => {
+            buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+            Ok(n)
+        }
+    }
+}
+
+async fn read_response(stream: &mut Box<dyn Io>, t: Duration, head_only: bool) -> Result<(Head, Vec<u8>), &'static str> {
+    let mut buf = Vec::new();
+    let head_end = loop {
+        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            if pos + 4 > MAX_RESPONSE_HEAD {
+                return Err("reader failure");
+            }
+            break pos + 4;
+        }
+        if buf.len() > MAX_RESPONSE_HEAD {
+            return Err("reader failure");
+        }
+        if read_some(stream, &mut buf, t).await? == 0 {
+            return Err(if buf.is_empty() { "broken connection" } else { "reader failure" });
+        }
+    };
+    let head = String::from_utf8_lossy(buf.get(..head_end).unwrap_or_default()).into_owned();
+    let mut body: Vec<u8> = buf.get(head_end..).unwrap_or_default().to_vec();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let mut parts = status_line.splitn(3, ' ');
+    let version = parts.next().unwrap_or_default();
+    let status = parts.next().unwrap_or_default();
+    if !version.starts_with("HTTP/1.") || status.len() != 3 || status.parse::<u16>().is_err() {
+        return Err("reader failure");
+    }
+    let mut headers = vec![(":status".to_string(), status.as_bytes().to_vec())];
+    for line in lines.filter(|l| !l.is_empty()) {
+        let (k, v) = line.split_once(':').ok_or("reader failure")?;
+        if k.is_empty() || k.contains(' ') {
+            return Err("reader failure");
+        }
+        headers.push((k.to_ascii_lowercase(), v.trim().as_bytes().to_vec()));
+    }
+    let find = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| String::from_utf8_lossy(v).to_string());
+    let status: u16 = status.parse().unwrap_or(0);
+    if head_only || status == 204 || status == 304 || (100..200).contains(&status) {
+        return Ok((headers, Vec::new()));
+    }
+    if find("transfer-encoding").is_some_and(|te| te.to_ascii_lowercase().contains("chunked")) {
+        let body = read_chunked(stream, body, t).await?;
+        return Ok((headers, body));
+    }
+    if let Some(cl) = find("content-length") {
+        let cl: usize = cl.trim().parse().map_err(|_| "reader failure")?;
+        while body.len() < cl {
+            if read_some(stream, &mut body, t).await? == 0 {
+                return Err("broken connection");
+            }
+        }
+        body.truncate(cl);
+        return Ok((headers, body));
+    }
+    while read_some(stream, &mut body, t).await? > 0 {}
+    Ok((headers, body))
+}
+
+async fn read_chunked(stream: &mut Box<dyn Io>, mut raw: Vec<u8>, t: Duration) -> Result<Vec<u8>, &'static str> {
+    let mut body = Vec::new();
+    let mut at = 0;
+    loop {
+        let line_end = loop {
+            if let Some(p) = raw.get(at..).and_then(|r| r.windows(2).position(|w| w == b"\r\n")) {
+                break at + p;
+            }
+            if read_some(stream, &mut raw, t).await? == 0 {
+                return Err("broken connection");
+            }
+        };
+        let size_line = String::from_utf8_lossy(raw.get(at..line_end).unwrap_or_default()).to_string();
+        let size_hex = size_line.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size_hex, 16).map_err(|_| "reader failure")?;
+        at = line_end + 2;
+        if size == 0 {
+            return Ok(body);
+        }
+        while raw.len() < at + size + 2 {
+            if read_some(stream, &mut raw, t).await? == 0 {
+                return Err("broken connection");
+            }
+        }
+        body.extend_from_slice(raw.get(at..at + size).unwrap_or_default());
+        at += size + 2;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_like_kong() {
+        assert_eq!(parse_target("127.0.0.1:8080", false), Ok(Target::Tcp { host: "127.0.0.1".into(), port: 8080 }));
+        assert_eq!(parse_target("idp", true), Ok(Target::Tcp { host: "idp".into(), port: 443 }));
+        assert_eq!(parse_target("[::1]:81", false), Ok(Target::Tcp { host: "::1".into(), port: 81 }));
+        assert_eq!(parse_target("unix:/tmp/s", false), Ok(Target::Unix("/tmp/s".into())));
+        for bad in ["", "http://x", "x:y", "x:99999", "[::1", "a b", "x:0"] {
+            assert!(parse_target(bad, false).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn method_and_path_are_required() {
+        let h = |p: &[(&str, &str)]| p.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect();
+        assert!(build("x:1", h(&[(":path", "/")]), vec![], 0).is_err());
+        assert!(build("x:1", h(&[(":method", "GET")]), vec![], 0).is_err());
+        let spec = build("x:1", h(&[(":method", "GET"), (":path", "/"), ("host", "evil")]), vec![], 0).unwrap();
+        assert!(spec.headers.is_empty());
+    }
+}
