@@ -279,7 +279,7 @@ pub fn generic_fault(fault: &str, normal: impl FnOnce() -> Reply) -> Outcome {
 /// A JSON object gets a `"x-padding"` member so it stays valid JSON; anything else gets `A`s appended.
 fn pad_to(body: &Bytes, size: usize) -> Bytes {
     if let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(body) {
-        let filler = size.saturating_sub(body.len() + 20);
+        let filler = size.saturating_sub(body.len());
         obj.insert("x-padding".into(), Value::String("A".repeat(filler.max(1))));
         return Bytes::from(Value::Object(obj).to_string());
     }
