@@ -246,10 +246,10 @@ impl MockIdp {
         self.url("/token")
     }
     pub fn discovery(&self) -> Result<Value> {
-        Ok(http::get(&self.discovery_url(), &[])?.json()?)
+        http::get(&self.discovery_url(), &[])?.json()
     }
     pub fn jwks(&self) -> Result<Value> {
-        Ok(http::get(&self.jwks_url(), &[])?.json()?)
+        http::get(&self.jwks_url(), &[])?.json()
     }
     /// The kids currently in the JWKS.
     pub fn kids(&self) -> Result<Vec<String>> {
@@ -381,7 +381,7 @@ impl MockGoogle {
         self.url("/oauth2/v3/certs")
     }
     pub fn certs(&self) -> Result<Value> {
-        Ok(http::get(&self.certs_url(), &[])?.json()?)
+        http::get(&self.certs_url(), &[])?.json()
     }
     pub fn client_email(&self) -> &str {
         self.info["client_email"].as_str().unwrap_or_default()
