@@ -105,7 +105,9 @@ mod tests {
 
     #[test]
     fn refuses_none_hmac_and_case_variants() {
-        for name in ["none", "None", "NONE", "HS256", "HS384", "HS512", "rs256", "Ed448", "ES512", ""] {
+        for name in [
+            "none", "None", "NONE", "HS256", "HS384", "HS512", "rs256", "Ed448", "ES512", "",
+        ] {
             assert_eq!(Algorithm::from_name(name), None, "{name}");
         }
     }

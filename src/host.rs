@@ -74,8 +74,12 @@ pub trait Host {
     fn shared_get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError>;
     /// Writes a shared-data key. Kong's CAS is strict: `None` creates only when the key is
     /// absent; `Some(cas)` overwrites only if nobody wrote since that read.
-    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>)
-        -> Result<(), SharedSetError>;
+    fn shared_set(
+        &mut self,
+        key: &str,
+        value: &[u8],
+        cas: Option<u32>,
+    ) -> Result<(), SharedSetError>;
     /// Logs one line. Never pass token bytes here.
     fn log(&self, level: LogLevel, message: &str);
     /// Adds one to a counter.
@@ -109,7 +113,11 @@ pub mod fake {
 
     impl FakeHost {
         pub fn at(now_secs: u64) -> Self {
-            FakeHost { now_ms: now_secs * 1000, next_token: 1, ..Default::default() }
+            FakeHost {
+                now_ms: now_secs * 1000,
+                next_token: 1,
+                ..Default::default()
+            }
         }
 
         pub fn advance_secs(&mut self, secs: u64) {
@@ -121,7 +129,10 @@ pub mod fake {
         }
 
         pub fn logged(&self, needle: &str) -> bool {
-            self.logs.borrow().iter().any(|(_, line)| line.contains(needle))
+            self.logs
+                .borrow()
+                .iter()
+                .any(|(_, line)| line.contains(needle))
         }
     }
 

@@ -85,7 +85,11 @@ mod tests {
     #[test]
     fn every_auth_error_counts_under_a_defined_reason() {
         let defined: Vec<String> = Metric::all().into_iter().map(Metric::name).collect();
-        for e in [AuthError::MissingToken, AuthError::Expired, AuthError::Internal] {
+        for e in [
+            AuthError::MissingToken,
+            AuthError::Expired,
+            AuthError::Internal,
+        ] {
             assert!(defined.contains(&Metric::from(e).name()), "{e:?}");
         }
     }
@@ -94,7 +98,10 @@ mod tests {
     fn names_are_prometheus_safe() {
         for m in Metric::all() {
             let name = m.name();
-            assert!(name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{name}");
+            assert!(
+                name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{name}"
+            );
         }
     }
 }

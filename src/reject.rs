@@ -217,7 +217,10 @@ mod tests {
     fn missing_token_gets_a_bare_challenge() {
         let r = AuthError::MissingToken.rejection();
         assert_eq!(r.status, 401);
-        assert_eq!(r.www_authenticate.as_deref(), Some("Bearer realm=\"cloudrun_oidc\""));
+        assert_eq!(
+            r.www_authenticate.as_deref(),
+            Some("Bearer realm=\"cloudrun_oidc\"")
+        );
     }
 
     #[test]
@@ -235,15 +238,24 @@ mod tests {
         for e in [AuthError::InsufficientScope, AuthError::ClaimMismatch] {
             let r = e.rejection();
             assert_eq!(r.status, 403);
-            assert!(r.www_authenticate.unwrap_or_default().contains("error=\"insufficient_scope\""));
+            assert!(r
+                .www_authenticate
+                .unwrap_or_default()
+                .contains("error=\"insufficient_scope\""));
         }
     }
 
     #[test]
     fn outages_are_503_without_challenge() {
-        for e in [AuthError::KeysUnavailable, AuthError::GoogleTokenUnavailable] {
+        for e in [
+            AuthError::KeysUnavailable,
+            AuthError::GoogleTokenUnavailable,
+        ] {
             let r = e.rejection();
-            assert_eq!((r.status, r.www_authenticate, r.retry_after), (503, None, Some(1)));
+            assert_eq!(
+                (r.status, r.www_authenticate, r.retry_after),
+                (503, None, Some(1))
+            );
         }
     }
 
@@ -252,7 +264,9 @@ mod tests {
         for e in ALL {
             let reason = e.reason();
             assert!(!reason.is_empty());
-            assert!(reason.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\'));
+            assert!(reason
+                .bytes()
+                .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\'));
             let r = e.rejection();
             assert!(matches!(r.status, 401 | 403 | 500 | 503));
             assert_eq!(r.www_authenticate.is_some(), matches!(r.status, 401 | 403));

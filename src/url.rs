@@ -87,7 +87,12 @@ impl HttpUrl {
             Some('?') => format!("/{tail}"),
             Some(_) => tail.to_string(),
         };
-        Ok(HttpUrl { scheme, host, port, path_and_query })
+        Ok(HttpUrl {
+            scheme,
+            host,
+            port,
+            path_and_query,
+        })
     }
 
     /// The `:authority` / `Host` value: host, plus the port when one was written.
@@ -100,24 +105,39 @@ impl HttpUrl {
 
     /// `host:port` for `dispatch_http_call`, with the scheme's default port filled in.
     pub fn dispatch_target(&self) -> String {
-        format!("{}:{}", self.host, self.port.unwrap_or(self.scheme.default_port()))
+        format!(
+            "{}:{}",
+            self.host,
+            self.port.unwrap_or(self.scheme.default_port())
+        )
     }
 
     /// This URL with its path and query replaced.
     pub fn with_path_and_query(&self, path_and_query: &str) -> HttpUrl {
-        HttpUrl { path_and_query: path_and_query.to_string(), ..self.clone() }
+        HttpUrl {
+            path_and_query: path_and_query.to_string(),
+            ..self.clone()
+        }
     }
 }
 
 impl fmt::Display for HttpUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}://{}{}", self.scheme.as_str(), self.authority(), self.path_and_query)
+        write!(
+            f,
+            "{}://{}{}",
+            self.scheme.as_str(),
+            self.authority(),
+            self.path_and_query
+        )
     }
 }
 
 fn strip_prefix_ignore_case<'a>(input: &'a str, prefix: &str) -> Option<&'a str> {
     let head = input.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix).then(|| input.get(prefix.len()..)).flatten()
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| input.get(prefix.len()..))
+        .flatten()
 }
 
 /// Splits `host[:port]`, accepting `[v6]` hosts and DNS names / IPv4 of sane characters.
@@ -125,7 +145,10 @@ pub fn parse_authority(authority: &str) -> Result<(String, Option<u16>), UrlErro
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
         let end = v6.find(']').ok_or(UrlError::Host)?;
         let (inner, after) = v6.split_at(end);
-        if inner.is_empty() || !inner.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        if inner.is_empty()
+            || !inner
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
         {
             return Err(UrlError::Host);
         }
@@ -144,7 +167,9 @@ pub fn parse_authority(authority: &str) -> Result<(String, Option<u16>), UrlErro
     let host_ok = !host.is_empty()
         && host.len() <= 253
         && (host.starts_with('[')
-            || host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_'));
+            || host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_'));
     if !host_ok {
         return Err(UrlError::Host);
     }
@@ -180,12 +205,16 @@ mod tests {
 
     #[test]
     fn parses_https_with_default_port() {
-        let u = HttpUrl::parse("https://idp.example.com/realms/prod/.well-known/openid-configuration")
-            .unwrap();
+        let u =
+            HttpUrl::parse("https://idp.example.com/realms/prod/.well-known/openid-configuration")
+                .unwrap();
         assert_eq!(u.scheme, Scheme::Https);
         assert_eq!(u.authority(), "idp.example.com");
         assert_eq!(u.dispatch_target(), "idp.example.com:443");
-        assert_eq!(u.path_and_query, "/realms/prod/.well-known/openid-configuration");
+        assert_eq!(
+            u.path_and_query,
+            "/realms/prod/.well-known/openid-configuration"
+        );
     }
 
     #[test]
@@ -201,7 +230,12 @@ mod tests {
     fn parses_ipv6_hosts() {
         let u = HttpUrl::parse("http://[::1]:8080/x").unwrap();
         assert_eq!(u.dispatch_target(), "[::1]:8080");
-        assert_eq!(HttpUrl::parse("https://[fe80::1]/").unwrap().dispatch_target(), "[fe80::1]:443");
+        assert_eq!(
+            HttpUrl::parse("https://[fe80::1]/")
+                .unwrap()
+                .dispatch_target(),
+            "[fe80::1]:443"
+        );
     }
 
     #[test]

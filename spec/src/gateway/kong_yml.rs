@@ -73,7 +73,8 @@ pub struct Upstream {
 impl KongYml {
     /// Parses YAML text.
     pub fn parse(text: &str) -> Result<KongYml> {
-        let yml: KongYml = serde_yaml::from_str(text).context("failed parsing declarative configuration")?;
+        let yml: KongYml =
+            serde_yaml::from_str(text).context("failed parsing declarative configuration")?;
         if !yml.format_version.starts_with('3') {
             bail!("failed parsing declarative configuration: unsupported _format_version {:?} (3.0 expected)", yml.format_version);
         }
@@ -87,10 +88,18 @@ impl ServiceYml {
         if let Some(url) = &self.url {
             return parse_url(url);
         }
-        let host = self.host.clone().context("service has neither url nor host")?;
+        let host = self
+            .host
+            .clone()
+            .context("service has neither url nor host")?;
         let tls = self.protocol.as_deref() == Some("https");
         let port = self.port.unwrap_or(if tls { 443 } else { 80 });
-        Ok(Upstream { tls, host, port, path: self.path.clone() })
+        Ok(Upstream {
+            tls,
+            host,
+            port,
+            path: self.path.clone(),
+        })
     }
 }
 
@@ -113,14 +122,25 @@ pub fn parse_url(url: &str) -> Result<Upstream> {
         (h.to_string(), port)
     } else {
         match authority.split_once(':') {
-            Some((h, p)) => (h.to_string(), Some(p.parse::<u16>().with_context(|| format!("url {url:?}: bad port"))?)),
+            Some((h, p)) => (
+                h.to_string(),
+                Some(
+                    p.parse::<u16>()
+                        .with_context(|| format!("url {url:?}: bad port"))?,
+                ),
+            ),
             None => (authority.to_string(), None),
         }
     };
     if host.is_empty() {
         bail!("url {url:?}: no host");
     }
-    Ok(Upstream { tls, host, port: port.unwrap_or(if tls { 443 } else { 80 }), path })
+    Ok(Upstream {
+        tls,
+        host,
+        port: port.unwrap_or(if tls { 443 } else { 80 }),
+        path,
+    })
 }
 
 #[cfg(test)]
@@ -149,9 +169,21 @@ services:
         )
         .unwrap();
         let s = &y.services[0];
-        assert_eq!(s.upstream().unwrap(), Upstream { tls: false, host: "127.0.0.1".into(), port: 9000, path: Some("/base".into()) });
+        assert_eq!(
+            s.upstream().unwrap(),
+            Upstream {
+                tls: false,
+                host: "127.0.0.1".into(),
+                port: 9000,
+                path: Some("/base".into())
+            }
+        );
         assert_eq!(s.routes[0].strip_path, Some(false));
-        assert!(s.routes[0].filter_chains[0].filters[0].config.as_ref().unwrap().is_object());
+        assert!(s.routes[0].filter_chains[0].filters[0]
+            .config
+            .as_ref()
+            .unwrap()
+            .is_object());
         assert!(parse_url("ftp://x").is_err());
     }
 }

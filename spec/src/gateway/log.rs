@@ -22,7 +22,11 @@ fn rank(level: &str) -> u8 {
 
 fn threshold() -> u8 {
     static T: OnceLock<u8> = OnceLock::new();
-    *T.get_or_init(|| std::env::var("SPEC_LOG_LEVEL").map(|l| rank(&l)).unwrap_or(2))
+    *T.get_or_init(|| {
+        std::env::var("SPEC_LOG_LEVEL")
+            .map(|l| rank(&l))
+            .unwrap_or(2)
+    })
 }
 
 /// `YYYY/MM/DD HH:MM:SS` (UTC) for a Unix time.
@@ -39,7 +43,12 @@ pub fn timestamp(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}/{m:02}/{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}/{m:02}/{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Writes one error-log line (if `level` passes the threshold).
@@ -47,9 +56,16 @@ pub fn emit(level: &str, worker: usize, conn: Option<u64>, msg: &str) {
     if rank(level) < threshold() {
         return;
     }
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let conn = conn.map(|c| format!("*{c} ")).unwrap_or_default();
-    let line = format!("{} [{level}] {}#{worker}: {conn}{msg}\n", timestamp(now), std::process::id());
+    let line = format!(
+        "{} [{level}] {}#{worker}: {conn}{msg}\n",
+        timestamp(now),
+        std::process::id()
+    );
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 

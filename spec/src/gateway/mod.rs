@@ -25,7 +25,10 @@ use std::sync::Arc;
 
 /// `gateway` command line (see spec/README.md).
 #[derive(Debug, Parser)]
-#[command(name = "gateway", about = "Kong stand-in: proxy-wasm host on wasmtime + HTTP gateway reading a DB-less kong.yml")]
+#[command(
+    name = "gateway",
+    about = "Kong stand-in: proxy-wasm host on wasmtime + HTTP gateway reading a DB-less kong.yml"
+)]
 pub struct Opts {
     /// DB-less kong.yml (`_format_version: "3.0"`).
     #[arg(long)]
@@ -59,8 +62,12 @@ pub struct Opts {
 fn resolver(opts: &Opts) -> Result<Resolver> {
     let mut hosts = HashMap::new();
     for entry in &opts.resolve {
-        let (host, ip) = entry.split_once('=').with_context(|| format!("--resolve {entry:?}: expected HOST=IP"))?;
-        let ip: IpAddr = ip.parse().with_context(|| format!("--resolve {entry:?}: bad IP"))?;
+        let (host, ip) = entry
+            .split_once('=')
+            .with_context(|| format!("--resolve {entry:?}: expected HOST=IP"))?;
+        let ip: IpAddr = ip
+            .parse()
+            .with_context(|| format!("--resolve {entry:?}: bad IP"))?;
         hosts.insert(host.to_ascii_lowercase(), ip);
     }
     if let Some(ca) = &opts.ca_file {
@@ -68,13 +75,19 @@ fn resolver(opts: &Opts) -> Result<Resolver> {
             bail!("--ca-file {}: no such file", ca.display());
         }
     }
-    Ok(Resolver { hosts, lua_resolver: opts.lua_resolver, ca_file: opts.ca_file.clone() })
+    Ok(Resolver {
+        hosts,
+        lua_resolver: opts.lua_resolver,
+        ca_file: opts.ca_file.clone(),
+    })
 }
 
 fn zones(opts: &Opts) -> Result<Zones> {
     let mut decls = Vec::new();
     for entry in &opts.shm_kv {
-        let (name, size) = entry.split_once('=').with_context(|| format!("--shm-kv {entry:?}: expected NAME=SIZE"))?;
+        let (name, size) = entry
+            .split_once('=')
+            .with_context(|| format!("--shm-kv {entry:?}: expected NAME=SIZE"))?;
         decls.push((name.to_string(), parse_size(size)?));
     }
     Zones::new(&decls)
@@ -85,26 +98,37 @@ pub fn run(opts: Opts) -> Result<()> {
     if opts.workers == 0 {
         bail!("--workers must be at least 1");
     }
-    let text = std::fs::read_to_string(&opts.config).with_context(|| format!("reading {}", opts.config.display()))?;
+    let text = std::fs::read_to_string(&opts.config)
+        .with_context(|| format!("reading {}", opts.config.display()))?;
     let yml = kong_yml::KongYml::parse(&text)?;
     let mut filters = schema::Filters::new(&opts.filters);
-    let table = router::Table::build(&yml, &mut filters).map_err(|e| anyhow!("failed parsing declarative configuration: {e:#}"))?;
+    let table = router::Table::build(&yml, &mut filters)
+        .map_err(|e| anyhow!("failed parsing declarative configuration: {e:#}"))?;
     let world = Arc::new(World::new(opts.workers, zones(&opts)?, resolver(&opts)?));
     let engine = wasmtime::Engine::default();
     let mut modules = BTreeMap::new();
     for (name, meta) in filters.all() {
         if table.roots.contains_key(name) {
-            let module = wasmtime::Module::from_file(&engine, &meta.wasm).map_err(|e| anyhow!("[wasm] failed loading \"{name}\" module: {e:#}"))?;
+            let module = wasmtime::Module::from_file(&engine, &meta.wasm)
+                .map_err(|e| anyhow!("[wasm] failed loading \"{name}\" module: {e:#}"))?;
             modules.insert(name.clone(), module);
         }
     }
-    let http = std::net::TcpListener::bind(&opts.listen).with_context(|| format!("bind {}", opts.listen))?;
-    let admin = std::net::TcpListener::bind(&opts.admin_listen).with_context(|| format!("bind {}", opts.admin_listen))?;
+    let http = std::net::TcpListener::bind(&opts.listen)
+        .with_context(|| format!("bind {}", opts.listen))?;
+    let admin = std::net::TcpListener::bind(&opts.admin_listen)
+        .with_context(|| format!("bind {}", opts.admin_listen))?;
     http.set_nonblocking(true)?;
     admin.set_nonblocking(true)?;
     let http_addr = http.local_addr()?;
     let admin_addr = admin.local_addr()?;
-    let shared = Arc::new(worker::Shared { table, world: world.clone(), engine, modules, listen_port: http_addr.port() });
+    let shared = Arc::new(worker::Shared {
+        table,
+        world: world.clone(),
+        engine,
+        modules,
+        listen_port: http_addr.port(),
+    });
 
     let mut senders = Vec::new();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -116,25 +140,43 @@ pub fn run(opts: Opts) -> Result<()> {
     for _ in 0..opts.workers {
         ready_rx.recv().context("worker died while starting")??;
     }
-    log::emit("notice", 0, None, &format!("gateway started: {} worker(s), listening on {http_addr}", opts.workers));
+    log::emit(
+        "notice",
+        0,
+        None,
+        &format!(
+            "gateway started: {} worker(s), listening on {http_addr}",
+            opts.workers
+        ),
+    );
     let mut out = std::io::stdout().lock();
     writeln!(out, "listening http={http_addr} admin={admin_addr}")?;
     out.flush()?;
     drop(out);
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let http = tokio::net::TcpListener::from_std(http)?;
         let admin = tokio::net::TcpListener::from_std(admin)?;
         tokio::spawn(serve_admin(admin, world));
         let mut k: u64 = 0;
         loop {
-            let Ok((stream, peer)) = http.accept().await else { continue };
-            let Ok(stream) = stream.into_std() else { continue };
+            let Ok((stream, peer)) = http.accept().await else {
+                continue;
+            };
+            let Ok(stream) = stream.into_std() else {
+                continue;
+            };
             let idx = (k % senders.len() as u64) as usize;
             k += 1;
             if let Some(tx) = senders.get(idx) {
-                let _ = tx.send(worker::Conn { stream, peer, id: k });
+                let _ = tx.send(worker::Conn {
+                    stream,
+                    peer,
+                    id: k,
+                });
             }
         }
     })
@@ -142,14 +184,21 @@ pub fn run(opts: Opts) -> Result<()> {
 
 async fn serve_admin(listener: tokio::net::TcpListener, world: Arc<World>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let world = world.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let world = world.clone();
-                async move { Ok::<_, std::convert::Infallible>(admin_response(&world, req.uri().path())) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            let service =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let world = world.clone();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(admin_response(&world, req.uri().path()))
+                    }
+                });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }
@@ -161,13 +210,21 @@ fn admin_response(world: &World, path: &str) -> hyper::Response<Full<Bytes>> {
         _ => (404, serde_json::json!({"message": "Not found"})),
     };
     let mut resp = hyper::Response::new(Full::new(Bytes::from(body.to_string())));
-    *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::NOT_FOUND);
-    resp.headers_mut().insert("content-type", hyper::header::HeaderValue::from_static("application/json"));
+    *resp.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::NOT_FOUND);
+    resp.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
 fn status_json(world: &World) -> serde_json::Value {
-    let created = world.instances_created.lock().map(|c| c.clone()).unwrap_or_default();
+    let created = world
+        .instances_created
+        .lock()
+        .map(|c| c.clone())
+        .unwrap_or_default();
     let workers: Vec<serde_json::Value> = created
         .iter()
         .enumerate()
@@ -177,7 +234,12 @@ fn status_json(world: &World) -> serde_json::Value {
         .zones
         .usage()
         .into_iter()
-        .map(|(name, (entries, used, capacity))| (name, serde_json::json!({"entries": entries, "used": used, "capacity": capacity})))
+        .map(|(name, (entries, used, capacity))| {
+            (
+                name,
+                serde_json::json!({"entries": entries, "used": used, "capacity": capacity}),
+            )
+        })
         .collect();
     serde_json::json!({"workers": workers, "shm_kv": shm})
 }

@@ -19,7 +19,15 @@ const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
 pub fn is_hop_by_hop(name: &str) -> bool {
     matches!(
         name.to_ascii_lowercase().as_str(),
-        "connection" | "keep-alive" | "proxy-connection" | "te" | "trailer" | "transfer-encoding" | "upgrade" | "content-length" | "host"
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "content-length"
+            | "host"
     )
 }
 
@@ -50,8 +58,15 @@ pub async fn forward(
         .await
         .context("upstream connect timed out")??;
     let default_port = if upstream.tls { 443 } else { 80 };
-    let host = if upstream.port == default_port { upstream.host.clone() } else { format!("{}:{}", upstream.host, upstream.port) };
-    let mut req = hyper::Request::builder().method(method).uri(uri).header("host", &host);
+    let host = if upstream.port == default_port {
+        upstream.host.clone()
+    } else {
+        format!("{}:{}", upstream.host, upstream.port)
+    };
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("host", &host);
     let mut xff = None;
     for (k, v) in headers {
         if is_hop_by_hop(k) {
@@ -83,16 +98,25 @@ pub async fn forward(
     }
     let req = req.body(Full::new(Bytes::from(body)))?;
     if upstream.tls {
-        let ssl = SslConnector::builder(SslMethod::tls_client())?.build().configure()?.into_ssl(&upstream.host)?;
+        let ssl = SslConnector::builder(SslMethod::tls_client())?
+            .build()
+            .configure()?
+            .into_ssl(&upstream.host)?;
         let mut stream = tokio_openssl::SslStream::new(ssl, tcp)?;
-        Pin::new(&mut stream).connect().await.context("upstream TLS handshake")?;
+        Pin::new(&mut stream)
+            .connect()
+            .await
+            .context("upstream TLS handshake")?;
         send(stream, req).await
     } else {
         send(tcp, req).await
     }
 }
 
-async fn send<S>(stream: S, req: hyper::Request<Full<Bytes>>) -> Result<(u16, Vec<(String, Vec<u8>)>, Vec<u8>)>
+async fn send<S>(
+    stream: S,
+    req: hyper::Request<Full<Bytes>>,
+) -> Result<(u16, Vec<(String, Vec<u8>)>, Vec<u8>)>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -100,13 +124,17 @@ where
     tokio::task::spawn_local(async move {
         let _ = conn.await;
     });
-    let resp = tokio::time::timeout(UPSTREAM_TIMEOUT, sender.send_request(req)).await.context("upstream timed out")??;
+    let resp = tokio::time::timeout(UPSTREAM_TIMEOUT, sender.send_request(req))
+        .await
+        .context("upstream timed out")??;
     let status = resp.status().as_u16();
     let headers = resp
         .headers()
         .iter()
         .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
         .collect();
-    let body = tokio::time::timeout(UPSTREAM_TIMEOUT, resp.into_body().collect()).await.context("upstream body timed out")??;
+    let body = tokio::time::timeout(UPSTREAM_TIMEOUT, resp.into_body().collect())
+        .await
+        .context("upstream body timed out")??;
     Ok((status, headers, body.to_bytes().to_vec()))
 }

@@ -45,7 +45,10 @@ pub struct Table {
 
 fn pseudo_uuid(seed: &str) -> String {
     let h = crc32fast::hash(seed.as_bytes());
-    format!("{h:08x}-0000-4000-8000-{:012x}", u64::from(h) * 2654435761 % 0xffff_ffff_ffff)
+    format!(
+        "{h:08x}-0000-4000-8000-{:012x}",
+        u64::from(h) * 2654435761 % 0xffff_ffff_ffff
+    )
 }
 
 impl Table {
@@ -55,11 +58,15 @@ impl Table {
         for (si, svc) in yml.services.iter().enumerate() {
             let at = format!("services.{}", si + 1);
             let upstream = svc.upstream().map_err(|e| anyhow::anyhow!("{at}: {e:#}"))?;
-            table.services.push(Service { name: svc.name.clone(), upstream });
+            table.services.push(Service {
+                name: svc.name.clone(),
+                upstream,
+            });
             if svc.filter_chains.len() > 1 {
                 bail!("{at}.filter_chains: only one filter chain per service");
             }
-            let svc_chain = table.chain(&svc.filter_chains, filters, &format!("{at}.filter_chains"))?;
+            let svc_chain =
+                table.chain(&svc.filter_chains, filters, &format!("{at}.filter_chains"))?;
             for (ri, route) in svc.routes.iter().enumerate() {
                 let rat = format!("{at}.routes.{}", ri + 1);
                 if route.filter_chains.len() > 1 {
@@ -71,13 +78,24 @@ impl Table {
                     }
                 }
                 let mut chain = svc_chain.clone();
-                chain.extend(table.chain(&route.filter_chains, filters, &format!("{rat}.filter_chains"))?);
-                let id = route.id.clone().unwrap_or_else(|| pseudo_uuid(&format!("{rat}{:?}", route.name)));
+                chain.extend(table.chain(
+                    &route.filter_chains,
+                    filters,
+                    &format!("{rat}.filter_chains"),
+                )?);
+                let id = route
+                    .id
+                    .clone()
+                    .unwrap_or_else(|| pseudo_uuid(&format!("{rat}{:?}", route.name)));
                 table.routes.push(Route {
                     name: route.name.clone(),
                     id,
                     service: si,
-                    paths: if route.paths.is_empty() { vec!["/".to_string()] } else { route.paths.clone() },
+                    paths: if route.paths.is_empty() {
+                        vec!["/".to_string()]
+                    } else {
+                        route.paths.clone()
+                    },
                     strip_path: route.strip_path.unwrap_or(true),
                     chain,
                 });
@@ -86,7 +104,12 @@ impl Table {
         Ok(table)
     }
 
-    fn chain(&mut self, chains: &[ChainYml], filters: &mut Filters, at: &str) -> Result<Vec<ChainEntry>> {
+    fn chain(
+        &mut self,
+        chains: &[ChainYml],
+        filters: &mut Filters,
+        at: &str,
+    ) -> Result<Vec<ChainEntry>> {
         let mut out = Vec::new();
         for (ci, chain) in chains.iter().enumerate() {
             let cat = format!("{at}.{}", ci + 1);
@@ -101,7 +124,10 @@ impl Table {
                 let roots = self.roots.entry(f.name.clone()).or_default();
                 let root_id = roots.len() as u32 + 1;
                 roots.push(RootSpec { root_id, config });
-                out.push(ChainEntry { filter: Arc::from(f.name.as_str()), root_id });
+                out.push(ChainEntry {
+                    filter: Arc::from(f.name.as_str()),
+                    root_id,
+                });
             }
         }
         Ok(out)
@@ -119,19 +145,36 @@ impl Table {
 }
 
 /// The upstream request target Kong builds (path handling `v0`).
-pub fn upstream_uri(service_path: Option<&str>, request_target: &str, prefix: &str, strip: bool) -> String {
+pub fn upstream_uri(
+    service_path: Option<&str>,
+    request_target: &str,
+    prefix: &str,
+    strip: bool,
+) -> String {
     let (path, query) = match request_target.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (request_target, None),
     };
-    let rest = if strip { path.get(prefix.len()..).unwrap_or_default() } else { path };
+    let rest = if strip {
+        path.get(prefix.len()..).unwrap_or_default()
+    } else {
+        path
+    };
     let base = service_path.unwrap_or("/");
     let joined = if rest.is_empty() {
         base.to_string()
     } else if base == "/" {
-        if rest.starts_with('/') { rest.to_string() } else { format!("/{rest}") }
+        if rest.starts_with('/') {
+            rest.to_string()
+        } else {
+            format!("/{rest}")
+        }
     } else {
-        format!("{}/{}", base.trim_end_matches('/'), rest.trim_start_matches('/'))
+        format!(
+            "{}/{}",
+            base.trim_end_matches('/'),
+            rest.trim_start_matches('/')
+        )
     };
     match query {
         Some(q) => format!("{joined}?{q}"),
@@ -147,8 +190,14 @@ mod tests {
     fn strip_path_like_kong() {
         assert_eq!(upstream_uri(None, "/api/x?y=1", "/api", true), "/x?y=1");
         assert_eq!(upstream_uri(None, "/api", "/api", true), "/");
-        assert_eq!(upstream_uri(Some("/base"), "/api/x", "/api", true), "/base/x");
-        assert_eq!(upstream_uri(Some("/base"), "/api/x", "/api", false), "/base/api/x");
+        assert_eq!(
+            upstream_uri(Some("/base"), "/api/x", "/api", true),
+            "/base/x"
+        );
+        assert_eq!(
+            upstream_uri(Some("/base"), "/api/x", "/api", false),
+            "/base/api/x"
+        );
         assert_eq!(upstream_uri(None, "/api/x", "/api", false), "/api/x");
     }
 }

@@ -28,7 +28,10 @@ pub fn valid_name(name: &str) -> bool {
 impl Filters {
     /// Filters from `dir`.
     pub fn new(dir: &Path) -> Filters {
-        Filters { dir: dir.to_path_buf(), found: BTreeMap::new() }
+        Filters {
+            dir: dir.to_path_buf(),
+            found: BTreeMap::new(),
+        }
     }
 
     /// Looks a filter up (and loads its schema). `Err` is Kong-like text for `at` (e.g. `filters.1`).
@@ -40,21 +43,33 @@ impl Filters {
             }
             let meta = self.dir.join(format!("{name}.meta.json"));
             let schema = if meta.is_file() {
-                let text = std::fs::read_to_string(&meta).with_context(|| format!("reading {}", meta.display()))?;
-                let doc: Value = serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", meta.display()))?;
-                let schema = doc.get("config_schema").with_context(|| format!("{}: no config_schema", meta.display()))?;
-                let validator = jsonschema::draft4::new(schema).map_err(|e| anyhow::anyhow!("{}: invalid config_schema: {e}", meta.display()))?;
+                let text = std::fs::read_to_string(&meta)
+                    .with_context(|| format!("reading {}", meta.display()))?;
+                let doc: Value = serde_json::from_str(&text)
+                    .with_context(|| format!("{}: invalid JSON", meta.display()))?;
+                let schema = doc
+                    .get("config_schema")
+                    .with_context(|| format!("{}: no config_schema", meta.display()))?;
+                let validator = jsonschema::draft4::new(schema).map_err(|e| {
+                    anyhow::anyhow!("{}: invalid config_schema: {e}", meta.display())
+                })?;
                 Some(validator)
             } else {
                 None
             };
-            self.found.insert(name.to_string(), FilterMeta { wasm, schema });
+            self.found
+                .insert(name.to_string(), FilterMeta { wasm, schema });
         }
         self.found.get(name).context("filter vanished")
     }
 
     /// The bytes handed to the filter as its configuration, after Kong's checks.
-    pub fn config_bytes(&mut self, name: &str, config: Option<&Value>, at: &str) -> Result<Vec<u8>> {
+    pub fn config_bytes(
+        &mut self,
+        name: &str,
+        config: Option<&Value>,
+        at: &str,
+    ) -> Result<Vec<u8>> {
         let meta = self.lookup(name, at)?;
         match config {
             None | Some(Value::Null) => Ok(Vec::new()),
@@ -67,7 +82,11 @@ impl Filters {
                     .iter_errors(value)
                     .map(|e| {
                         let path = e.instance_path().to_string();
-                        if path.is_empty() { e.to_string() } else { format!("{}: {e}", path.trim_start_matches('/').replace('/', ".")) }
+                        if path.is_empty() {
+                            e.to_string()
+                        } else {
+                            format!("{}: {e}", path.trim_start_matches('/').replace('/', "."))
+                        }
                     })
                     .collect();
                 if !errors.is_empty() {

@@ -4,9 +4,9 @@
 
 use super::router::{upstream_uri, ChainEntry, Route, Table};
 use super::{log, proxy};
+use crate::host::context::HostState;
 use crate::host::context::{CallResult, Exchange, Exec, NewCall, RequestInfo, Step};
 use crate::host::instance::{self, Slot, Trap};
-use crate::host::context::HostState;
 use crate::host::{dispatch, World};
 use anyhow::{anyhow, Result};
 use bytes::Bytes;
@@ -60,22 +60,37 @@ struct Worker {
 }
 
 /// Starts worker `id` on its own thread; `ready` gets the outcome of starting its filters.
-pub fn spawn(id: usize, shared: Arc<Shared>, conns: UnboundedReceiver<Conn>, ready: std::sync::mpsc::Sender<Result<()>>) -> Result<()> {
-    std::thread::Builder::new().name(format!("worker-{id}")).spawn(move || {
-        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(rt) => rt,
-            Err(e) => {
-                let _ = ready.send(Err(e.into()));
-                return;
-            }
-        };
-        let local = tokio::task::LocalSet::new();
-        local.block_on(&rt, run(id, shared, conns, ready));
-    })?;
+pub fn spawn(
+    id: usize,
+    shared: Arc<Shared>,
+    conns: UnboundedReceiver<Conn>,
+    ready: std::sync::mpsc::Sender<Result<()>>,
+) -> Result<()> {
+    std::thread::Builder::new()
+        .name(format!("worker-{id}"))
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready.send(Err(e.into()));
+                    return;
+                }
+            };
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&rt, run(id, shared, conns, ready));
+        })?;
     Ok(())
 }
 
-async fn run(id: usize, shared: Arc<Shared>, mut conns: UnboundedReceiver<Conn>, ready: std::sync::mpsc::Sender<Result<()>>) {
+async fn run(
+    id: usize,
+    shared: Arc<Shared>,
+    mut conns: UnboundedReceiver<Conn>,
+    ready: std::sync::mpsc::Sender<Result<()>>,
+) {
     let (root_tx, root_rx) = unbounded_channel();
     let w = match start(id, shared, root_tx) {
         Ok(w) => Rc::new(w),
@@ -96,12 +111,29 @@ fn start(id: usize, shared: Arc<Shared>, root_tx: UnboundedSender<RootReply>) ->
     let linker = instance::linker(&shared.engine)?;
     let mut slots = BTreeMap::new();
     for (name, roots) in &shared.table.roots {
-        let module = shared.modules.get(name).ok_or_else(|| anyhow!("filter {name} not loaded"))?.clone();
-        let mut slot = Slot::new(Arc::from(name.as_str()), id, module, shared.world.clone(), roots.clone());
+        let module = shared
+            .modules
+            .get(name)
+            .ok_or_else(|| anyhow!("filter {name} not loaded"))?
+            .clone();
+        let mut slot = Slot::new(
+            Arc::from(name.as_str()),
+            id,
+            module,
+            shared.world.clone(),
+            roots.clone(),
+        );
         slot.ensure(&linker)?;
         slots.insert(name.clone(), slot);
     }
-    Ok(Worker { id, shared, linker, slots: RefCell::new(slots), tickers: RefCell::new(BTreeSet::new()), root_tx })
+    Ok(Worker {
+        id,
+        shared,
+        linker,
+        slots: RefCell::new(slots),
+        tickers: RefCell::new(BTreeSet::new()),
+        root_tx,
+    })
 }
 
 /// Starts a ticker for every root that set a tick period and has none yet.
@@ -134,31 +166,57 @@ async fn tick_loop(w: Rc<Worker>, filter: String, root_id: u32, period_ms: u32) 
 
 fn tick_once(w: &Rc<Worker>, filter: &str, root_id: u32) {
     let mut slots = w.slots.borrow_mut();
-    let Some(slot) = slots.get_mut(filter) else { return };
+    let Some(slot) = slots.get_mut(filter) else {
+        return;
+    };
     if let Err(e) = slot.ensure(&w.linker) {
-        log::emit("error", w.id, None, &format!("tick_handler: no instance: {e:#}"));
+        log::emit(
+            "error",
+            w.id,
+            None,
+            &format!("tick_handler: no instance: {e:#}"),
+        );
         return;
     }
     if slot.disabled.contains(&root_id) {
         return;
     }
     let generation = slot.generation;
-    let Some(inst) = slot.current(generation) else { return };
-    let mut exec = Exec { context_id: root_id, root_id, is_root: true, ..Exec::default() };
+    let Some(inst) = slot.current(generation) else {
+        return;
+    };
+    let mut exec = Exec {
+        context_id: root_id,
+        root_id,
+        is_root: true,
+        ..Exec::default()
+    };
     match inst.call(&mut exec, Step::Tick, "proxy_on_tick", &[root_id as i32]) {
         Ok(called) => spawn_root_calls(w, &slot.filter, generation, root_id, called.new_calls),
         Err(trap) => slot.trapped(root_id, Step::Tick, &trap),
     }
 }
 
-fn spawn_root_calls(w: &Rc<Worker>, filter: &Arc<str>, generation: u64, root_id: u32, calls: Vec<NewCall>) {
+fn spawn_root_calls(
+    w: &Rc<Worker>,
+    filter: &Arc<str>,
+    generation: u64,
+    root_id: u32,
+    calls: Vec<NewCall>,
+) {
     for call in calls {
         let tx = w.root_tx.clone();
         let world = w.shared.world.clone();
         let filter = filter.clone();
         spawn_local(async move {
             let result = dispatch::perform(call.spec, &world.resolver, true).await;
-            let _ = tx.send(RootReply { filter, generation, root_id, token: call.token, result });
+            let _ = tx.send(RootReply {
+                filter,
+                generation,
+                root_id,
+                token: call.token,
+                result,
+            });
         });
     }
 }
@@ -166,13 +224,34 @@ fn spawn_root_calls(w: &Rc<Worker>, filter: &Arc<str>, generation: u64, root_id:
 async fn root_replies(w: Rc<Worker>, mut rx: UnboundedReceiver<RootReply>) {
     while let Some(reply) = rx.recv().await {
         let mut slots = w.slots.borrow_mut();
-        let Some(slot) = slots.get_mut(reply.filter.as_ref()) else { continue };
-        let Some(inst) = slot.current(reply.generation) else { continue };
+        let Some(slot) = slots.get_mut(reply.filter.as_ref()) else {
+            continue;
+        };
+        let Some(inst) = slot.current(reply.generation) else {
+            continue;
+        };
         let (nh, bs) = counts(&reply.result);
-        let mut exec = Exec { context_id: reply.root_id, root_id: reply.root_id, is_root: true, call: Some(reply.result), ..Exec::default() };
+        let mut exec = Exec {
+            context_id: reply.root_id,
+            root_id: reply.root_id,
+            is_root: true,
+            call: Some(reply.result),
+            ..Exec::default()
+        };
         let args = [reply.root_id as i32, reply.token as i32, nh, bs, 0];
-        match inst.call(&mut exec, Step::CallResponse, "proxy_on_http_call_response", &args) {
-            Ok(called) => spawn_root_calls(&w, &slot.filter, reply.generation, reply.root_id, called.new_calls),
+        match inst.call(
+            &mut exec,
+            Step::CallResponse,
+            "proxy_on_http_call_response",
+            &args,
+        ) {
+            Ok(called) => spawn_root_calls(
+                &w,
+                &slot.filter,
+                reply.generation,
+                reply.root_id,
+                called.new_calls,
+            ),
             Err(trap) => slot.trapped(reply.root_id, Step::CallResponse, &trap),
         }
     }
@@ -188,24 +267,48 @@ fn counts(result: &CallResult) -> (i32, i32) {
 }
 
 async fn serve(w: Rc<Worker>, conn: Conn) {
-    let Ok(stream) = tokio::net::TcpStream::from_std(conn.stream) else { return };
+    let Ok(stream) = tokio::net::TcpStream::from_std(conn.stream) else {
+        return;
+    };
     let service = hyper::service::service_fn(move |req| {
         let w = w.clone();
         async move { Ok::<_, Infallible>(handle(w, req, conn.peer, conn.id).await) }
     });
-    let _ = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), service).await;
+    let _ = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
 }
 
 fn json_response(status: u16, message: &str) -> (u16, Vec<(String, Vec<u8>)>, Vec<u8>) {
-    let body = serde_json::json!({ "message": message }).to_string().into_bytes();
-    (status, vec![("content-type".into(), b"application/json; charset=utf-8".to_vec())], body)
+    let body = serde_json::json!({ "message": message })
+        .to_string()
+        .into_bytes();
+    (
+        status,
+        vec![(
+            "content-type".into(),
+            b"application/json; charset=utf-8".to_vec(),
+        )],
+        body,
+    )
 }
 
-async fn handle(w: Rc<Worker>, req: Request<Incoming>, peer: SocketAddr, conn_id: u64) -> Response<Full<Bytes>> {
+async fn handle(
+    w: Rc<Worker>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    conn_id: u64,
+) -> Response<Full<Bytes>> {
     let (status, headers, body) = match handle_inner(&w, req, peer, conn_id).await {
         Ok(r) => r,
         Err(e) => {
-            log::emit("error", w.id, Some(conn_id), &format!("request failed: {e:#}"));
+            log::emit(
+                "error",
+                w.id,
+                Some(conn_id),
+                &format!("request failed: {e:#}"),
+            );
             json_response(500, "An unexpected error occurred")
         }
     };
@@ -218,7 +321,9 @@ async fn handle(w: Rc<Worker>, req: Request<Incoming>, peer: SocketAddr, conn_id
     }
     resp = resp.header("x-spec-worker", w.id.to_string());
     resp.body(Full::new(Bytes::from(body))).unwrap_or_else(|_| {
-        let mut r = Response::new(Full::new(Bytes::from_static(b"{\"message\":\"An unexpected error occurred\"}")));
+        let mut r = Response::new(Full::new(Bytes::from_static(
+            b"{\"message\":\"An unexpected error occurred\"}",
+        )));
         *r.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
         r
     })
@@ -226,22 +331,46 @@ async fn handle(w: Rc<Worker>, req: Request<Incoming>, peer: SocketAddr, conn_id
 
 type Reply = (u16, Vec<(String, Vec<u8>)>, Vec<u8>);
 
-async fn handle_inner(w: &Rc<Worker>, req: Request<Incoming>, peer: SocketAddr, conn_id: u64) -> Result<Reply> {
-    let target = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+async fn handle_inner(
+    w: &Rc<Worker>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    conn_id: u64,
+) -> Result<Reply> {
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
     let Some((route, prefix)) = w.shared.table.find(&target) else {
         return Ok(json_response(404, "no Route matched with those values"));
     };
     let route = route.clone();
     let prefix = prefix.to_string();
-    let service = w.shared.table.services.get(route.service).cloned().ok_or_else(|| anyhow!("route without service"))?;
+    let service = w
+        .shared
+        .table
+        .services
+        .get(route.service)
+        .cloned()
+        .ok_or_else(|| anyhow!("route without service"))?;
     let method = req.method().as_str().to_string();
     let authority = req
         .headers()
         .get("host")
         .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
         .unwrap_or_else(|| format!("127.0.0.1:{}", w.shared.listen_port));
-    let req_headers: Vec<(String, Vec<u8>)> = req.headers().iter().map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec())).collect();
-    let body = req.into_body().collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
+    let req_headers: Vec<(String, Vec<u8>)> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
+        .collect();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes().to_vec())
+        .unwrap_or_default();
     let mut ex = Exchange {
         method,
         path: target.clone(),
@@ -259,7 +388,12 @@ async fn handle_inner(w: &Rc<Worker>, req: Request<Incoming>, peer: SocketAddr, 
         },
         ..Exchange::default()
     };
-    let mut req = Req { w: w.clone(), ctxs: Vec::new(), pending: HashMap::new(), conn_id };
+    let mut req = Req {
+        w: w.clone(),
+        ctxs: Vec::new(),
+        pending: HashMap::new(),
+        conn_id,
+    };
     let (tx, mut rx) = unbounded_channel();
     let outcome = req.request_phases(&route, &mut ex, &tx, &mut rx).await;
     let final_reply: Option<Reply> = match outcome {
@@ -271,15 +405,46 @@ async fn handle_inner(w: &Rc<Worker>, req: Request<Incoming>, peer: SocketAddr, 
     let (status, headers, body) = match final_reply {
         Some(r) => r,
         None => {
-            let uri = upstream_uri(service.upstream.path.as_deref(), &ex.path, &prefix, route.strip_path && ex.path.starts_with(&prefix));
+            let uri = upstream_uri(
+                service.upstream.path.as_deref(),
+                &ex.path,
+                &prefix,
+                route.strip_path && ex.path.starts_with(&prefix),
+            );
             let url_path = target.split('?').next().unwrap_or("/").to_string();
-            let client = proxy::ClientSide { ip: &ex.info.source_address, scheme: "http", host: ex.authority.split(':').next().unwrap_or(""), port: w.shared.listen_port, path: &url_path };
-            let sent = proxy::forward(&service.upstream, &w.shared.world.resolver, &ex.method, &uri, &ex.req_headers, ex.req_body.clone(), &client).await;
+            let client = proxy::ClientSide {
+                ip: &ex.info.source_address,
+                scheme: "http",
+                host: ex.authority.split(':').next().unwrap_or(""),
+                port: w.shared.listen_port,
+                path: &url_path,
+            };
+            let sent = proxy::forward(
+                &service.upstream,
+                &w.shared.world.resolver,
+                &ex.method,
+                &uri,
+                &ex.req_headers,
+                ex.req_body.clone(),
+                &client,
+            )
+            .await;
             match sent {
                 Ok(r) => r,
                 Err(e) => {
-                    log::emit("error", w.id, Some(conn_id), &format!("connect() to upstream {}:{} failed: {e:#}", service.upstream.host, service.upstream.port));
-                    json_response(502, "An invalid response was received from the upstream server")
+                    log::emit(
+                        "error",
+                        w.id,
+                        Some(conn_id),
+                        &format!(
+                            "connect() to upstream {}:{} failed: {e:#}",
+                            service.upstream.host, service.upstream.port
+                        ),
+                    );
+                    json_response(
+                        502,
+                        "An invalid response was received from the upstream server",
+                    )
                 }
             }
         }
@@ -290,7 +455,11 @@ async fn handle_inner(w: &Rc<Worker>, req: Request<Incoming>, peer: SocketAddr, 
     ex.response_started = true;
     req.response_phases(&mut ex);
     req.final_phases(&mut ex);
-    Ok((ex.resp_status, std::mem::take(&mut ex.resp_headers), std::mem::take(&mut ex.resp_body)))
+    Ok((
+        ex.resp_status,
+        std::mem::take(&mut ex.resp_headers),
+        std::mem::take(&mut ex.resp_body),
+    ))
 }
 
 /// A filter's HTTP context for one request.
@@ -329,7 +498,9 @@ impl Req {
         for entry in chain {
             let created = {
                 let mut slots = self.w.slots.borrow_mut();
-                let Some(slot) = slots.get_mut(entry.filter.as_ref()) else { continue };
+                let Some(slot) = slots.get_mut(entry.filter.as_ref()) else {
+                    continue;
+                };
                 if slot.disabled.contains(&entry.root_id) {
                     continue;
                 }
@@ -341,10 +512,27 @@ impl Req {
                 }
                 let id = slot.new_context_id();
                 let generation = slot.generation;
-                let ctx = Ctx { filter: entry.filter.clone(), root_id: entry.root_id, id, generation, alive: true };
-                let Some(inst) = slot.current(generation) else { return Err(()) };
-                let mut exec = Exec { context_id: id, root_id: entry.root_id, ..Exec::default() };
-                match inst.call(&mut exec, Step::Init, "proxy_on_context_create", &[id as i32, entry.root_id as i32]) {
+                let ctx = Ctx {
+                    filter: entry.filter.clone(),
+                    root_id: entry.root_id,
+                    id,
+                    generation,
+                    alive: true,
+                };
+                let Some(inst) = slot.current(generation) else {
+                    return Err(());
+                };
+                let mut exec = Exec {
+                    context_id: id,
+                    root_id: entry.root_id,
+                    ..Exec::default()
+                };
+                match inst.call(
+                    &mut exec,
+                    Step::Init,
+                    "proxy_on_context_create",
+                    &[id as i32, entry.root_id as i32],
+                ) {
                     Ok(_) => Some(ctx),
                     Err(trap) => {
                         slot.trapped(id, Step::Init, &trap);
@@ -362,19 +550,46 @@ impl Req {
     }
 
     /// Runs one callback of context `i` with the exchange moved in and back out.
-    fn run(&mut self, i: usize, ex: &mut Exchange, step: Step, name: &str, args: &[i32], call: Option<CallResult>, tx: Option<&CallTx>) -> Ran {
-        let Some(ctx) = self.ctxs.get_mut(i) else { return Ran::Gone };
+    fn run(
+        &mut self,
+        i: usize,
+        ex: &mut Exchange,
+        step: Step,
+        name: &str,
+        args: &[i32],
+        call: Option<CallResult>,
+        tx: Option<&CallTx>,
+    ) -> Ran {
+        let Some(ctx) = self.ctxs.get_mut(i) else {
+            return Ran::Gone;
+        };
         if !ctx.alive {
             return Ran::Gone;
         }
         let mut slots = self.w.slots.borrow_mut();
-        let Some(slot) = slots.get_mut(ctx.filter.as_ref()) else { return Ran::Gone };
-        let Some(inst) = slot.current(ctx.generation) else {
-            ctx.alive = false;
-            log::emit("error", self.w.id, Some(self.conn_id), &format!("[proxy-wasm][\"{}\" #{}] filter instance was recreated: context lost", ctx.filter, ctx.id));
+        let Some(slot) = slots.get_mut(ctx.filter.as_ref()) else {
             return Ran::Gone;
         };
-        let mut exec = Exec { context_id: ctx.id, root_id: ctx.root_id, exchange: Some(std::mem::take(ex)), call, ..Exec::default() };
+        let Some(inst) = slot.current(ctx.generation) else {
+            ctx.alive = false;
+            log::emit(
+                "error",
+                self.w.id,
+                Some(self.conn_id),
+                &format!(
+                    "[proxy-wasm][\"{}\" #{}] filter instance was recreated: context lost",
+                    ctx.filter, ctx.id
+                ),
+            );
+            return Ran::Gone;
+        };
+        let mut exec = Exec {
+            context_id: ctx.id,
+            root_id: ctx.root_id,
+            exchange: Some(std::mem::take(ex)),
+            call,
+            ..Exec::default()
+        };
         let res: Result<_, Trap> = inst.call(&mut exec, step, name, args);
         *ex = exec.exchange.take().unwrap_or_default();
         match res {
@@ -391,7 +606,10 @@ impl Req {
                         self.pending.insert(token, (i, task.abort_handle()));
                     }
                 }
-                Ran::Ok { ret: called.ret, resumed: exec.resumed }
+                Ran::Ok {
+                    ret: called.ret,
+                    resumed: exec.resumed,
+                }
             }
             Err(trap) => {
                 slot.trapped(ctx.id, step, &trap);
@@ -416,7 +634,13 @@ impl Req {
         }
     }
 
-    async fn request_phases(&mut self, route: &Route, ex: &mut Exchange, tx: &CallTx, rx: &mut UnboundedReceiver<(u32, CallResult)>) -> Outcome {
+    async fn request_phases(
+        &mut self,
+        route: &Route,
+        ex: &mut Exchange,
+        tx: &CallTx,
+        rx: &mut UnboundedReceiver<(u32, CallResult)>,
+    ) -> Outcome {
         if self.create_contexts(&route.chain).is_err() {
             return Outcome::Error;
         }
@@ -430,12 +654,25 @@ impl Req {
                 let args = match step {
                     Step::RequestHeaders => {
                         let n = ex.req_headers.len().min(crate::host::MAX_HEADER_PAIRS) as i32;
-                        [self.ctxs.get(i).map(|c| c.id as i32).unwrap_or(0), n, i32::from(!has_body)]
+                        [
+                            self.ctxs.get(i).map(|c| c.id as i32).unwrap_or(0),
+                            n,
+                            i32::from(!has_body),
+                        ]
                     }
-                    _ => [self.ctxs.get(i).map(|c| c.id as i32).unwrap_or(0), ex.req_body.len() as i32, 1],
+                    _ => [
+                        self.ctxs.get(i).map(|c| c.id as i32).unwrap_or(0),
+                        ex.req_body.len() as i32,
+                        1,
+                    ],
                 };
-                let name = if step == Step::RequestHeaders { "proxy_on_request_headers" } else { "proxy_on_request_body" };
-                let (action, mut resumed) = match self.run(i, ex, step, name, &args, None, Some(tx)) {
+                let name = if step == Step::RequestHeaders {
+                    "proxy_on_request_headers"
+                } else {
+                    "proxy_on_request_body"
+                };
+                let (action, mut resumed) = match self.run(i, ex, step, name, &args, None, Some(tx))
+                {
                     Ran::Ok { ret, resumed } => (ret.unwrap_or(0), resumed),
                     Ran::Trapped => return Outcome::Error,
                     Ran::Gone => continue,
@@ -457,13 +694,25 @@ impl Req {
                         // Paused with nothing pending: Kong waits until the client gives up.
                         std::future::pending::<()>().await;
                     }
-                    let Some((token, result)) = rx.recv().await else { break };
-                    let Some((idx, _)) = self.pending.remove(&token) else { continue };
+                    let Some((token, result)) = rx.recv().await else {
+                        break;
+                    };
+                    let Some((idx, _)) = self.pending.remove(&token) else {
+                        continue;
+                    };
                     had_calls = true;
                     let (nh, bs) = counts(&result);
                     let ctx_id = self.ctxs.get(idx).map(|c| c.id as i32).unwrap_or(0);
                     let args = [ctx_id, token as i32, nh, bs, 0];
-                    match self.run(idx, ex, Step::CallResponse, "proxy_on_http_call_response", &args, Some(result), Some(tx)) {
+                    match self.run(
+                        idx,
+                        ex,
+                        Step::CallResponse,
+                        "proxy_on_http_call_response",
+                        &args,
+                        Some(result),
+                        Some(tx),
+                    ) {
                         Ran::Ok { resumed: r, .. } => resumed |= r,
                         Ran::Trapped | Ran::Gone => {
                             log::emit(
@@ -489,7 +738,15 @@ impl Req {
             let id = self.ctxs.get(i).map(|c| c.id as i32).unwrap_or(0);
             let eos = i32::from(ex.resp_body.is_empty());
             let args = [id, ex.resp_headers.len() as i32, eos];
-            if let Ran::Trapped = self.run(i, ex, Step::ResponseHeaders, "proxy_on_response_headers", &args, None, None) {
+            if let Ran::Trapped = self.run(
+                i,
+                ex,
+                Step::ResponseHeaders,
+                "proxy_on_response_headers",
+                &args,
+                None,
+                None,
+            ) {
                 self.internal_error(ex);
                 return;
             }
@@ -497,7 +754,15 @@ impl Req {
         for i in 0..self.ctxs.len() {
             let id = self.ctxs.get(i).map(|c| c.id as i32).unwrap_or(0);
             let args = [id, ex.resp_body.len() as i32, 1];
-            if let Ran::Trapped = self.run(i, ex, Step::ResponseBody, "proxy_on_response_body", &args, None, None) {
+            if let Ran::Trapped = self.run(
+                i,
+                ex,
+                Step::ResponseBody,
+                "proxy_on_response_body",
+                &args,
+                None,
+                None,
+            ) {
                 self.internal_error(ex);
                 return;
             }

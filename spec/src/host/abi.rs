@@ -3,11 +3,11 @@
 
 use super::context::{HostState, LocalResponse, NewCall, Step};
 use super::dispatch;
+use super::log_filter;
 use super::memory::{self as mem, deserialize_pairs, serialize_pairs};
 use super::metrics::{MetricError, MetricType};
 use super::properties::{self, Property};
 use super::shared_data::{SetOutcome, ZoneError};
-use super::log_filter;
 use anyhow::Result;
 use std::time::{SystemTime, UNIX_EPOCH};
 use wasmtime::{Caller, Linker};
@@ -40,45 +40,68 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> Result<()> {
 
 /// Logging, time, effective context, tick period.
 fn add_integration(linker: &mut Linker<HostState>) -> Result<()> {
-    linker.func_wrap(ENV, "proxy_log", |mut c: C, level: i32, ptr: i32, len: i32| -> Result<i32> {
-        let msg = mem::read_string(&mut c, ptr, len)?;
-        let level = match level {
-            0 | 1 => "debug",
-            2 => "info",
-            3 => "warn",
-            4 => "error",
-            5 => "crit",
-            _ => return Ok(BAD_ARGUMENT),
-        };
-        log_filter(c.data(), level, &msg);
-        Ok(OK)
-    })?;
-    linker.func_wrap(ENV, "proxy_get_current_time_nanoseconds", |mut c: C, ret: i32| -> Result<i32> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
-        mem::write_u64(&mut c, ret, now)?;
-        Ok(OK)
-    })?;
+    linker.func_wrap(
+        ENV,
+        "proxy_log",
+        |mut c: C, level: i32, ptr: i32, len: i32| -> Result<i32> {
+            let msg = mem::read_string(&mut c, ptr, len)?;
+            let level = match level {
+                0 | 1 => "debug",
+                2 => "info",
+                3 => "warn",
+                4 => "error",
+                5 => "crit",
+                _ => return Ok(BAD_ARGUMENT),
+            };
+            log_filter(c.data(), level, &msg);
+            Ok(OK)
+        },
+    )?;
+    linker.func_wrap(
+        ENV,
+        "proxy_get_current_time_nanoseconds",
+        |mut c: C, ret: i32| -> Result<i32> {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+            mem::write_u64(&mut c, ret, now)?;
+            Ok(OK)
+        },
+    )?;
     // A no-op in ngx_wasm_module: resume/continue act on the context being run, whatever this says.
-    linker.func_wrap(ENV, "proxy_set_effective_context", |_c: C, _id: i32| -> i32 { OK })?;
-    linker.func_wrap(ENV, "proxy_set_tick_period_milliseconds", |mut c: C, period: i32| -> Result<i32> {
-        let st = c.data_mut();
-        if !st.exec.is_root {
-            return Err(st.trap("can only set tick_period in root context"));
-        }
-        let root = st.exec.root_id;
-        if st.tick_periods.contains_key(&root) {
-            return Err(st.trap("tick_period already set"));
-        }
-        st.tick_periods.insert(root, period as u32);
-        Ok(OK)
-    })?;
-    linker.func_wrap(ENV, "proxy_continue_stream", |mut c: C, stream: i32| -> Result<i32> {
-        if stream != 0 && stream != 1 {
-            return Ok(BAD_ARGUMENT);
-        }
-        c.data_mut().exec.resumed = true;
-        Ok(OK)
-    })?;
+    linker.func_wrap(
+        ENV,
+        "proxy_set_effective_context",
+        |_c: C, _id: i32| -> i32 { OK },
+    )?;
+    linker.func_wrap(
+        ENV,
+        "proxy_set_tick_period_milliseconds",
+        |mut c: C, period: i32| -> Result<i32> {
+            let st = c.data_mut();
+            if !st.exec.is_root {
+                return Err(st.trap("can only set tick_period in root context"));
+            }
+            let root = st.exec.root_id;
+            if st.tick_periods.contains_key(&root) {
+                return Err(st.trap("tick_period already set"));
+            }
+            st.tick_periods.insert(root, period as u32);
+            Ok(OK)
+        },
+    )?;
+    linker.func_wrap(
+        ENV,
+        "proxy_continue_stream",
+        |mut c: C, stream: i32| -> Result<i32> {
+            if stream != 0 && stream != 1 {
+                return Ok(BAD_ARGUMENT);
+            }
+            c.data_mut().exec.resumed = true;
+            Ok(OK)
+        },
+    )?;
     linker.func_wrap(ENV, "proxy_send_local_response", send_local_response)?;
     Ok(())
 }
@@ -122,7 +145,11 @@ fn send_local_response(
         Step::ResponseBody | Step::Log | Step::Done => Err(st.trap("response already sent")),
         _ if ex.local.is_some() => Err(st.trap("local response already stashed")),
         _ => {
-            ex.local = Some(LocalResponse { status: status_code, headers, body });
+            ex.local = Some(LocalResponse {
+                status: status_code,
+                headers,
+                body,
+            });
             Ok(OK)
         }
     }
@@ -174,103 +201,158 @@ fn add_buffers(linker: &mut Linker<HostState>) -> Result<()> {
         mem::return_bytes(&mut c, slice, ret_ptr, ret_size)?;
         Ok(OK)
     })?;
-    linker.func_wrap(ENV, "proxy_set_buffer_bytes", |mut c: C, kind: i32, start: i32, size: i32, ptr: i32, len: i32| -> Result<i32> {
-        let value = mem::read_opt(&mut c, ptr, len)?.unwrap_or_default();
-        let st = c.data_mut();
-        let step = st.step();
-        let allowed = match kind {
-            0 => matches!(step, Step::RequestHeaders | Step::RequestBody),
-            1 => step == Step::ResponseBody,
-            _ => return Ok(BAD_ARGUMENT),
-        };
-        if !allowed {
-            let msg = if kind == 0 { "can only set request body during \"on_request_body\"" } else { "can only set response body during \"on_response_body\"" };
-            return Err(st.trap(msg));
-        }
-        let Some(ex) = st.exec.exchange.as_mut() else {
-            return Ok(BAD_ARGUMENT);
-        };
-        let body = if kind == 0 { &mut ex.req_body } else { &mut ex.resp_body };
-        let start = (start as u32 as usize).min(body.len());
-        let mut size = size as u32 as usize;
-        if start > 0 && size == 0 && !value.is_empty() {
-            size = value.len();
-        }
-        let end = start.saturating_add(size).min(body.len());
-        body.splice(start..end, value);
-        Ok(OK)
-    })?;
+    linker.func_wrap(
+        ENV,
+        "proxy_set_buffer_bytes",
+        |mut c: C, kind: i32, start: i32, size: i32, ptr: i32, len: i32| -> Result<i32> {
+            let value = mem::read_opt(&mut c, ptr, len)?.unwrap_or_default();
+            let st = c.data_mut();
+            let step = st.step();
+            let allowed = match kind {
+                0 => matches!(step, Step::RequestHeaders | Step::RequestBody),
+                1 => step == Step::ResponseBody,
+                _ => return Ok(BAD_ARGUMENT),
+            };
+            if !allowed {
+                let msg = if kind == 0 {
+                    "can only set request body during \"on_request_body\""
+                } else {
+                    "can only set response body during \"on_response_body\""
+                };
+                return Err(st.trap(msg));
+            }
+            let Some(ex) = st.exec.exchange.as_mut() else {
+                return Ok(BAD_ARGUMENT);
+            };
+            let body = if kind == 0 {
+                &mut ex.req_body
+            } else {
+                &mut ex.resp_body
+            };
+            let start = (start as u32 as usize).min(body.len());
+            let mut size = size as u32 as usize;
+            if start > 0 && size == 0 && !value.is_empty() {
+                size = value.len();
+            }
+            let end = start.saturating_add(size).min(body.len());
+            body.splice(start..end, value);
+            Ok(OK)
+        },
+    )?;
     Ok(())
 }
 
 /// Header maps: request (0), response (2), callout response (6); trailers are always empty.
 fn add_maps(linker: &mut Linker<HostState>) -> Result<()> {
-    linker.func_wrap(ENV, "proxy_get_header_map_pairs", |mut c: C, kind: i32, ret_ptr: i32, ret_size: i32| -> Result<i32> {
-        let st = c.data();
-        let pairs: Vec<(String, Vec<u8>)> = match (kind, &st.exec.exchange, &st.exec.call) {
-            (0, Some(ex), _) => {
-                if ex.req_headers.len() > super::MAX_HEADER_PAIRS {
-                    log_filter(st, "warn", &format!("marshalled map truncated to {} elements", super::MAX_HEADER_PAIRS));
+    linker.func_wrap(
+        ENV,
+        "proxy_get_header_map_pairs",
+        |mut c: C, kind: i32, ret_ptr: i32, ret_size: i32| -> Result<i32> {
+            let st = c.data();
+            let pairs: Vec<(String, Vec<u8>)> = match (kind, &st.exec.exchange, &st.exec.call) {
+                (0, Some(ex), _) => {
+                    if ex.req_headers.len() > super::MAX_HEADER_PAIRS {
+                        log_filter(
+                            st,
+                            "warn",
+                            &format!(
+                                "marshalled map truncated to {} elements",
+                                super::MAX_HEADER_PAIRS
+                            ),
+                        );
+                    }
+                    ex.req_headers
+                        .iter()
+                        .take(super::MAX_HEADER_PAIRS)
+                        .cloned()
+                        .collect()
                 }
-                ex.req_headers.iter().take(super::MAX_HEADER_PAIRS).cloned().collect()
-            }
-            (2, Some(ex), _) => ex.resp_headers.clone(),
-            (6, _, Some(call)) if st.step() == Step::CallResponse => call.headers.clone(),
-            (1 | 3 | 7, _, _) => Vec::new(),
-            _ => return Ok(BAD_ARGUMENT),
-        };
-        mem::return_bytes(&mut c, &serialize_pairs(&pairs), ret_ptr, ret_size)?;
-        Ok(OK)
-    })?;
-    linker.func_wrap(ENV, "proxy_get_header_map_value", |mut c: C, kind: i32, kptr: i32, klen: i32, ret_ptr: i32, ret_size: i32| -> Result<i32> {
-        let key = mem::read_string(&mut c, kptr, klen)?;
-        let st = c.data();
-        let found = match (kind, &st.exec.exchange, &st.exec.call) {
-            (0, Some(ex), _) => match key.as_str() {
-                ":path" => Some(ex.path.as_bytes().to_vec()),
-                ":method" => Some(ex.method.as_bytes().to_vec()),
-                ":scheme" => Some(ex.scheme.as_bytes().to_vec()),
-                ":authority" => Some(ex.authority.as_bytes().to_vec()),
-                k => lookup(&ex.req_headers, k),
-            },
-            (2, Some(ex), _) => match key.as_str() {
-                ":status" => Some(ex.resp_status.to_string().into_bytes()),
-                k => lookup(&ex.resp_headers, k),
-            },
-            (6, _, Some(call)) if st.step() == Step::CallResponse => lookup(&call.headers, &key),
-            (1 | 3 | 7, _, _) => None,
-            _ => return Ok(BAD_ARGUMENT),
-        };
-        let Some(value) = found else { return Ok(NOT_FOUND) };
-        mem::return_bytes(&mut c, &value, ret_ptr, ret_size)?;
-        Ok(OK)
-    })?;
-    linker.func_wrap(ENV, "proxy_set_header_map_pairs", |mut c: C, kind: i32, ptr: i32, len: i32| -> Result<i32> {
-        let raw = mem::read(&mut c, ptr, len)?;
-        let Ok(pairs) = deserialize_pairs(&raw) else { return Ok(INTERNAL_FAILURE) };
-        edit_map(c.data_mut(), kind, |headers| {
-            headers.clear();
-            for (k, v) in pairs {
-                headers.push((k, v));
-            }
-        })
-    })?;
-    for (name, op) in [("proxy_add_header_map_value", Edit::Add), ("proxy_replace_header_map_value", Edit::Replace)] {
-        linker.func_wrap(ENV, name, move |mut c: C, kind: i32, kptr: i32, klen: i32, vptr: i32, vlen: i32| -> Result<i32> {
+                (2, Some(ex), _) => ex.resp_headers.clone(),
+                (6, _, Some(call)) if st.step() == Step::CallResponse => call.headers.clone(),
+                (1 | 3 | 7, _, _) => Vec::new(),
+                _ => return Ok(BAD_ARGUMENT),
+            };
+            mem::return_bytes(&mut c, &serialize_pairs(&pairs), ret_ptr, ret_size)?;
+            Ok(OK)
+        },
+    )?;
+    linker.func_wrap(
+        ENV,
+        "proxy_get_header_map_value",
+        |mut c: C, kind: i32, kptr: i32, klen: i32, ret_ptr: i32, ret_size: i32| -> Result<i32> {
             let key = mem::read_string(&mut c, kptr, klen)?;
-            let value = mem::read(&mut c, vptr, vlen)?;
-            set_value(c.data_mut(), kind, key, Some(value), op)
-        })?;
+            let st = c.data();
+            let found = match (kind, &st.exec.exchange, &st.exec.call) {
+                (0, Some(ex), _) => match key.as_str() {
+                    ":path" => Some(ex.path.as_bytes().to_vec()),
+                    ":method" => Some(ex.method.as_bytes().to_vec()),
+                    ":scheme" => Some(ex.scheme.as_bytes().to_vec()),
+                    ":authority" => Some(ex.authority.as_bytes().to_vec()),
+                    k => lookup(&ex.req_headers, k),
+                },
+                (2, Some(ex), _) => match key.as_str() {
+                    ":status" => Some(ex.resp_status.to_string().into_bytes()),
+                    k => lookup(&ex.resp_headers, k),
+                },
+                (6, _, Some(call)) if st.step() == Step::CallResponse => {
+                    lookup(&call.headers, &key)
+                }
+                (1 | 3 | 7, _, _) => None,
+                _ => return Ok(BAD_ARGUMENT),
+            };
+            let Some(value) = found else {
+                return Ok(NOT_FOUND);
+            };
+            mem::return_bytes(&mut c, &value, ret_ptr, ret_size)?;
+            Ok(OK)
+        },
+    )?;
+    linker.func_wrap(
+        ENV,
+        "proxy_set_header_map_pairs",
+        |mut c: C, kind: i32, ptr: i32, len: i32| -> Result<i32> {
+            let raw = mem::read(&mut c, ptr, len)?;
+            let Ok(pairs) = deserialize_pairs(&raw) else {
+                return Ok(INTERNAL_FAILURE);
+            };
+            edit_map(c.data_mut(), kind, |headers| {
+                headers.clear();
+                for (k, v) in pairs {
+                    headers.push((k, v));
+                }
+            })
+        },
+    )?;
+    for (name, op) in [
+        ("proxy_add_header_map_value", Edit::Add),
+        ("proxy_replace_header_map_value", Edit::Replace),
+    ] {
+        linker.func_wrap(
+            ENV,
+            name,
+            move |mut c: C, kind: i32, kptr: i32, klen: i32, vptr: i32, vlen: i32| -> Result<i32> {
+                let key = mem::read_string(&mut c, kptr, klen)?;
+                let value = mem::read(&mut c, vptr, vlen)?;
+                set_value(c.data_mut(), kind, key, Some(value), op)
+            },
+        )?;
     }
-    linker.func_wrap(ENV, "proxy_remove_header_map_value", |mut c: C, kind: i32, kptr: i32, klen: i32| -> Result<i32> {
-        let key = mem::read_string(&mut c, kptr, klen)?;
-        set_value(c.data_mut(), kind, key, None, Edit::Replace)
-    })?;
+    linker.func_wrap(
+        ENV,
+        "proxy_remove_header_map_value",
+        |mut c: C, kind: i32, kptr: i32, klen: i32| -> Result<i32> {
+            let key = mem::read_string(&mut c, kptr, klen)?;
+            set_value(c.data_mut(), kind, key, None, Edit::Replace)
+        },
+    )?;
     Ok(())
 }
 
 fn lookup(headers: &[(String, Vec<u8>)], key: &str) -> Option<Vec<u8>> {
-    headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.clone())
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(key))
+        .map(|(_, v)| v.clone())
 }
 
 #[derive(Clone, Copy)]
@@ -279,15 +361,29 @@ enum Edit {
     Replace,
 }
 
-fn edit_map(st: &mut HostState, kind: i32, f: impl FnOnce(&mut Vec<(String, Vec<u8>)>)) -> Result<i32> {
+fn edit_map(
+    st: &mut HostState,
+    kind: i32,
+    f: impl FnOnce(&mut Vec<(String, Vec<u8>)>),
+) -> Result<i32> {
     let step = st.step();
     let filter = st.filter.clone();
     let Some(ex) = st.exec.exchange.as_mut() else {
-        return Ok(if kind == 6 || kind == 7 { OK } else { BAD_ARGUMENT });
+        return Ok(if kind == 6 || kind == 7 {
+            OK
+        } else {
+            BAD_ARGUMENT
+        });
     };
     match kind {
         0 if ex.response_started => {
-            super::log_line(&filter, st.worker, "error", st.exec.context_id, "cannot set request headers: response produced");
+            super::log_line(
+                &filter,
+                st.worker,
+                "error",
+                st.exec.context_id,
+                "cannot set request headers: response produced",
+            );
             Ok(OK)
         }
         0 => {
@@ -295,7 +391,13 @@ fn edit_map(st: &mut HostState, kind: i32, f: impl FnOnce(&mut Vec<(String, Vec<
             Ok(OK)
         }
         2 if matches!(step, Step::Log | Step::Done) => {
-            super::log_line(&filter, st.worker, "error", st.exec.context_id, "cannot set response headers: headers already sent");
+            super::log_line(
+                &filter,
+                st.worker,
+                "error",
+                st.exec.context_id,
+                "cannot set response headers: headers already sent",
+            );
             Ok(OK)
         }
         2 => {
@@ -307,7 +409,13 @@ fn edit_map(st: &mut HostState, kind: i32, f: impl FnOnce(&mut Vec<(String, Vec<
     }
 }
 
-fn set_value(st: &mut HostState, kind: i32, key: String, value: Option<Vec<u8>>, op: Edit) -> Result<i32> {
+fn set_value(
+    st: &mut HostState,
+    kind: i32,
+    key: String,
+    value: Option<Vec<u8>>,
+    op: Edit,
+) -> Result<i32> {
     if let (Some(ex), Some(v)) = (st.exec.exchange.as_mut(), value.as_ref()) {
         let text = String::from_utf8_lossy(v).into_owned();
         match (kind, key.as_str()) {
@@ -350,41 +458,69 @@ fn apply(headers: &mut Vec<(String, Vec<u8>)>, key: String, value: Option<Vec<u8
 
 /// `proxy_get_property` / `proxy_set_property`.
 fn add_properties(linker: &mut Linker<HostState>) -> Result<()> {
-    linker.func_wrap(ENV, "proxy_get_property", |mut c: C, ptr: i32, len: i32, ret_ptr: i32, ret_size: i32| -> Result<i32> {
-        let path = properties::dotted(&mem::read(&mut c, ptr, len)?);
-        let st = c.data();
-        let exchange = if st.exec.is_root { None } else { st.exec.exchange.as_ref() };
-        match properties::get(exchange, &path) {
-            Property::Value(v) => {
-                mem::return_bytes(&mut c, &v, ret_ptr, ret_size)?;
-                Ok(OK)
+    linker.func_wrap(
+        ENV,
+        "proxy_get_property",
+        |mut c: C, ptr: i32, len: i32, ret_ptr: i32, ret_size: i32| -> Result<i32> {
+            let path = properties::dotted(&mem::read(&mut c, ptr, len)?);
+            let st = c.data();
+            let exchange = if st.exec.is_root {
+                None
+            } else {
+                st.exec.exchange.as_ref()
+            };
+            match properties::get(exchange, &path) {
+                Property::Value(v) => {
+                    mem::return_bytes(&mut c, &v, ret_ptr, ret_size)?;
+                    Ok(OK)
+                }
+                Property::NotFound => Ok(NOT_FOUND),
+                Property::OutsideRequest => {
+                    log_filter(
+                        st,
+                        "error",
+                        &format!("cannot get \"{path}\" outside of a request"),
+                    );
+                    Ok(INTERNAL_FAILURE)
+                }
             }
-            Property::NotFound => Ok(NOT_FOUND),
-            Property::OutsideRequest => {
-                log_filter(st, "error", &format!("cannot get \"{path}\" outside of a request"));
-                Ok(INTERNAL_FAILURE)
-            }
-        }
-    })?;
-    linker.func_wrap(ENV, "proxy_set_property", |_c: C, _p: i32, _l: i32, _v: i32, _vl: i32| -> i32 { NOT_FOUND })?;
+        },
+    )?;
+    linker.func_wrap(
+        ENV,
+        "proxy_set_property",
+        |_c: C, _p: i32, _l: i32, _v: i32, _vl: i32| -> i32 { NOT_FOUND },
+    )?;
     Ok(())
 }
 
 /// Shared key/value data (shm_kv zones) and queues (none can be declared here).
 fn add_shared(linker: &mut Linker<HostState>) -> Result<()> {
-    linker.func_wrap(ENV, "proxy_get_shared_data", |mut c: C, kptr: i32, klen: i32, ret_ptr: i32, ret_size: i32, ret_cas: i32| -> Result<i32> {
-        let key = mem::read(&mut c, kptr, klen)?;
-        let got = c.data().world.zones.get(&key);
-        match got {
-            Err(_) => Err(c.data_mut().trap("failed getting value from shm (could not resolve namespace)")),
-            Ok(None) => Ok(NOT_FOUND),
-            Ok(Some((value, cas))) => {
-                mem::return_bytes(&mut c, &value, ret_ptr, ret_size)?;
-                mem::write_u32(&mut c, ret_cas, cas)?;
-                Ok(OK)
+    linker.func_wrap(
+        ENV,
+        "proxy_get_shared_data",
+        |mut c: C,
+         kptr: i32,
+         klen: i32,
+         ret_ptr: i32,
+         ret_size: i32,
+         ret_cas: i32|
+         -> Result<i32> {
+            let key = mem::read(&mut c, kptr, klen)?;
+            let got = c.data().world.zones.get(&key);
+            match got {
+                Err(_) => Err(c
+                    .data_mut()
+                    .trap("failed getting value from shm (could not resolve namespace)")),
+                Ok(None) => Ok(NOT_FOUND),
+                Ok(Some((value, cas))) => {
+                    mem::return_bytes(&mut c, &value, ret_ptr, ret_size)?;
+                    mem::write_u32(&mut c, ret_cas, cas)?;
+                    Ok(OK)
+                }
             }
-        }
-    })?;
+        },
+    )?;
     linker.func_wrap(ENV, "proxy_set_shared_data", |mut c: C, kptr: i32, klen: i32, vptr: i32, vlen: i32, cas: i32| -> Result<i32> {
         let key = mem::read(&mut c, kptr, klen)?;
         let value = mem::read_opt(&mut c, vptr, vlen)?;
@@ -400,16 +536,32 @@ fn add_shared(linker: &mut Linker<HostState>) -> Result<()> {
             }
         }
     })?;
-    linker.func_wrap(ENV, "proxy_register_shared_queue", |mut c: C, _p: i32, _l: i32, _ret: i32| -> Result<i32> {
-        Err(c.data_mut().trap("could not find queue"))
-    })?;
-    linker.func_wrap(ENV, "proxy_resolve_shared_queue", |_c: C, _a: i32, _b: i32, _p: i32, _l: i32, _ret: i32| -> i32 { NOT_FOUND })?;
-    linker.func_wrap(ENV, "proxy_enqueue_shared_queue", |mut c: C, _t: i32, _p: i32, _l: i32| -> Result<i32> {
-        Err(c.data_mut().trap("could not find queue"))
-    })?;
-    linker.func_wrap(ENV, "proxy_dequeue_shared_queue", |mut c: C, _t: i32, _p: i32, _l: i32| -> Result<i32> {
-        Err(c.data_mut().trap("could not find queue"))
-    })?;
+    linker.func_wrap(
+        ENV,
+        "proxy_register_shared_queue",
+        |mut c: C, _p: i32, _l: i32, _ret: i32| -> Result<i32> {
+            Err(c.data_mut().trap("could not find queue"))
+        },
+    )?;
+    linker.func_wrap(
+        ENV,
+        "proxy_resolve_shared_queue",
+        |_c: C, _a: i32, _b: i32, _p: i32, _l: i32, _ret: i32| -> i32 { NOT_FOUND },
+    )?;
+    linker.func_wrap(
+        ENV,
+        "proxy_enqueue_shared_queue",
+        |mut c: C, _t: i32, _p: i32, _l: i32| -> Result<i32> {
+            Err(c.data_mut().trap("could not find queue"))
+        },
+    )?;
+    linker.func_wrap(
+        ENV,
+        "proxy_dequeue_shared_queue",
+        |mut c: C, _t: i32, _p: i32, _l: i32| -> Result<i32> {
+            Err(c.data_mut().trap("could not find queue"))
+        },
+    )?;
     Ok(())
 }
 
@@ -456,7 +608,11 @@ fn http_call(
     };
     let token = c.data().world.next_token();
     mem::write_u32(&mut c, ret_token, token)?;
-    c.data_mut().new_calls.push(NewCall { token, spec, from_root });
+    c.data_mut().new_calls.push(NewCall {
+        token,
+        spec,
+        from_root,
+    });
     Ok(OK)
 }
 
@@ -469,33 +625,61 @@ fn add_metrics(linker: &mut Linker<HostState>) -> Result<()> {
             Err(MetricError::BadArgument) => BAD_ARGUMENT,
         }
     }
-    linker.func_wrap(ENV, "proxy_define_metric", |mut c: C, kind: i32, ptr: i32, len: i32, ret: i32| -> Result<i32> {
-        let name = mem::read_string(&mut c, ptr, len)?;
-        let Some(kind) = MetricType::from_abi(kind) else { return Ok(BAD_ARGUMENT) };
-        let st = c.data();
-        match st.world.metrics.define(&st.filter, kind, &name) {
-            Ok(id) => {
-                mem::write_u32(&mut c, ret, id)?;
-                Ok(OK)
+    linker.func_wrap(
+        ENV,
+        "proxy_define_metric",
+        |mut c: C, kind: i32, ptr: i32, len: i32, ret: i32| -> Result<i32> {
+            let name = mem::read_string(&mut c, ptr, len)?;
+            let Some(kind) = MetricType::from_abi(kind) else {
+                return Ok(BAD_ARGUMENT);
+            };
+            let st = c.data();
+            match st.world.metrics.define(&st.filter, kind, &name) {
+                Ok(id) => {
+                    mem::write_u32(&mut c, ret, id)?;
+                    Ok(OK)
+                }
+                Err(e) => Ok(code(Err(e))),
             }
-            Err(e) => Ok(code(Err(e))),
-        }
-    })?;
-    linker.func_wrap(ENV, "proxy_increment_metric", |c: C, id: i32, offset: i64| -> i32 {
-        code(c.data().world.metrics.increment(c.data().worker, id as u32, offset))
-    })?;
-    linker.func_wrap(ENV, "proxy_record_metric", |c: C, id: i32, value: i64| -> i32 {
-        code(c.data().world.metrics.record(c.data().worker, id as u32, value as u64))
-    })?;
-    linker.func_wrap(ENV, "proxy_get_metric", |mut c: C, id: i32, ret: i32| -> Result<i32> {
-        match c.data().world.metrics.get(id as u32) {
-            Ok(v) => {
-                mem::write_u64(&mut c, ret, v)?;
-                Ok(OK)
+        },
+    )?;
+    linker.func_wrap(
+        ENV,
+        "proxy_increment_metric",
+        |c: C, id: i32, offset: i64| -> i32 {
+            code(
+                c.data()
+                    .world
+                    .metrics
+                    .increment(c.data().worker, id as u32, offset),
+            )
+        },
+    )?;
+    linker.func_wrap(
+        ENV,
+        "proxy_record_metric",
+        |c: C, id: i32, value: i64| -> i32 {
+            code(
+                c.data()
+                    .world
+                    .metrics
+                    .record(c.data().worker, id as u32, value as u64),
+            )
+        },
+    )?;
+    linker.func_wrap(
+        ENV,
+        "proxy_get_metric",
+        |mut c: C, id: i32, ret: i32| -> Result<i32> {
+            match c.data().world.metrics.get(id as u32) {
+                Ok(v) => {
+                    mem::write_u64(&mut c, ret, v)?;
+                    Ok(OK)
+                }
+                Err(e) => Ok(code(Err(e))),
             }
-            Err(e) => Ok(code(Err(e))),
-        }
-    })?;
+        },
+    )?;
     Ok(())
 }
 
@@ -504,19 +688,80 @@ fn add_unsupported(linker: &mut Linker<HostState>) -> Result<()> {
     fn nyi(c: &mut C, name: &str) -> anyhow::Error {
         c.data_mut().trap(format!("NYI - {name}"))
     }
-    linker.func_wrap(ENV, "proxy_get_log_level", |mut c: C, _r: i32| -> Result<i32> { Err(nyi(&mut c, "proxy_get_log_level")) })?;
-    linker.func_wrap(ENV, "proxy_done", |mut c: C| -> Result<i32> { Err(nyi(&mut c, "proxy_done")) })?;
-    linker.func_wrap(ENV, "proxy_close_stream", |mut c: C, _s: i32| -> Result<i32> { Err(nyi(&mut c, "proxy_close_stream")) })?;
-    linker.func_wrap(ENV, "proxy_get_status", |mut c: C, _a: i32, _b: i32, _d: i32| -> Result<i32> { Err(nyi(&mut c, "proxy_get_status")) })?;
-    linker.func_wrap(ENV, "proxy_call_foreign_function", |_c: C, _a: i32, _b: i32, _d: i32, _e: i32, _f: i32, _g: i32| -> i32 { NOT_FOUND })?;
-    linker.func_wrap(ENV, "proxy_grpc_call", |mut c: C, _a: i32, _b: i32, _d: i32, _e: i32, _f: i32, _g: i32, _h: i32, _i: i32, _j: i32, _k: i32, _l: i32, _m: i32| -> Result<i32> {
-        Err(nyi(&mut c, "proxy_grpc_call"))
+    linker.func_wrap(
+        ENV,
+        "proxy_get_log_level",
+        |mut c: C, _r: i32| -> Result<i32> { Err(nyi(&mut c, "proxy_get_log_level")) },
+    )?;
+    linker.func_wrap(ENV, "proxy_done", |mut c: C| -> Result<i32> {
+        Err(nyi(&mut c, "proxy_done"))
     })?;
-    linker.func_wrap(ENV, "proxy_grpc_stream", |mut c: C, _a: i32, _b: i32, _d: i32, _e: i32, _f: i32, _g: i32, _h: i32, _i: i32, _j: i32| -> Result<i32> {
-        Err(nyi(&mut c, "proxy_grpc_stream"))
-    })?;
-    linker.func_wrap(ENV, "proxy_grpc_send", |mut c: C, _a: i32, _b: i32, _d: i32, _e: i32| -> Result<i32> { Err(nyi(&mut c, "proxy_grpc_send")) })?;
-    linker.func_wrap(ENV, "proxy_grpc_cancel", |mut c: C, _a: i32| -> Result<i32> { Err(nyi(&mut c, "proxy_grpc_cancel")) })?;
-    linker.func_wrap(ENV, "proxy_grpc_close", |mut c: C, _a: i32| -> Result<i32> { Err(nyi(&mut c, "proxy_grpc_close")) })?;
+    linker.func_wrap(
+        ENV,
+        "proxy_close_stream",
+        |mut c: C, _s: i32| -> Result<i32> { Err(nyi(&mut c, "proxy_close_stream")) },
+    )?;
+    linker.func_wrap(
+        ENV,
+        "proxy_get_status",
+        |mut c: C, _a: i32, _b: i32, _d: i32| -> Result<i32> {
+            Err(nyi(&mut c, "proxy_get_status"))
+        },
+    )?;
+    linker.func_wrap(
+        ENV,
+        "proxy_call_foreign_function",
+        |_c: C, _a: i32, _b: i32, _d: i32, _e: i32, _f: i32, _g: i32| -> i32 { NOT_FOUND },
+    )?;
+    linker.func_wrap(
+        ENV,
+        "proxy_grpc_call",
+        |mut c: C,
+         _a: i32,
+         _b: i32,
+         _d: i32,
+         _e: i32,
+         _f: i32,
+         _g: i32,
+         _h: i32,
+         _i: i32,
+         _j: i32,
+         _k: i32,
+         _l: i32,
+         _m: i32|
+         -> Result<i32> { Err(nyi(&mut c, "proxy_grpc_call")) },
+    )?;
+    linker.func_wrap(
+        ENV,
+        "proxy_grpc_stream",
+        |mut c: C,
+         _a: i32,
+         _b: i32,
+         _d: i32,
+         _e: i32,
+         _f: i32,
+         _g: i32,
+         _h: i32,
+         _i: i32,
+         _j: i32|
+         -> Result<i32> { Err(nyi(&mut c, "proxy_grpc_stream")) },
+    )?;
+    linker.func_wrap(
+        ENV,
+        "proxy_grpc_send",
+        |mut c: C, _a: i32, _b: i32, _d: i32, _e: i32| -> Result<i32> {
+            Err(nyi(&mut c, "proxy_grpc_send"))
+        },
+    )?;
+    linker.func_wrap(
+        ENV,
+        "proxy_grpc_cancel",
+        |mut c: C, _a: i32| -> Result<i32> { Err(nyi(&mut c, "proxy_grpc_cancel")) },
+    )?;
+    linker.func_wrap(
+        ENV,
+        "proxy_grpc_close",
+        |mut c: C, _a: i32| -> Result<i32> { Err(nyi(&mut c, "proxy_grpc_close")) },
+    )?;
     Ok(())
 }

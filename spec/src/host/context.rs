@@ -28,7 +28,10 @@ pub enum Step {
 impl Step {
     /// Whether `dispatch_http_call` is allowed now.
     pub fn may_dispatch(self) -> bool {
-        matches!(self, Step::RequestHeaders | Step::RequestBody | Step::CallResponse | Step::Tick)
+        matches!(
+            self,
+            Step::RequestHeaders | Step::RequestBody | Step::CallResponse | Step::Tick
+        )
     }
 
     /// ngx_wasm_module's name of the step (for logs).

@@ -50,7 +50,11 @@ pub fn parse_target(raw: &str, tls: bool) -> Result<Target, String> {
         }
         return Ok(Target::Unix(PathBuf::from(path)));
     }
-    if raw.is_empty() || raw.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/' || c == '@') {
+    if raw.is_empty()
+        || raw
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '/' || c == '@')
+    {
         return Err(bad());
     }
     let default_port = if tls { 443 } else { 80 };
@@ -59,7 +63,11 @@ pub fn parse_target(raw: &str, tls: bool) -> Result<Target, String> {
         v6.parse::<std::net::Ipv6Addr>().map_err(|_| bad())?;
         let port = match after {
             "" => default_port,
-            p => p.strip_prefix(':').ok_or_else(bad)?.parse::<u16>().map_err(|_| bad())?,
+            p => p
+                .strip_prefix(':')
+                .ok_or_else(bad)?
+                .parse::<u16>()
+                .map_err(|_| bad())?,
         };
         (v6.to_string(), port)
     } else {
@@ -71,14 +79,23 @@ pub fn parse_target(raw: &str, tls: bool) -> Result<Target, String> {
     if host.is_empty() || port == 0 {
         return Err(bad());
     }
-    if !host.contains(':') && !host.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_') {
+    if !host.contains(':')
+        && !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+    {
         return Err(bad());
     }
     Ok(Target::Tcp { host, port })
 }
 
 /// Builds the call from the filter's arguments. `Err` is a trap message.
-pub fn build(raw_target: &str, headers: Vec<(String, Vec<u8>)>, body: Vec<u8>, timeout_ms: u32) -> Result<CallSpec, String> {
+pub fn build(
+    raw_target: &str,
+    headers: Vec<(String, Vec<u8>)>,
+    body: Vec<u8>,
+    timeout_ms: u32,
+) -> Result<CallSpec, String> {
     let mut method = String::new();
     let mut path = String::new();
     let mut authority = None;
@@ -103,8 +120,22 @@ pub fn build(raw_target: &str, headers: Vec<(String, Vec<u8>)>, body: Vec<u8>, t
         return Err("dispatch failed: no :path".to_string());
     }
     let target = parse_target(raw_target, tls)?;
-    let timeout = if timeout_ms == 0 { DEFAULT_TIMEOUT } else { Duration::from_millis(timeout_ms.into()) };
-    Ok(CallSpec { target, raw_target: raw_target.to_string(), method, path, authority, tls, headers: regular, body, timeout })
+    let timeout = if timeout_ms == 0 {
+        DEFAULT_TIMEOUT
+    } else {
+        Duration::from_millis(timeout_ms.into())
+    };
+    Ok(CallSpec {
+        target,
+        raw_target: raw_target.to_string(),
+        method,
+        path,
+        authority,
+        tls,
+        headers: regular,
+        body,
+        timeout,
+    })
 }
 
 /// How callout host names are resolved.
@@ -145,7 +176,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 /// Performs the call; never fails: failures become a `:dispatch_status` result.
 pub async fn perform(spec: CallSpec, resolver: &Resolver, from_root: bool) -> CallResult {
     match run(&spec, resolver, from_root).await {
-        Ok((headers, body)) => CallResult { headers, body, failure: None },
+        Ok((headers, body)) => CallResult {
+            headers,
+            body,
+            failure: None,
+        },
         Err(status) => CallResult {
             headers: vec![(":dispatch_status".to_string(), status.as_bytes().to_vec())],
             body: Vec::new(),
@@ -156,7 +191,11 @@ pub async fn perform(spec: CallSpec, resolver: &Resolver, from_root: bool) -> Ca
 
 type Head = Vec<(String, Vec<u8>)>;
 
-async fn run(spec: &CallSpec, resolver: &Resolver, from_root: bool) -> Result<(Head, Vec<u8>), &'static str> {
+async fn run(
+    spec: &CallSpec,
+    resolver: &Resolver,
+    from_root: bool,
+) -> Result<(Head, Vec<u8>), &'static str> {
     let t = spec.timeout;
     let mut stream: Box<dyn Io> = match &spec.target {
         Target::Unix(path) => {
@@ -164,13 +203,24 @@ async fn run(spec: &CallSpec, resolver: &Resolver, from_root: bool) -> Result<(H
             Box::new(s.map_err(|_| "timeout")?.map_err(|_| "broken connection")?)
         }
         Target::Tcp { host, port } => {
-            let addr = resolver.resolve(host, *port, from_root).await.ok_or("resolver failure")?;
+            let addr = resolver
+                .resolve(host, *port, from_root)
+                .await
+                .ok_or("resolver failure")?;
             let s = tokio::time::timeout(t, tokio::net::TcpStream::connect(addr)).await;
             let tcp = s.map_err(|_| "timeout")?.map_err(|_| "broken connection")?;
             if spec.tls {
-                let sni = spec.authority.as_deref().map(strip_port).unwrap_or(host.as_str()).to_string();
+                let sni = spec
+                    .authority
+                    .as_deref()
+                    .map(strip_port)
+                    .unwrap_or(host.as_str())
+                    .to_string();
                 let tls = tokio::time::timeout(t, handshake(tcp, &sni, resolver)).await;
-                Box::new(tls.map_err(|_| "timeout")?.map_err(|_| "tls handshake failure")?)
+                Box::new(
+                    tls.map_err(|_| "timeout")?
+                        .map_err(|_| "tls handshake failure")?,
+                )
             } else {
                 Box::new(tcp)
             }
@@ -187,18 +237,27 @@ async fn run(spec: &CallSpec, resolver: &Resolver, from_root: bool) -> Result<(H
 
 fn strip_port(authority: &str) -> &str {
     if authority.starts_with('[') {
-        return authority.split_once(']').map(|(h, _)| h.trim_start_matches('[')).unwrap_or(authority);
+        return authority
+            .split_once(']')
+            .map(|(h, _)| h.trim_start_matches('['))
+            .unwrap_or(authority);
     }
     authority.split(':').next().unwrap_or(authority)
 }
 
-async fn handshake(tcp: tokio::net::TcpStream, sni: &str, resolver: &Resolver) -> Result<tokio_openssl::SslStream<tokio::net::TcpStream>> {
+async fn handshake(
+    tcp: tokio::net::TcpStream,
+    sni: &str,
+    resolver: &Resolver,
+) -> Result<tokio_openssl::SslStream<tokio::net::TcpStream>> {
     if sni.parse::<IpAddr>().is_ok() {
         anyhow::bail!("SNI needs a host name, not an IP address");
     }
     let mut builder = SslConnector::builder(SslMethod::tls_client())?;
     if let Some(ca) = &resolver.ca_file {
-        builder.set_ca_file(ca).with_context(|| format!("ca file {}", ca.display()))?;
+        builder
+            .set_ca_file(ca)
+            .with_context(|| format!("ca file {}", ca.display()))?;
     }
     builder.set_verify(SslVerifyMode::PEER);
     let ssl = builder.build().configure()?.into_ssl(sni)?;
@@ -213,8 +272,16 @@ fn encode_request(spec: &CallSpec) -> Vec<u8> {
         (None, Target::Unix(_)) => "localhost".to_string(),
         (None, Target::Tcp { .. }) => spec.raw_target.clone(),
     };
-    let mut out = format!("{} {} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n", spec.method, spec.path).into_bytes();
-    if !spec.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-length")) {
+    let mut out = format!(
+        "{} {} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n",
+        spec.method, spec.path
+    )
+    .into_bytes();
+    if !spec
+        .headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+    {
         out.extend_from_slice(format!("Content-Length: {}\r\n", spec.body.len()).as_bytes());
     }
     for (k, v) in &spec.headers {
@@ -228,7 +295,11 @@ fn encode_request(spec: &CallSpec) -> Vec<u8> {
     out
 }
 
-async fn read_some(stream: &mut Box<dyn Io>, buf: &mut Vec<u8>, t: Duration) -> Result<usize, &'static str> {
+async fn read_some(
+    stream: &mut Box<dyn Io>,
+    buf: &mut Vec<u8>,
+    t: Duration,
+) -> Result<usize, &'static str> {
     let mut chunk = [0u8; 16 * 1024];
     match tokio::time::timeout(t, stream.read(&mut chunk)).await {
         Err(_) => Err("timeout"),
@@ -240,7 +311,11 @@ async fn read_some(stream: &mut Box<dyn Io>, buf: &mut Vec<u8>, t: Duration) -> 
     }
 }
 
-async fn read_response(stream: &mut Box<dyn Io>, t: Duration, head_only: bool) -> Result<(Head, Vec<u8>), &'static str> {
+async fn read_response(
+    stream: &mut Box<dyn Io>,
+    t: Duration,
+    head_only: bool,
+) -> Result<(Head, Vec<u8>), &'static str> {
     let mut buf = Vec::new();
     let head_end = loop {
         if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -253,7 +328,11 @@ async fn read_response(stream: &mut Box<dyn Io>, t: Duration, head_only: bool) -
             return Err("reader failure");
         }
         if read_some(stream, &mut buf, t).await? == 0 {
-            return Err(if buf.is_empty() { "broken connection" } else { "reader failure" });
+            return Err(if buf.is_empty() {
+                "broken connection"
+            } else {
+                "reader failure"
+            });
         }
     };
     let head = String::from_utf8_lossy(buf.get(..head_end).unwrap_or_default()).into_owned();
@@ -274,7 +353,12 @@ async fn read_response(stream: &mut Box<dyn Io>, t: Duration, head_only: bool) -
         }
         headers.push((k.to_ascii_lowercase(), v.trim().as_bytes().to_vec()));
     }
-    let find = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| String::from_utf8_lossy(v).to_string());
+    let find = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).to_string())
+    };
     let status: u16 = status.parse().unwrap_or(0);
     if head_only || status == 204 || status == 304 || (100..200).contains(&status) {
         return Ok((headers, Vec::new()));
@@ -297,19 +381,27 @@ async fn read_response(stream: &mut Box<dyn Io>, t: Duration, head_only: bool) -
     Ok((headers, body))
 }
 
-async fn read_chunked(stream: &mut Box<dyn Io>, mut raw: Vec<u8>, t: Duration) -> Result<Vec<u8>, &'static str> {
+async fn read_chunked(
+    stream: &mut Box<dyn Io>,
+    mut raw: Vec<u8>,
+    t: Duration,
+) -> Result<Vec<u8>, &'static str> {
     let mut body = Vec::new();
     let mut at = 0;
     loop {
         let line_end = loop {
-            if let Some(p) = raw.get(at..).and_then(|r| r.windows(2).position(|w| w == b"\r\n")) {
+            if let Some(p) = raw
+                .get(at..)
+                .and_then(|r| r.windows(2).position(|w| w == b"\r\n"))
+            {
                 break at + p;
             }
             if read_some(stream, &mut raw, t).await? == 0 {
                 return Err("broken connection");
             }
         };
-        let size_line = String::from_utf8_lossy(raw.get(at..line_end).unwrap_or_default()).to_string();
+        let size_line =
+            String::from_utf8_lossy(raw.get(at..line_end).unwrap_or_default()).to_string();
         let size_hex = size_line.split(';').next().unwrap_or_default().trim();
         let size = usize::from_str_radix(size_hex, 16).map_err(|_| "reader failure")?;
         at = line_end + 2;
@@ -332,10 +424,31 @@ mod tests {
 
     #[test]
     fn targets_parse_like_kong() {
-        assert_eq!(parse_target("127.0.0.1:8080", false), Ok(Target::Tcp { host: "127.0.0.1".into(), port: 8080 }));
-        assert_eq!(parse_target("idp", true), Ok(Target::Tcp { host: "idp".into(), port: 443 }));
-        assert_eq!(parse_target("[::1]:81", false), Ok(Target::Tcp { host: "::1".into(), port: 81 }));
-        assert_eq!(parse_target("unix:/tmp/s", false), Ok(Target::Unix("/tmp/s".into())));
+        assert_eq!(
+            parse_target("127.0.0.1:8080", false),
+            Ok(Target::Tcp {
+                host: "127.0.0.1".into(),
+                port: 8080
+            })
+        );
+        assert_eq!(
+            parse_target("idp", true),
+            Ok(Target::Tcp {
+                host: "idp".into(),
+                port: 443
+            })
+        );
+        assert_eq!(
+            parse_target("[::1]:81", false),
+            Ok(Target::Tcp {
+                host: "::1".into(),
+                port: 81
+            })
+        );
+        assert_eq!(
+            parse_target("unix:/tmp/s", false),
+            Ok(Target::Unix("/tmp/s".into()))
+        );
         for bad in ["", "http://x", "x:y", "x:99999", "[::1", "a b", "x:0"] {
             assert!(parse_target(bad, false).is_err(), "{bad}");
         }
@@ -343,10 +456,20 @@ mod tests {
 
     #[test]
     fn method_and_path_are_required() {
-        let h = |p: &[(&str, &str)]| p.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect();
+        let h = |p: &[(&str, &str)]| {
+            p.iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect()
+        };
         assert!(build("x:1", h(&[(":path", "/")]), vec![], 0).is_err());
         assert!(build("x:1", h(&[(":method", "GET")]), vec![], 0).is_err());
-        let spec = build("x:1", h(&[(":method", "GET"), (":path", "/"), ("host", "evil")]), vec![], 0).unwrap();
+        let spec = build(
+            "x:1",
+            h(&[(":method", "GET"), (":path", "/"), ("host", "evil")]),
+            vec![],
+            0,
+        )
+        .unwrap();
         assert!(spec.headers.is_empty());
     }
 }

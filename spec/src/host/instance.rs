@@ -41,7 +41,11 @@ pub struct FilterInstance {
 }
 
 impl FilterInstance {
-    fn new(linker: &Linker<HostState>, module: &Module, state: HostState) -> Result<FilterInstance, Trap> {
+    fn new(
+        linker: &Linker<HostState>,
+        module: &Module,
+        state: HostState,
+    ) -> Result<FilterInstance, Trap> {
         let mut store = Store::new(module.engine(), state);
         let instance = linker
             .instantiate(&mut store, module)
@@ -68,7 +72,11 @@ impl FilterInstance {
                 let reason = self.store.data_mut().trap_reason.take();
                 let msg = match reason {
                     Some(r) => r,
-                    None => format!("{:#}", e.root_cause()).lines().next().unwrap_or("trap").to_string(),
+                    None => format!("{:#}", e.root_cause())
+                        .lines()
+                        .next()
+                        .unwrap_or("trap")
+                        .to_string(),
                 };
                 Err(Trap(msg))
             }
@@ -77,7 +85,13 @@ impl FilterInstance {
 
     /// Runs `name(args)` with `exec` as the current context; `exec` gets back what the guest
     /// changed (exchange, resumed flag).
-    pub fn call(&mut self, exec: &mut Exec, step: Step, name: &str, args: &[i32]) -> Result<Called, Trap> {
+    pub fn call(
+        &mut self,
+        exec: &mut Exec,
+        step: Step,
+        name: &str,
+        args: &[i32],
+    ) -> Result<Called, Trap> {
         exec.step = Some(step);
         exec.resumed = false;
         std::mem::swap(&mut self.store.data_mut().exec, exec);
@@ -90,7 +104,12 @@ impl FilterInstance {
 
     /// Tick periods set so far (root id → ms).
     pub fn tick_periods(&self) -> BTreeMap<u32, u32> {
-        self.store.data().tick_periods.iter().map(|(k, v)| (*k, *v)).collect()
+        self.store
+            .data()
+            .tick_periods
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect()
     }
 }
 
@@ -119,9 +138,26 @@ pub struct Slot {
 
 impl Slot {
     /// A slot for `filter` with its root contexts (ids must be distinct and non-zero).
-    pub fn new(filter: Arc<str>, worker: usize, module: Module, world: Arc<World>, roots: Vec<RootSpec>) -> Slot {
+    pub fn new(
+        filter: Arc<str>,
+        worker: usize,
+        module: Module,
+        world: Arc<World>,
+        roots: Vec<RootSpec>,
+    ) -> Slot {
         let next_context_id = roots.iter().map(|r| r.root_id).max().unwrap_or(0) + 1;
-        Slot { filter, worker, module, world, roots, instance: None, generation: 0, vm_started: false, disabled: BTreeSet::new(), next_context_id }
+        Slot {
+            filter,
+            worker,
+            module,
+            world,
+            roots,
+            instance: None,
+            generation: 0,
+            vm_started: false,
+            disabled: BTreeSet::new(),
+            next_context_id,
+        }
     }
 
     fn log(&self, level: &str, ctx: u32, msg: &str) {
@@ -152,7 +188,11 @@ impl Slot {
 
     /// Destroys the instance after a trap in `step`, logging it like Kong does.
     pub fn trapped(&mut self, ctx: u32, step: Step, trap: &Trap) {
-        self.log("error", ctx, &format!("panicked at {}: {} (instance trapped)", step.name(), trap.0));
+        self.log(
+            "error",
+            ctx,
+            &format!("panicked at {}: {} (instance trapped)", step.name(), trap.0),
+        );
         self.instance = None;
     }
 
@@ -165,27 +205,54 @@ impl Slot {
 
     fn create(&mut self, linker: &Linker<HostState>) -> Result<()> {
         let mut state = HostState::new(self.filter.clone(), self.worker, self.world.clone());
-        state.root_configs = self.roots.iter().map(|r| (r.root_id, r.config.clone())).collect();
+        state.root_configs = self
+            .roots
+            .iter()
+            .map(|r| (r.root_id, r.config.clone()))
+            .collect();
         self.world.count_instance(self.worker, &self.filter);
         self.generation += 1;
         let mut inst = match FilterInstance::new(linker, &self.module, state) {
             Ok(inst) => inst,
             Err(trap) => {
-                self.log("emerg", 0, &format!("failed initializing filter: {}", trap.0));
-                return Err(anyhow!("filter {} failed to start: {}", self.filter, trap.0));
+                self.log(
+                    "emerg",
+                    0,
+                    &format!("failed initializing filter: {}", trap.0),
+                );
+                return Err(anyhow!(
+                    "filter {} failed to start: {}",
+                    self.filter,
+                    trap.0
+                ));
             }
         };
         let first = !self.vm_started;
         self.vm_started = true;
-        let roots: Vec<RootSpec> = self.roots.iter().filter(|r| !self.disabled.contains(&r.root_id)).cloned().collect();
+        let roots: Vec<RootSpec> = self
+            .roots
+            .iter()
+            .filter(|r| !self.disabled.contains(&r.root_id))
+            .cloned()
+            .collect();
         for root in &roots {
-            let mut exec = Exec { context_id: root.root_id, root_id: root.root_id, is_root: true, ..Exec::default() };
+            let mut exec = Exec {
+                context_id: root.root_id,
+                root_id: root.root_id,
+                is_root: true,
+                ..Exec::default()
+            };
             let id = root.root_id as i32;
-            let mut steps: Vec<(Step, &str, Vec<i32>)> = vec![(Step::Init, "proxy_on_context_create", vec![id, 0])];
+            let mut steps: Vec<(Step, &str, Vec<i32>)> =
+                vec![(Step::Init, "proxy_on_context_create", vec![id, 0])];
             if first {
                 steps.push((Step::VmStart, "proxy_on_vm_start", vec![id, 0]));
             }
-            steps.push((Step::Configure, "proxy_on_configure", vec![id, root.config.len() as i32]));
+            steps.push((
+                Step::Configure,
+                "proxy_on_configure",
+                vec![id, root.config.len() as i32],
+            ));
             for (step, name, args) in steps {
                 match inst.call(&mut exec, step, name, &args) {
                     Ok(called) => {
@@ -199,9 +266,17 @@ impl Slot {
                         }
                     }
                     Err(trap) => {
-                        self.log("error", root.root_id, &format!("panicked at {}: {} (instance trapped)", step.name(), trap.0));
+                        self.log(
+                            "error",
+                            root.root_id,
+                            &format!("panicked at {}: {} (instance trapped)", step.name(), trap.0),
+                        );
                         if step == Step::Configure {
-                            self.log("error", root.root_id, "filter failed to configure: proxying without it");
+                            self.log(
+                                "error",
+                                root.root_id,
+                                "filter failed to configure: proxying without it",
+                            );
                         }
                         self.disabled.insert(root.root_id);
                         // The instance is gone: start over with the remaining roots.

@@ -64,7 +64,9 @@ pub fn alloc_copy<T>(caller: &mut Caller<'_, T>, bytes: &[u8]) -> Result<u32> {
         .iter()
         .find_map(|name| caller.get_export(name).and_then(Extern::into_func))
         .ok_or_else(|| anyhow!("guest exports no proxy_on_memory_allocate"))?;
-    let alloc = alloc.typed::<i32, i32>(&*caller).context("proxy_on_memory_allocate signature")?;
+    let alloc = alloc
+        .typed::<i32, i32>(&*caller)
+        .context("proxy_on_memory_allocate signature")?;
     let size = i32::try_from(bytes.len().max(1)).context("allocation too large")?;
     let ptr = alloc.call(&mut *caller, size)?;
     if ptr == 0 {
@@ -75,16 +77,27 @@ pub fn alloc_copy<T>(caller: &mut Caller<'_, T>, bytes: &[u8]) -> Result<u32> {
 }
 
 /// Copies `bytes` into the guest and stores pointer and size at `ret_ptr` / `ret_size`.
-pub fn return_bytes<T>(caller: &mut Caller<'_, T>, bytes: &[u8], ret_ptr: i32, ret_size: i32) -> Result<()> {
+pub fn return_bytes<T>(
+    caller: &mut Caller<'_, T>,
+    bytes: &[u8],
+    ret_ptr: i32,
+    ret_size: i32,
+) -> Result<()> {
     let ptr = alloc_copy(caller, bytes)?;
     write_u32(caller, ret_ptr, ptr)?;
-    write_u32(caller, ret_size, u32::try_from(bytes.len()).context("value too large")?)
+    write_u32(
+        caller,
+        ret_size,
+        u32::try_from(bytes.len()).context("value too large")?,
+    )
 }
 
 fn span(ptr: i32, len: i32) -> Result<(usize, usize)> {
     let start = ptr as u32 as usize;
     let len = len as u32 as usize;
-    let end = start.checked_add(len).ok_or_else(|| anyhow!("invalid memory span"))?;
+    let end = start
+        .checked_add(len)
+        .ok_or_else(|| anyhow!("invalid memory span"))?;
     Ok((start, end))
 }
 
@@ -112,7 +125,9 @@ pub fn deserialize_pairs(bytes: &[u8]) -> Result<Vec<(String, Vec<u8>)>> {
         return Ok(Vec::new());
     }
     let u32_at = |at: usize| -> Result<usize> {
-        let b = bytes.get(at..at + 4).ok_or_else(|| anyhow!("truncated map"))?;
+        let b = bytes
+            .get(at..at + 4)
+            .ok_or_else(|| anyhow!("truncated map"))?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
     };
     let count = u32_at(0)?;
@@ -126,9 +141,13 @@ pub fn deserialize_pairs(bytes: &[u8]) -> Result<Vec<(String, Vec<u8>)>> {
     let mut at = 4 + count * 8;
     let mut pairs = Vec::with_capacity(count);
     for (klen, vlen) in sizes {
-        let key = bytes.get(at..at + klen).ok_or_else(|| anyhow!("truncated map key"))?;
+        let key = bytes
+            .get(at..at + klen)
+            .ok_or_else(|| anyhow!("truncated map key"))?;
         at += klen + 1;
-        let value = bytes.get(at..at + vlen).ok_or_else(|| anyhow!("truncated map value"))?;
+        let value = bytes
+            .get(at..at + vlen)
+            .ok_or_else(|| anyhow!("truncated map value"))?;
         at += vlen + 1;
         pairs.push((String::from_utf8_lossy(key).into_owned(), value.to_vec()));
     }
@@ -141,7 +160,10 @@ mod tests {
 
     #[test]
     fn pairs_round_trip() {
-        let pairs = vec![(":path".to_string(), b"/x".to_vec()), ("a".to_string(), Vec::new())];
+        let pairs = vec![
+            (":path".to_string(), b"/x".to_vec()),
+            ("a".to_string(), Vec::new()),
+        ];
         assert_eq!(deserialize_pairs(&serialize_pairs(&pairs)).unwrap(), pairs);
         assert!(deserialize_pairs(&[9, 0, 0, 0]).is_err());
         assert!(deserialize_pairs(&[]).unwrap().is_empty());

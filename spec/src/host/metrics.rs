@@ -55,14 +55,23 @@ pub struct Metrics {
 pub fn export_name(filter: &str, metric: &str) -> String {
     format!("pw_{filter}_{metric}")
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
 impl Metrics {
     /// A registry for `workers` workers.
     pub fn new(workers: usize) -> Metrics {
-        Metrics { workers: workers.max(1), inner: Mutex::new(Vec::new()) }
+        Metrics {
+            workers: workers.max(1),
+            inner: Mutex::new(Vec::new()),
+        }
     }
 
     /// `define_metric`: the same name and type gives the same id; a different type is an error.
@@ -70,7 +79,11 @@ impl Metrics {
         let full = export_name(filter, name);
         let mut all = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((id, m)) = all.iter().enumerate().find(|(_, m)| m.name == full) {
-            return if m.kind == kind { Ok(id as u32 + 1) } else { Err(MetricError::BadArgument) };
+            return if m.kind == kind {
+                Ok(id as u32 + 1)
+            } else {
+                Err(MetricError::BadArgument)
+            };
         }
         all.push(Metric {
             name: full,
@@ -83,7 +96,11 @@ impl Metrics {
         Ok(all.len() as u32)
     }
 
-    fn with<R>(&self, id: u32, f: impl FnOnce(&mut Metric) -> Result<R, MetricError>) -> Result<R, MetricError> {
+    fn with<R>(
+        &self,
+        id: u32,
+        f: impl FnOnce(&mut Metric) -> Result<R, MetricError>,
+    ) -> Result<R, MetricError> {
         let mut all = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let idx = (id as usize).checked_sub(1).ok_or(MetricError::NotFound)?;
         all.get_mut(idx).ok_or(MetricError::NotFound).and_then(f)
@@ -96,7 +113,10 @@ impl Metrics {
                 if offset < 0 {
                     return Err(MetricError::BadArgument);
                 }
-                let slot = m.per_worker.get_mut(worker).ok_or(MetricError::BadArgument)?;
+                let slot = m
+                    .per_worker
+                    .get_mut(worker)
+                    .ok_or(MetricError::BadArgument)?;
                 *slot = slot.saturating_add(offset);
                 Ok(())
             }
@@ -153,8 +173,10 @@ impl Metrics {
                         }
                     }
                     let count: u64 = buckets.values().sum();
-                    let buckets: Map<String, Value> =
-                        buckets.into_iter().map(|(b, c)| (b.to_string(), json!(c))).collect();
+                    let buckets: Map<String, Value> = buckets
+                        .into_iter()
+                        .map(|(b, c)| (b.to_string(), json!(c)))
+                        .collect();
                     json!({"count": count, "sum": m.sums.iter().sum::<u64>(), "buckets": buckets})
                 }
             };
@@ -173,7 +195,10 @@ mod tests {
         let m = Metrics::new(2);
         let id = m.define("probe", MetricType::Counter, "hits").unwrap();
         assert_eq!(m.define("probe", MetricType::Counter, "hits").unwrap(), id);
-        assert_eq!(m.define("probe", MetricType::Gauge, "hits"), Err(MetricError::BadArgument));
+        assert_eq!(
+            m.define("probe", MetricType::Gauge, "hits"),
+            Err(MetricError::BadArgument)
+        );
         m.increment(0, id, 2).unwrap();
         m.increment(1, id, 3).unwrap();
         assert_eq!(m.get(id).unwrap(), 5);

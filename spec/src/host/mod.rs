@@ -54,7 +54,10 @@ impl World {
 
     /// Counts one more instance of `filter` on `worker`.
     pub fn count_instance(&self, worker: usize, filter: &str) {
-        let mut all = self.instances_created.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all = self
+            .instances_created
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if let Some(w) = all.get_mut(worker) {
             *w.entry(filter.to_string()).or_insert(0) += 1;
         }
@@ -64,10 +67,24 @@ impl World {
 /// Logs a filter message like ngx_wasm_module: `[proxy-wasm]["name" #ctx] message`.
 pub fn log_filter(state: &HostState, level: &str, msg: &str) {
     let conn = state.exec.exchange.as_ref().map(|e| e.info.connection_id);
-    crate::gateway::log::emit(level, state.worker, conn, &format!("[proxy-wasm][\"{}\" #{}] {msg}", state.filter, state.log_context()));
+    crate::gateway::log::emit(
+        level,
+        state.worker,
+        conn,
+        &format!(
+            "[proxy-wasm][\"{}\" #{}] {msg}",
+            state.filter,
+            state.log_context()
+        ),
+    );
 }
 
 /// Logs a host message about a filter context.
 pub fn log_line(filter: &str, worker: usize, level: &str, ctx: u32, msg: &str) {
-    crate::gateway::log::emit(level, worker, None, &format!("[proxy-wasm][\"{filter}\" #{ctx}] {msg}"));
+    crate::gateway::log::emit(
+        level,
+        worker,
+        None,
+        &format!("[proxy-wasm][\"{filter}\" #{ctx}] {msg}"),
+    );
 }

@@ -24,11 +24,23 @@ pub fn dotted(path: &[u8]) -> String {
 
 /// Looks `path` up for the exchange of the running request context (`None` outside a request).
 pub fn get(exchange: Option<&Exchange>, path: &str) -> Property {
-    let known_prefix = ["request.", "source.", "destination.", "kong.", "ngx.", "upstream.", "connection."]
-        .iter()
-        .any(|p| path.starts_with(p));
+    let known_prefix = [
+        "request.",
+        "source.",
+        "destination.",
+        "kong.",
+        "ngx.",
+        "upstream.",
+        "connection.",
+    ]
+    .iter()
+    .any(|p| path.starts_with(p));
     let Some(ex) = exchange else {
-        return if known_prefix { Property::OutsideRequest } else { Property::NotFound };
+        return if known_prefix {
+            Property::OutsideRequest
+        } else {
+            Property::NotFound
+        };
     };
     let (url_path, query) = match ex.path.split_once('?') {
         Some((p, q)) => (p.to_string(), q.to_string()),
@@ -57,7 +69,9 @@ pub fn get(exchange: Option<&Exchange>, path: &str) -> Property {
             None => None,
         },
     };
-    value.map(|v| Property::Value(v.into_bytes())).unwrap_or(Property::NotFound)
+    value
+        .map(|v| Property::Value(v.into_bytes()))
+        .unwrap_or(Property::NotFound)
 }
 
 #[cfg(test)]
@@ -72,9 +86,18 @@ mod tests {
             req_headers: vec![("X-Thing".into(), b"v".to_vec())],
             ..Exchange::default()
         };
-        assert_eq!(get(Some(&ex), "request.path"), Property::Value(b"/a/b?x=1".to_vec()));
-        assert_eq!(get(Some(&ex), "request.query"), Property::Value(b"x=1".to_vec()));
-        assert_eq!(get(Some(&ex), "request.headers.x-thing"), Property::Value(b"v".to_vec()));
+        assert_eq!(
+            get(Some(&ex), "request.path"),
+            Property::Value(b"/a/b?x=1".to_vec())
+        );
+        assert_eq!(
+            get(Some(&ex), "request.query"),
+            Property::Value(b"x=1".to_vec())
+        );
+        assert_eq!(
+            get(Some(&ex), "request.headers.x-thing"),
+            Property::Value(b"v".to_vec())
+        );
         assert_eq!(get(Some(&ex), "kong.route_name"), Property::NotFound);
         assert_eq!(get(None, "request.path"), Property::OutsideRequest);
         assert_eq!(dotted(b"request\0path\0"), "request.path");

@@ -59,12 +59,18 @@ impl Zones {
                 bail!("[wasm] invalid shm name \"{name}\"");
             }
             if *size < 3 * PAGE {
-                bail!("[wasm] shm size of {size} bytes is too small, minimum required is {} bytes", 3 * PAGE);
+                bail!(
+                    "[wasm] shm size of {size} bytes is too small, minimum required is {} bytes",
+                    3 * PAGE
+                );
             }
             if size % PAGE != 0 {
                 bail!("[wasm] shm size of {size} bytes is not page-aligned, must be a multiple of {PAGE}");
             }
-            let zone = Zone { capacity: *size, ..Zone::default() };
+            let zone = Zone {
+                capacity: *size,
+                ..Zone::default()
+            };
             if zones.insert(name.clone(), Mutex::new(zone)).is_some() {
                 bail!("[wasm] \"{name}\" shm already defined");
             }
@@ -135,7 +141,13 @@ fn size_class(footprint: usize) -> usize {
 }
 
 impl Zone {
-    fn set(&mut self, hash: u32, key_len: usize, value: Option<&[u8]>, cas: u32) -> Result<SetOutcome, ZoneError> {
+    fn set(
+        &mut self,
+        hash: u32,
+        key_len: usize,
+        value: Option<&[u8]>,
+        cas: u32,
+    ) -> Result<SetOutcome, ZoneError> {
         let current = self.entries.get(&hash).map(|e| e.cas).unwrap_or(0);
         if cas != current {
             return Ok(SetOutcome::CasMismatch);
@@ -178,7 +190,15 @@ impl Zone {
         }
         let cas = old.map(|e| e.cas).unwrap_or(0).wrapping_add(1);
         self.used += need;
-        self.entries.insert(hash, Entry { value: value.to_vec(), cas, footprint: need, last_use: now });
+        self.entries.insert(
+            hash,
+            Entry {
+                value: value.to_vec(),
+                cas,
+                footprint: need,
+                last_use: now,
+            },
+        );
         Ok(SetOutcome::Written)
     }
 
@@ -212,7 +232,9 @@ pub fn parse_size(text: &str) -> Result<usize> {
         Some((i, 'g' | 'G')) => (&text[..i], 1024 * 1024 * 1024),
         _ => (text, 1),
     };
-    let n: usize = num.parse().with_context(|| format!("[wasm] invalid shm size \"{text}\""))?;
+    let n: usize = num
+        .parse()
+        .with_context(|| format!("[wasm] invalid shm size \"{text}\""))?;
     n.checked_mul(mult).context("shm size overflows")
 }
 
@@ -248,11 +270,17 @@ mod tests {
         let z = zones();
         for i in 0..100 {
             let key = format!("z/k{i}");
-            assert_eq!(z.set(key.as_bytes(), Some(&[0u8; 100]), 0), Ok(SetOutcome::Written));
+            assert_eq!(
+                z.set(key.as_bytes(), Some(&[0u8; 100]), 0),
+                Ok(SetOutcome::Written)
+            );
         }
         assert!(z.get(b"z/k0").unwrap().is_none());
         assert!(z.get(b"z/k99").unwrap().is_some());
-        assert_eq!(z.set(b"z/big", Some(&vec![0u8; 4 * PAGE]), 0), Err(ZoneError::NoMemory));
+        assert_eq!(
+            z.set(b"z/big", Some(&vec![0u8; 4 * PAGE]), 0),
+            Err(ZoneError::NoMemory)
+        );
     }
 
     #[test]

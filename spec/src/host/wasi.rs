@@ -23,7 +23,11 @@ pub struct WasiState {
 
 impl Default for WasiState {
     fn default() -> Self {
-        WasiState { started: Instant::now(), stdout: Vec::new(), stderr: Vec::new() }
+        WasiState {
+            started: Instant::now(),
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        }
     }
 }
 
@@ -32,50 +36,103 @@ const M: &str = "wasi_snapshot_preview1";
 /// Registers the WASI group of imports.
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> Result<()> {
     linker.func_wrap(M, "fd_write", fd_write)?;
-    linker.func_wrap(M, "random_get", |mut c: Caller<'_, HostState>, ptr: i32, len: i32| -> Result<i32> {
-        let mut buf = vec![0u8; len as u32 as usize];
-        openssl::rand::rand_bytes(&mut buf)?;
-        memory::write(&mut c, ptr, &buf)?;
-        Ok(ERRNO_SUCCESS)
-    })?;
-    linker.func_wrap(M, "clock_time_get", |mut c: Caller<'_, HostState>, id: i32, _precision: i64, ret: i32| -> Result<i32> {
-        let nanos = match id {
-            0 => SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0),
-            1..=3 => c.data().wasi.started.elapsed().as_nanos() as u64 + 1,
-            _ => return Ok(ERRNO_INVAL),
-        };
-        memory::write_u64(&mut c, ret, nanos)?;
-        Ok(ERRNO_SUCCESS)
-    })?;
-    linker.func_wrap(M, "clock_res_get", |mut c: Caller<'_, HostState>, _id: i32, ret: i32| -> Result<i32> {
-        memory::write_u64(&mut c, ret, 1)?;
-        Ok(ERRNO_SUCCESS)
-    })?;
-    for name in ["environ_sizes_get", "args_sizes_get"] {
-        linker.func_wrap(M, name, |mut c: Caller<'_, HostState>, count: i32, size: i32| -> Result<i32> {
-            memory::write_u32(&mut c, count, 0)?;
-            memory::write_u32(&mut c, size, 0)?;
+    linker.func_wrap(
+        M,
+        "random_get",
+        |mut c: Caller<'_, HostState>, ptr: i32, len: i32| -> Result<i32> {
+            let mut buf = vec![0u8; len as u32 as usize];
+            openssl::rand::rand_bytes(&mut buf)?;
+            memory::write(&mut c, ptr, &buf)?;
             Ok(ERRNO_SUCCESS)
-        })?;
+        },
+    )?;
+    linker.func_wrap(
+        M,
+        "clock_time_get",
+        |mut c: Caller<'_, HostState>, id: i32, _precision: i64, ret: i32| -> Result<i32> {
+            let nanos = match id {
+                0 => SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(0),
+                1..=3 => c.data().wasi.started.elapsed().as_nanos() as u64 + 1,
+                _ => return Ok(ERRNO_INVAL),
+            };
+            memory::write_u64(&mut c, ret, nanos)?;
+            Ok(ERRNO_SUCCESS)
+        },
+    )?;
+    linker.func_wrap(
+        M,
+        "clock_res_get",
+        |mut c: Caller<'_, HostState>, _id: i32, ret: i32| -> Result<i32> {
+            memory::write_u64(&mut c, ret, 1)?;
+            Ok(ERRNO_SUCCESS)
+        },
+    )?;
+    for name in ["environ_sizes_get", "args_sizes_get"] {
+        linker.func_wrap(
+            M,
+            name,
+            |mut c: Caller<'_, HostState>, count: i32, size: i32| -> Result<i32> {
+                memory::write_u32(&mut c, count, 0)?;
+                memory::write_u32(&mut c, size, 0)?;
+                Ok(ERRNO_SUCCESS)
+            },
+        )?;
     }
     for name in ["environ_get", "args_get"] {
-        linker.func_wrap(M, name, |_c: Caller<'_, HostState>, _a: i32, _b: i32| -> i32 { ERRNO_SUCCESS })?;
+        linker.func_wrap(
+            M,
+            name,
+            |_c: Caller<'_, HostState>, _a: i32, _b: i32| -> i32 { ERRNO_SUCCESS },
+        )?;
     }
-    linker.func_wrap(M, "proc_exit", |mut c: Caller<'_, HostState>, code: i32| -> Result<()> {
-        Err(c.data_mut().trap(format!("proc_exit({code})")))
-    })?;
+    linker.func_wrap(
+        M,
+        "proc_exit",
+        |mut c: Caller<'_, HostState>, code: i32| -> Result<()> {
+            Err(c.data_mut().trap(format!("proc_exit({code})")))
+        },
+    )?;
     linker.func_wrap(M, "sched_yield", || -> i32 { ERRNO_SUCCESS })?;
     linker.func_wrap(M, "fd_close", |_fd: i32| -> i32 { ERRNO_BADF })?;
-    linker.func_wrap(M, "fd_seek", |_fd: i32, _off: i64, _whence: i32, _ret: i32| -> i32 { ERRNO_BADF })?;
-    linker.func_wrap(M, "fd_fdstat_get", |_fd: i32, _ret: i32| -> i32 { ERRNO_BADF })?;
-    linker.func_wrap(M, "fd_prestat_get", |_fd: i32, _ret: i32| -> i32 { ERRNO_BADF })?;
-    linker.func_wrap(M, "fd_prestat_dir_name", |_fd: i32, _p: i32, _l: i32| -> i32 { ERRNO_BADF })?;
-    linker.func_wrap(M, "fd_read", |_fd: i32, _iovs: i32, _n: i32, _ret: i32| -> i32 { ERRNO_BADF })?;
-    linker.func_wrap(M, "poll_oneoff", |_i: i32, _o: i32, _n: i32, _ret: i32| -> i32 { ERRNO_NOSYS })?;
+    linker.func_wrap(
+        M,
+        "fd_seek",
+        |_fd: i32, _off: i64, _whence: i32, _ret: i32| -> i32 { ERRNO_BADF },
+    )?;
+    linker.func_wrap(M, "fd_fdstat_get", |_fd: i32, _ret: i32| -> i32 {
+        ERRNO_BADF
+    })?;
+    linker.func_wrap(M, "fd_prestat_get", |_fd: i32, _ret: i32| -> i32 {
+        ERRNO_BADF
+    })?;
+    linker.func_wrap(
+        M,
+        "fd_prestat_dir_name",
+        |_fd: i32, _p: i32, _l: i32| -> i32 { ERRNO_BADF },
+    )?;
+    linker.func_wrap(
+        M,
+        "fd_read",
+        |_fd: i32, _iovs: i32, _n: i32, _ret: i32| -> i32 { ERRNO_BADF },
+    )?;
+    linker.func_wrap(
+        M,
+        "poll_oneoff",
+        |_i: i32, _o: i32, _n: i32, _ret: i32| -> i32 { ERRNO_NOSYS },
+    )?;
     Ok(())
 }
 
-fn fd_write(mut c: Caller<'_, HostState>, fd: i32, iovs: i32, iovs_len: i32, nwritten: i32) -> Result<i32> {
+fn fd_write(
+    mut c: Caller<'_, HostState>,
+    fd: i32,
+    iovs: i32,
+    iovs_len: i32,
+    nwritten: i32,
+) -> Result<i32> {
     if fd != 1 && fd != 2 {
         return Ok(ERRNO_BADF);
     }
@@ -91,7 +148,11 @@ fn fd_write(mut c: Caller<'_, HostState>, fd: i32, iovs: i32, iovs_len: i32, nwr
     }
     let written = out.len() as u32;
     let state = c.data_mut();
-    let buf = if fd == 1 { &mut state.wasi.stdout } else { &mut state.wasi.stderr };
+    let buf = if fd == 1 {
+        &mut state.wasi.stdout
+    } else {
+        &mut state.wasi.stderr
+    };
     buf.extend_from_slice(&out);
     let mut lines = Vec::new();
     while let Some(nl) = buf.iter().position(|b| *b == b'\n') {

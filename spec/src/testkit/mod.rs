@@ -1,5 +1,6 @@
 //! What end-to-end tests use to start the spec binaries and talk to them.
 
+pub mod gateway;
 pub mod http;
 pub mod mocks;
 pub mod process;

@@ -10,20 +10,29 @@ use std::time::{Duration, Instant};
 
 /// The repository root (the directory holding the top-level `Cargo.toml`).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 /// Path of a binary of this crate built by cargo for the running test: integration tests live in
 /// `target/<profile>/deps/`, the binaries one level up.
 pub fn bin_path(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe().context("current_exe")?;
-    let mut dir = exe.parent().context("test binary has no parent dir")?.to_path_buf();
+    let mut dir = exe
+        .parent()
+        .context("test binary has no parent dir")?
+        .to_path_buf();
     if dir.ends_with("deps") {
         dir.pop();
     }
     let path = dir.join(name);
     if !path.exists() {
-        bail!("{} not built (cargo builds it for this crate's integration tests)", path.display());
+        bail!(
+            "{} not built (cargo builds it for this crate's integration tests)",
+            path.display()
+        );
     }
     Ok(path)
 }
@@ -90,7 +99,12 @@ impl SpecProcess {
         };
         let addrs = parse_listening_line(&line)
             .ok_or_else(|| anyhow!("{bin}: unexpected first line {line:?}"))?;
-        Ok(SpecProcess { name: bin.to_string(), child, addrs, stderr })
+        Ok(SpecProcess {
+            name: bin.to_string(),
+            child,
+            addrs,
+            stderr,
+        })
     }
 
     /// An address from the listening line (`http`, `control`, `admin`).
