@@ -1,7 +1,18 @@
 //! The fixed verification order: size → segments → header → `crit` → alg allowlist → issuer →
 //! cheap claim refusals → key → signature → [`VerifiedToken`].
+//!
+//! [`precheck`] refuses early on the unverified token (nothing from it is *used*: it only says
+//! no); [`verify_signature`] finds the key and checks the signature, and only then hands the
+//! claims out as a [`VerifiedToken`]. The claim checks are pure functions of the bytes the
+//! signature covers, so checking them first gives the same verdict as checking them after.
+
+use serde_json::{Map, Value};
 
 use crate::alg::Algorithm;
+use crate::jwks::KeySet;
+use crate::jwt::{self, UnverifiedToken};
+use crate::reject::AuthError;
+use crate::signature;
 
 /// What one configured issuer accepts. Built by `config` from an `issuers[]` entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,4 +32,439 @@ pub struct Limits {
     pub max_token_bytes: usize,
     /// `clock_skew_seconds` (default 60), applied to `exp` and `nbf`.
     pub clock_skew_secs: i64,
+}
+
+/// A token that passed every check that needs no key. Still unverified.
+#[derive(Clone, Debug)]
+pub struct Prechecked<'t> {
+    /// Index into the `issuers` slice given to [`precheck`].
+    pub issuer_index: usize,
+    pub alg: Algorithm,
+    pub token: UnverifiedToken<'t>,
+}
+
+impl Prechecked<'_> {
+    /// The `kid` to look up (for logs and the unknown-kid refetch decision).
+    pub fn kid(&self) -> Option<&str> {
+        self.token.unverified_header.kid.as_deref()
+    }
+}
+
+/// A token whose signature verified under a key of its issuer, with claims that passed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VerifiedToken {
+    pub issuer_index: usize,
+    pub alg: Algorithm,
+    /// The token's `kid` header, if any.
+    pub kid: Option<String>,
+    /// RFC 7638 thumbprint of the key that verified it.
+    pub key_thumbprint: [u8; 32],
+    /// The verified payload object.
+    pub claims: Map<String, Value>,
+    /// The verified payload JSON, as signed.
+    pub payload_json: Vec<u8>,
+    /// `exp`, in seconds (rounded down).
+    pub exp: i64,
+    pub sub: Option<String>,
+}
+
+/// Every refusal that needs no key, in the house order (STYLE.md item 6):
+/// size ([`AuthError::TokenTooLarge`]) → parse ([`AuthError::Malformed`]) → `crit`
+/// ([`AuthError::CriticalHeader`]) → `alg` supported ([`AuthError::AlgorithmNotAllowed`]) →
+/// `iss` is a configured issuer ([`AuthError::UnknownIssuer`]) → `alg` on that issuer's list
+/// ([`AuthError::AlgorithmNotAllowed`]) → `exp` present and `now <= exp + skew`
+/// ([`AuthError::Expired`]) → `now + skew >= nbf` ([`AuthError::NotYetValid`]) → `aud` any-of
+/// ([`AuthError::WrongAudience`]). `iat` is not checked.
+pub fn precheck<'t>(
+    token: &'t str,
+    issuers: &[IssuerRule],
+    limits: &Limits,
+    now_secs: i64,
+) -> Result<Prechecked<'t>, AuthError> {
+    if token.len() > limits.max_token_bytes {
+        return Err(AuthError::TokenTooLarge);
+    }
+    let parsed = jwt::parse(token)?;
+    let header = &parsed.unverified_header;
+    if header.has_crit {
+        return Err(AuthError::CriticalHeader);
+    }
+    let alg = Algorithm::from_name(&header.alg).ok_or(AuthError::AlgorithmNotAllowed)?;
+    let claims = &parsed.unverified_claims;
+    let iss = claims.iss.as_deref().ok_or(AuthError::UnknownIssuer)?;
+    let (issuer_index, rule) = issuers
+        .iter()
+        .enumerate()
+        .find(|(_, r)| r.issuer == iss)
+        .ok_or(AuthError::UnknownIssuer)?;
+    if !rule.algorithms.contains(&alg) {
+        return Err(AuthError::AlgorithmNotAllowed);
+    }
+    let skew = limits.clock_skew_secs.max(0);
+    let exp = claims.exp.ok_or(AuthError::Expired)?;
+    if now_secs > exp.saturating_add(skew) {
+        return Err(AuthError::Expired);
+    }
+    if let Some(nbf) = claims.nbf {
+        if now_secs.saturating_add(skew) < nbf {
+            return Err(AuthError::NotYetValid);
+        }
+    }
+    if !claims.aud.iter().any(|a| rule.audiences.contains(a)) {
+        return Err(AuthError::WrongAudience);
+    }
+    Ok(Prechecked {
+        issuer_index,
+        alg,
+        token: parsed,
+    })
+}
+
+/// Finds the key ([`AuthError::UnknownKey`], [`AuthError::KeyAlgorithmMismatch`]) and checks
+/// the signature ([`AuthError::BadSignature`]); only then are the claims handed out.
+pub fn verify_signature(pre: Prechecked<'_>, keys: &KeySet) -> Result<VerifiedToken, AuthError> {
+    let header = &pre.token.unverified_header;
+    let key = keys.select(header.kid.as_deref(), header.x5t.as_deref(), pre.alg)?;
+    if !signature::verify(
+        pre.alg,
+        &key.key,
+        pre.token.signing_input,
+        &pre.token.signature,
+    ) {
+        return Err(AuthError::BadSignature);
+    }
+    let key_thumbprint = key.thumbprint;
+    let token = pre.token;
+    // `precheck` refused tokens without `exp`; this only keeps the function total.
+    let exp = token.unverified_claims.exp.ok_or(AuthError::Expired)?;
+    Ok(VerifiedToken {
+        issuer_index: pre.issuer_index,
+        alg: pre.alg,
+        kid: token.unverified_header.kid,
+        key_thumbprint,
+        claims: token.payload,
+        payload_json: token.payload_json,
+        exp,
+        sub: token.unverified_claims.sub,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::b64;
+    use crate::signature::tests::TestKey;
+    use serde_json::json;
+
+    const NOW: i64 = 1_700_000_000;
+    const ISS: &str = "https://idp.example.com/realms/prod";
+
+    fn rules() -> Vec<IssuerRule> {
+        vec![
+            IssuerRule {
+                issuer: "https://other.example".into(),
+                audiences: vec!["x".into()],
+                algorithms: Algorithm::ALL.to_vec(),
+            },
+            IssuerRule {
+                issuer: ISS.into(),
+                audiences: vec!["orders-api".into(), "billing".into()],
+                algorithms: vec![Algorithm::Rs256, Algorithm::Es256, Algorithm::EdDsa],
+            },
+        ]
+    }
+
+    const LIMITS: Limits = Limits {
+        max_token_bytes: 8192,
+        clock_skew_secs: 60,
+    };
+
+    fn claims() -> Value {
+        json!({"iss": ISS, "sub": "alice", "aud": "orders-api", "exp": NOW + 300, "iat": NOW})
+    }
+
+    fn sign(key: &TestKey, header: &Value, payload: &Value) -> String {
+        let input = format!(
+            "{}.{}",
+            b64::encode(header.to_string().as_bytes()),
+            b64::encode(payload.to_string().as_bytes())
+        );
+        let alg =
+            Algorithm::from_name(header["alg"].as_str().unwrap_or("")).unwrap_or(Algorithm::Rs256);
+        let sig = key.sign(alg, input.as_bytes());
+        format!("{input}.{}", b64::encode(&sig))
+    }
+
+    fn keyset(key: &TestKey, kid: &str) -> KeySet {
+        let mut jwk = key.jwk.clone();
+        jwk["kid"] = json!(kid);
+        KeySet::parse(json!({ "keys": [jwk] }).to_string().as_bytes()).unwrap()
+    }
+
+    fn check(token: &str, keys: &KeySet) -> Result<VerifiedToken, AuthError> {
+        verify_signature(precheck(token, &rules(), &LIMITS, NOW)?, keys)
+    }
+
+    #[test]
+    fn accepts_valid_token_for_each_allowed_algorithm() {
+        for alg in [Algorithm::Rs256, Algorithm::Es256, Algorithm::EdDsa] {
+            let key = TestKey::for_alg(alg);
+            let t = sign(
+                &key,
+                &json!({"alg": alg.name(), "kid": "k1", "typ": "JWT"}),
+                &claims(),
+            );
+            let v = check(&t, &keyset(&key, "k1")).unwrap();
+            assert_eq!(v.issuer_index, 1);
+            assert_eq!(v.alg, alg);
+            assert_eq!(v.kid.as_deref(), Some("k1"));
+            assert_eq!(v.exp, NOW + 300);
+            assert_eq!(v.sub.as_deref(), Some("alice"));
+            assert_eq!(v.claims.get("aud"), Some(&json!("orders-api")));
+            assert_eq!(v.payload_json, claims().to_string().into_bytes());
+            assert!(keyset(&key, "k1").contains_thumbprint(&v.key_thumbprint));
+        }
+    }
+
+    #[test]
+    fn rejects_oversized_token_before_parsing() {
+        let t = "x".repeat(LIMITS.max_token_bytes + 1);
+        assert_eq!(
+            precheck(&t, &rules(), &LIMITS, NOW).err(),
+            Some(AuthError::TokenTooLarge)
+        );
+        let t = "x".repeat(LIMITS.max_token_bytes);
+        assert_eq!(
+            precheck(&t, &rules(), &LIMITS, NOW).err(),
+            Some(AuthError::Malformed)
+        );
+    }
+
+    #[test]
+    fn rejects_crit_header_before_alg() {
+        let key = TestKey::rsa(2048);
+        let t = sign(
+            &key,
+            &json!({"alg":"HS256","crit":["exp"],"exp":1}),
+            &claims(),
+        );
+        assert_eq!(
+            check(&t, &keyset(&key, "k")).err(),
+            Some(AuthError::CriticalHeader)
+        );
+    }
+
+    #[test]
+    fn rejects_none_hmac_missing_and_unknown_alg() {
+        let key = TestKey::rsa(2048);
+        let payload = b64::encode(claims().to_string().as_bytes());
+        for h in [
+            json!({"alg":"none"}),
+            json!({"alg":"HS256","kid":"k"}),
+            json!({}),
+            json!({"alg":"RS1"}),
+            json!({"alg":"rs256"}),
+        ] {
+            let t = format!("{}.{payload}.c2ln", b64::encode(h.to_string().as_bytes()));
+            assert_eq!(
+                check(&t, &keyset(&key, "k")).err(),
+                Some(AuthError::AlgorithmNotAllowed),
+                "{h}"
+            );
+        }
+        let t = format!("{}.{payload}.", b64::encode(br#"{"alg":"none"}"#));
+        assert_eq!(
+            check(&t, &keyset(&key, "k")).err(),
+            Some(AuthError::AlgorithmNotAllowed)
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_or_missing_issuer() {
+        let key = TestKey::rsa(2048);
+        for iss in [
+            json!("https://evil.example"),
+            json!(format!("{ISS}/")),
+            Value::Null,
+        ] {
+            let mut c = claims();
+            if iss.is_null() {
+                c.as_object_mut().unwrap().remove("iss");
+            } else {
+                c["iss"] = iss.clone();
+            }
+            let t = sign(&key, &json!({"alg":"RS256","kid":"k"}), &c);
+            assert_eq!(
+                check(&t, &keyset(&key, "k")).err(),
+                Some(AuthError::UnknownIssuer),
+                "{iss}"
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_algorithm_not_allowed_for_issuer() {
+        let key = TestKey::rsa(2048);
+        let t = sign(&key, &json!({"alg":"PS256","kid":"k"}), &claims());
+        assert_eq!(
+            check(&t, &keyset(&key, "k")).err(),
+            Some(AuthError::AlgorithmNotAllowed)
+        );
+    }
+
+    #[test]
+    fn rejects_expired_token_beyond_skew() {
+        let key = TestKey::rsa(2048);
+        let ks = keyset(&key, "k");
+        let at = |exp: Value| {
+            let mut c = claims();
+            c["exp"] = exp;
+            sign(&key, &json!({"alg":"RS256","kid":"k"}), &c)
+        };
+        assert!(check(&at(json!(NOW - 60)), &ks).is_ok());
+        assert_eq!(
+            check(&at(json!(NOW - 61)), &ks).err(),
+            Some(AuthError::Expired)
+        );
+        assert_eq!(check(&at(json!(-1)), &ks).err(), Some(AuthError::Expired));
+        assert_eq!(
+            check(&at(json!("soon")), &ks).err(),
+            Some(AuthError::Malformed)
+        );
+        let mut c = claims();
+        c.as_object_mut().unwrap().remove("exp");
+        let t = sign(&key, &json!({"alg":"RS256","kid":"k"}), &c);
+        assert_eq!(check(&t, &ks).err(), Some(AuthError::Expired));
+    }
+
+    #[test]
+    fn rejects_not_yet_valid_token_beyond_skew() {
+        let key = TestKey::rsa(2048);
+        let ks = keyset(&key, "k");
+        let at = |nbf: i64| {
+            let mut c = claims();
+            c["nbf"] = json!(nbf);
+            sign(&key, &json!({"alg":"RS256","kid":"k"}), &c)
+        };
+        assert!(check(&at(NOW + 60), &ks).is_ok());
+        assert_eq!(
+            check(&at(NOW + 61), &ks).err(),
+            Some(AuthError::NotYetValid)
+        );
+    }
+
+    #[test]
+    fn rejects_wrong_audience() {
+        let key = TestKey::rsa(2048);
+        let ks = keyset(&key, "k");
+        for (aud, ok) in [
+            (json!("billing"), true),
+            (json!(["x", "billing"]), true),
+            (json!("x"), false),
+            (json!([]), false),
+            (json!("Orders-Api"), false),
+        ] {
+            let mut c = claims();
+            c["aud"] = aud.clone();
+            let t = sign(&key, &json!({"alg":"RS256","kid":"k"}), &c);
+            assert_eq!(check(&t, &ks).is_ok(), ok, "{aud}");
+            if !ok {
+                assert_eq!(check(&t, &ks).err(), Some(AuthError::WrongAudience));
+            }
+        }
+        let mut c = claims();
+        c.as_object_mut().unwrap().remove("aud");
+        let t = sign(&key, &json!({"alg":"RS256","kid":"k"}), &c);
+        assert_eq!(check(&t, &ks).err(), Some(AuthError::WrongAudience));
+    }
+
+    #[test]
+    fn rejects_unknown_kid_and_key_of_other_family() {
+        let rsa = TestKey::rsa(2048);
+        let t = sign(&rsa, &json!({"alg":"RS256","kid":"nope"}), &claims());
+        assert_eq!(
+            check(&t, &keyset(&rsa, "k")).err(),
+            Some(AuthError::UnknownKey)
+        );
+        let ec = TestKey::for_alg(Algorithm::Es256);
+        let t = sign(&ec, &json!({"alg":"ES256","kid":"k"}), &claims());
+        assert_eq!(
+            check(&t, &keyset(&rsa, "k")).err(),
+            Some(AuthError::KeyAlgorithmMismatch)
+        );
+    }
+
+    #[test]
+    fn rejects_tampered_payload_and_foreign_key() {
+        let key = TestKey::rsa(2048);
+        let t = sign(&key, &json!({"alg":"RS256","kid":"k"}), &claims());
+        let mut parts: Vec<String> = t.split('.').map(str::to_string).collect();
+        let mut c = claims();
+        c["sub"] = json!("admin");
+        parts[1] = b64::encode(c.to_string().as_bytes());
+        assert_eq!(
+            check(&parts.join("."), &keyset(&key, "k")).err(),
+            Some(AuthError::BadSignature)
+        );
+        let other = TestKey::rsa(2048);
+        assert_eq!(
+            check(&t, &keyset(&other, "k")).err(),
+            Some(AuthError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn ignores_embedded_jwk_and_jku() {
+        let attacker = TestKey::rsa(2048);
+        let real = TestKey::rsa(2048);
+        let t = sign(
+            &attacker,
+            &json!({"alg":"RS256","kid":"k","jwk":attacker.jwk,"jku":"https://evil/jwks"}),
+            &claims(),
+        );
+        assert_eq!(
+            check(&t, &keyset(&real, "k")).err(),
+            Some(AuthError::BadSignature)
+        );
+        // With the real key the same headers are harmless (noted, never used).
+        let t = sign(
+            &real,
+            &json!({"alg":"RS256","kid":"k","jwk":attacker.jwk}),
+            &claims(),
+        );
+        assert!(check(&t, &keyset(&real, "k")).is_ok());
+    }
+
+    #[test]
+    fn token_without_kid_uses_the_only_fitting_key() {
+        let key = TestKey::for_alg(Algorithm::Es256);
+        let t = sign(&key, &json!({"alg":"ES256"}), &claims());
+        assert!(check(&t, &keyset(&key, "k")).is_ok());
+    }
+
+    #[test]
+    fn refusal_order_matches_style_guide() {
+        // A token wrong in every way reports the first check of the order.
+        let key = TestKey::rsa(2048);
+        let mut c = claims();
+        c["iss"] = json!("https://evil");
+        c["exp"] = json!(1);
+        let t = sign(&key, &json!({"alg":"HS256","kid":"k"}), &c);
+        assert_eq!(
+            check(&t, &keyset(&key, "k")).err(),
+            Some(AuthError::AlgorithmNotAllowed)
+        );
+        let t = sign(&key, &json!({"alg":"RS256","kid":"k"}), &c);
+        assert_eq!(
+            check(&t, &keyset(&key, "k")).err(),
+            Some(AuthError::UnknownIssuer)
+        );
+        c["iss"] = json!(ISS);
+        c["aud"] = json!("x");
+        let t = sign(&key, &json!({"alg":"RS256","kid":"k"}), &c);
+        assert_eq!(
+            check(&t, &keyset(&key, "k")).err(),
+            Some(AuthError::Expired)
+        );
+    }
 }
