@@ -18,6 +18,33 @@ const STRICT: GeneralPurpose = GeneralPurpose::new(
         .with_decode_allow_trailing_bits(false),
 );
 
+/// Key material as IdPs publish it: base64url, or the standard alphabet (`+`, `/`), with or
+/// without `=` padding; one alphabet per value; canonical trailing bits. RFC 7518 asks for
+/// base64url, but production JWKS documents carry standard base64 with padding (Battle.net,
+/// Microsoft's Azure AD v1 fixtures). Leniency here cannot make two *tokens* equivalent: it only
+/// applies to keys the operator's IdP publishes. Never use it for token segments.
+const KEY_URL: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(false),
+);
+const KEY_STANDARD: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(false),
+);
+
+/// Decodes a JWK member (see `KEY_URL` above): base64url or standard base64, padding optional.
+/// `None` for whitespace, mixed alphabets, bad padding or non-canonical trailing bits.
+pub fn decode_key_material(input: &[u8]) -> Option<Vec<u8>> {
+    KEY_URL
+        .decode(input)
+        .ok()
+        .or_else(|| KEY_STANDARD.decode(input).ok())
+}
+
 /// Decodes strict base64url. `None` for padding (`=`), whitespace, `+`/`/`, any other byte
 /// outside the URL-safe alphabet, an impossible length (4n+1), or non-canonical trailing bits.
 /// The empty input decodes to the empty vector.
@@ -90,6 +117,21 @@ mod tests {
     fn rejects_impossible_length() {
         assert_eq!(decode(b"Z"), None);
         assert_eq!(decode(b"Zm9vY"), None);
+    }
+
+    #[test]
+    fn key_material_accepts_standard_alphabet_and_padding() {
+        assert_eq!(decode_key_material(b"-_8"), Some(vec![0xfb, 0xff]));
+        assert_eq!(decode_key_material(b"+/8="), Some(vec![0xfb, 0xff]));
+        assert_eq!(decode_key_material(b"+/8"), Some(vec![0xfb, 0xff]));
+        assert_eq!(decode_key_material(b"Zg=="), Some(b"f".to_vec()));
+    }
+
+    #[test]
+    fn key_material_rejects_mixed_alphabets_and_junk() {
+        for bad in [&b"-/8="[..], b"Z g=", b"Zh==", b"Zg===", b"Zm9v\n"] {
+            assert_eq!(decode_key_material(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! against the configured issuer.
 //!
 //! Decisions:
-//! - The body is capped at [`MAX_DISCOVERY_BYTES`] before parsing and must be a JSON object.
+//! - The body is capped at [`MAX_DISCOVERY_BYTES`] before parsing and must be a JSON object (a
+//!   leading UTF-8 BOM is ignored, RFC 8259 §8.1).
 //! - `issuer` must equal the configured issuer byte for byte (§4.3), with one exception: a
 //!   document issuer holding the literal `{tenantid}` (Entra ID multi-tenant `common` /
 //!   `organizations` endpoints) matches a configured issuer that has one non-empty path segment
@@ -68,6 +69,7 @@ pub fn jwks_uri(body: &[u8], expected_issuer: &str) -> Result<HttpUrl, Discovery
     if body.len() > MAX_DISCOVERY_BYTES {
         return Err(DiscoveryError::TooLarge);
     }
+    let body = body.strip_prefix(b"\xef\xbb\xbf").unwrap_or(body);
     let doc: Value = serde_json::from_slice(body).map_err(|_| DiscoveryError::NotJson)?;
     let obj = doc.as_object().ok_or(DiscoveryError::NotJson)?;
     let issuer = obj

@@ -6,7 +6,10 @@
 //! `oct`, other `kty`/`crv`) are [`JwkError::Skipped`]: normal in a real JWKS, never an
 //! attack. Private members (`d`, `p`, …) make the key invalid: a public key set must not carry
 //! them. An `alg` in the JWK, when present, must belong to the key's family (`RS256` on an EC
-//! key is [`JwkError::AlgorithmMismatch`]).
+//! key is [`JwkError::AlgorithmMismatch`]); an `alg` shaped like a JWS algorithm we do not
+//! support skips the key; a value that is no JOSE algorithm at all (Azure AD v1's `SHA256`) is
+//! ignored. Key members may be standard base64 with padding (see
+//! [`b64::decode_key_material`]); the thumbprint always uses the canonical base64url form.
 
 use std::fmt;
 
@@ -132,6 +135,15 @@ fn is_encryption_alg(name: &str) -> bool {
         || name.starts_with("PBES2")
 }
 
+/// Names shaped like JWS signature algorithms (`HS*`, `RS*`, `PS*`, `ES*`, `Ed*`, `none`, …):
+/// a key labelled with one we do not support is skipped rather than used for another.
+fn is_signature_alg_name(name: &str) -> bool {
+    ["HS", "RS", "PS", "ES", "Ed", "ML-DSA", "SLH-DSA"]
+        .iter()
+        .any(|p| name.starts_with(p))
+        || name == "none"
+}
+
 impl Jwk {
     /// Parses one member of a JWKS `keys` array.
     pub fn from_value(value: &Value) -> Result<Jwk, JwkError> {
@@ -148,7 +160,12 @@ impl Jwk {
                     return Err(JwkError::Skipped(SkipReason::NotForSignatures))
                 }
                 None if kty == "oct" => return Err(JwkError::Skipped(SkipReason::Symmetric)),
-                None => return Err(JwkError::Skipped(SkipReason::UnsupportedAlgorithm)),
+                None if is_signature_alg_name(&name) => {
+                    return Err(JwkError::Skipped(SkipReason::UnsupportedAlgorithm))
+                }
+                // Not a JOSE algorithm at all (Azure AD v1 keys said "SHA256"): ignored, as if
+                // absent; the key family still decides what the key can verify.
+                None => None,
             },
         };
         let (key, thumb_json) = match kty.as_str() {
@@ -190,17 +207,15 @@ fn string(obj: &Map<String, Value>, name: &'static str) -> Result<Option<String>
     }
 }
 
-/// The string of a required base64url member and its decoded bytes.
-fn b64_member<'a>(
-    obj: &'a Map<String, Value>,
-    name: &'static str,
-) -> Result<(&'a str, Vec<u8>), JwkError> {
+/// A required key-material member, decoded (see [`b64::decode_key_material`]), and its
+/// canonical base64url form for the RFC 7638 thumbprint.
+fn b64_member(obj: &Map<String, Value>, name: &'static str) -> Result<(String, Vec<u8>), JwkError> {
     let text = obj
         .get(name)
         .and_then(Value::as_str)
         .ok_or(JwkError::Member(name))?;
-    let bytes = b64::decode(text.as_bytes()).ok_or(JwkError::Member(name))?;
-    Ok((text, bytes))
+    let bytes = b64::decode_key_material(text.as_bytes()).ok_or(JwkError::Member(name))?;
+    Ok((b64::encode(&bytes), bytes))
 }
 
 /// `use` must be `sig` when present; `key_ops` must contain `verify` when present.
@@ -543,6 +558,34 @@ mod tests {
     }
 
     #[test]
+    fn accepts_standard_base64_key_members_with_the_same_thumbprint() {
+        let url = rsa_jwk(2048, 65537);
+        let n = b64::decode(url["n"].as_str().unwrap().as_bytes()).unwrap();
+        let standard = base64::engine::general_purpose::STANDARD;
+        let mut std_form = url.clone();
+        std_form["n"] = json!(base64::Engine::encode(&standard, &n));
+        std_form["e"] = json!("AQAB");
+        let a = Jwk::from_value(&url).unwrap();
+        let b = Jwk::from_value(&std_form).unwrap();
+        assert_eq!(a.thumbprint, b.thumbprint);
+        assert_eq!(a.key, b.key);
+    }
+
+    #[test]
+    fn ignores_alg_that_is_no_jose_algorithm() {
+        let v = with(rsa_jwk(2048, 65537), "alg", json!("SHA256"));
+        let k = Jwk::from_value(&v).unwrap();
+        assert_eq!(k.alg, None);
+        for unsupported in ["ES512", "HS256", "Ed448", "none", "RS1"] {
+            let v = with(rsa_jwk(2048, 65537), "alg", json!(unsupported));
+            assert!(
+                matches!(Jwk::from_value(&v), Err(JwkError::Skipped(_))),
+                "{unsupported}"
+            );
+        }
+    }
+
+    #[test]
     fn refuses_private_keys() {
         let v = with(rsa_jwk(2048, 65537), "d", json!("AQAB"));
         assert_eq!(Jwk::from_value(&v).err(), Some(JwkError::PrivateKey));
@@ -553,7 +596,7 @@ mod tests {
         let v = with(rsa_jwk(2048, 65537), "kid", json!(7));
         assert_eq!(Jwk::from_value(&v).err(), Some(JwkError::Member("kid")));
         let mut v = rsa_jwk(2048, 65537);
-        v["n"] = json!(format!("{}=", v["n"].as_str().unwrap()));
+        v["n"] = json!(format!("{} ", v["n"].as_str().unwrap()));
         assert_eq!(Jwk::from_value(&v).err(), Some(JwkError::Member("n")));
         let v = json!({"kty":"RSA","e":"AQAB"});
         assert_eq!(Jwk::from_value(&v).err(), Some(JwkError::Member("n")));

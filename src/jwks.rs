@@ -1,7 +1,7 @@
 //! A JSON Web Key Set (RFC 7517 §5): parsing with caps, and choosing the key for a token.
 //!
 //! Decisions:
-//! - Caps before parsing: at most [`MAX_JWKS_BYTES`] of JSON, at most [`MAX_KEYS`] entries in
+//! - Caps before parsing: at most [`MAX_JWKS_BYTES`] of JSON (a leading UTF-8 BOM is ignored), at most [`MAX_KEYS`] entries in
 //!   `keys` (more is an error, not a truncation: a partial set would pick keys arbitrarily).
 //! - Keys that are not usable signature keys (encryption keys, `oct`, unsupported types or
 //!   curves) and keys that are invalid (short RSA, bad points, private members, bad base64url)
@@ -82,7 +82,7 @@ impl KeySet {
         if json.len() > MAX_JWKS_BYTES {
             return Err(JwksError::TooLarge);
         }
-        let doc: Value = serde_json::from_slice(json).map_err(|_| JwksError::NotJson)?;
+        let doc: Value = serde_json::from_slice(strip_bom(json)).map_err(|_| JwksError::NotJson)?;
         KeySet::from_value(&doc)
     }
 
@@ -212,6 +212,11 @@ impl KeySet {
     pub fn skipped(&self) -> &[SkippedKey] {
         &self.skipped
     }
+}
+
+/// RFC 8259 §8.1 lets parsers ignore a UTF-8 byte order mark; some servers send one.
+fn strip_bom(json: &[u8]) -> &[u8] {
+    json.strip_prefix(b"\xef\xbb\xbf").unwrap_or(json)
 }
 
 #[cfg(test)]
@@ -423,6 +428,14 @@ mod tests {
     fn refuses_too_many_keys() {
         let keys = vec![json!({"kty":"oct","k":"AA"}); MAX_KEYS + 1];
         assert_eq!(set(keys).err(), Some(JwksError::TooManyKeys));
+    }
+
+    #[test]
+    fn ignores_a_utf8_byte_order_mark() {
+        let doc = json!({"keys":[TestKey::ed25519().jwk]}).to_string();
+        let mut with_bom = b"\xef\xbb\xbf".to_vec();
+        with_bom.extend(doc.as_bytes());
+        assert_eq!(KeySet::parse(&with_bom).unwrap().len(), 1);
     }
 
     #[test]
