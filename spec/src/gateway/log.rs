@@ -20,13 +20,25 @@ fn rank(level: &str) -> u8 {
     }
 }
 
+/// The process's log threshold: one per gateway process, like nginx's `error_log` level.
+static THRESHOLD: OnceLock<u8> = OnceLock::new();
+
 fn threshold() -> u8 {
-    static T: OnceLock<u8> = OnceLock::new();
-    *T.get_or_init(|| {
+    *THRESHOLD.get_or_init(|| {
         std::env::var("SPEC_LOG_LEVEL")
             .map(|l| rank(&l))
             .unwrap_or(2)
     })
+}
+
+/// Sets the level from `--log-level` (before anything is logged).
+pub fn set_level(level: &str) -> anyhow::Result<()> {
+    let r = rank(level);
+    if r == 7 {
+        anyhow::bail!("--log-level {level:?}: expected debug, info, notice, warn, error or crit");
+    }
+    let _ = THRESHOLD.set(r);
+    Ok(())
 }
 
 /// `YYYY/MM/DD HH:MM:SS` (UTC) for a Unix time.

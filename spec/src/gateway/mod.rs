@@ -17,9 +17,8 @@ use bytes::Bytes;
 use clap::Parser;
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Write;
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -48,7 +47,9 @@ pub struct Opts {
     /// shm_kv zone `NAME=SIZE` (stands for `KONG_NGINX_WASM_SHM_KV_<NAME>=SIZE`).
     #[arg(long = "shm-kv")]
     pub shm_kv: Vec<String>,
-    /// `HOST=IP` for request-context callouts and upstreams (the container's /etc/hosts).
+    /// `HOST=IP` (the container's /etc/hosts) or `HOST:PORT=IP:PORT` (that exact host and port
+    /// goes to another address), for upstreams and request-context callouts (tick callouts only
+    /// with `--lua-resolver`).
     #[arg(long)]
     pub resolve: Vec<String>,
     /// Tick callouts resolve like request callouts (`KONG_NGINX_WASM_PROXY_WASM_LUA_RESOLVER=on`).
@@ -57,29 +58,27 @@ pub struct Opts {
     /// PEM CA bundle for HTTPS callouts instead of the system CAs.
     #[arg(long)]
     pub ca_file: Option<PathBuf>,
+    /// Error log level (nginx's `error_log ... LEVEL`): debug, info, notice (default, as in Kong),
+    /// warn, error, crit. Overrides `SPEC_LOG_LEVEL`.
+    #[arg(long)]
+    pub log_level: Option<String>,
 }
 
 fn resolver(opts: &Opts) -> Result<Resolver> {
-    let mut hosts = HashMap::new();
+    let mut resolver = Resolver {
+        lua_resolver: opts.lua_resolver,
+        ca_file: opts.ca_file.clone(),
+        ..Resolver::default()
+    };
     for entry in &opts.resolve {
-        let (host, ip) = entry
-            .split_once('=')
-            .with_context(|| format!("--resolve {entry:?}: expected HOST=IP"))?;
-        let ip: IpAddr = ip
-            .parse()
-            .with_context(|| format!("--resolve {entry:?}: bad IP"))?;
-        hosts.insert(host.to_ascii_lowercase(), ip);
+        resolver.add_entry(entry).map_err(|e| anyhow!(e))?;
     }
     if let Some(ca) = &opts.ca_file {
         if !ca.is_file() {
             bail!("--ca-file {}: no such file", ca.display());
         }
     }
-    Ok(Resolver {
-        hosts,
-        lua_resolver: opts.lua_resolver,
-        ca_file: opts.ca_file.clone(),
-    })
+    Ok(resolver)
 }
 
 fn zones(opts: &Opts) -> Result<Zones> {
@@ -97,6 +96,9 @@ fn zones(opts: &Opts) -> Result<Zones> {
 pub fn run(opts: Opts) -> Result<()> {
     if opts.workers == 0 {
         bail!("--workers must be at least 1");
+    }
+    if let Some(level) = &opts.log_level {
+        log::set_level(level)?;
     }
     let text = std::fs::read_to_string(&opts.config)
         .with_context(|| format!("reading {}", opts.config.display()))?;

@@ -141,32 +141,104 @@ pub fn build(
 /// How callout host names are resolved.
 #[derive(Debug, Clone, Default)]
 pub struct Resolver {
-    /// `--resolve HOST=IP` entries (the stand-in's `/etc/hosts`).
+    /// `--resolve HOST=IP` entries (the stand-in's `/etc/hosts`), keyed by lower-case host.
     pub hosts: HashMap<String, IpAddr>,
+    /// `--resolve HOST:PORT=IP:PORT` entries: this exact host and port goes to another address
+    /// (a port mapping, so that a fixed kong.yml can run against servers on random ports).
+    pub host_ports: HashMap<(String, u16), SocketAddr>,
     /// `--lua-resolver`: root-context calls resolve like request calls.
     pub lua_resolver: bool,
     /// `--ca-file`: PEM bundle instead of the system CAs.
     pub ca_file: Option<PathBuf>,
 }
 
+/// Parses `HOST` or `HOST:PORT` (`[v6]:PORT` too) into a lower-case host without brackets.
+fn split_host_port(text: &str) -> Option<(String, Option<u16>)> {
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let (h, after) = rest.split_once(']')?;
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':')?.parse::<u16>().ok()?),
+        };
+        (h.to_string(), port)
+    } else if text.matches(':').count() > 1 {
+        // A bare IPv6 address.
+        (text.parse::<std::net::Ipv6Addr>().ok()?.to_string(), None)
+    } else {
+        match text.split_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p.parse::<u16>().ok()?)),
+            None => (text.to_string(), None),
+        }
+    };
+    if host.is_empty() || port == Some(0) {
+        return None;
+    }
+    Some((host.to_ascii_lowercase(), port))
+}
+
 impl Resolver {
+    /// Adds one `--resolve` entry: `HOST=IP`, `HOST:PORT=IP:PORT` or `HOST:PORT=IP` (same port).
+    pub fn add_entry(&mut self, entry: &str) -> Result<(), String> {
+        let usage = || {
+            format!("--resolve {entry:?}: expected HOST=IP or HOST:PORT=IP:PORT (IPv6 in brackets)")
+        };
+        let (from, to) = entry.split_once('=').ok_or_else(usage)?;
+        let (host, port) = split_host_port(from.trim()).ok_or_else(usage)?;
+        let (ip, to_port) = split_host_port(to.trim()).ok_or_else(usage)?;
+        let ip: IpAddr = ip
+            .parse()
+            .map_err(|_| format!("--resolve {entry:?}: {ip:?} is not an IP address"))?;
+        match (port, to_port) {
+            (None, None) => {
+                self.hosts.insert(host, ip);
+            }
+            (Some(p), to_port) => {
+                let addr = SocketAddr::new(ip, to_port.unwrap_or(p));
+                self.host_ports.insert((host, p), addr);
+            }
+            (None, Some(_)) => {
+                return Err(format!(
+                    "--resolve {entry:?}: a target port needs a source port (HOST:PORT=IP:PORT)"
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the `--resolve` entries apply: request-context calls and upstreams always;
+    /// root-context calls (ticks) only with `--lua-resolver`.
+    fn uses_hosts(&self, from_root: bool) -> bool {
+        !from_root || self.lua_resolver
+    }
+
     /// Resolves `host`. Root-context calls without `--lua-resolver` use Kong's `wasm{}` resolver,
     /// which answers only IP literals here (it neither reads /etc/hosts nor reaches 8.8.8.8).
     pub async fn resolve(&self, host: &str, port: u16, from_root: bool) -> Option<SocketAddr> {
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host)
+            .to_ascii_lowercase();
+        if self.uses_hosts(from_root) {
+            if let Some(addr) = self.host_ports.get(&(host.clone(), port)) {
+                return Some(*addr);
+            }
+        }
         if let Ok(ip) = host.parse::<IpAddr>() {
             return Some(SocketAddr::new(ip, port));
         }
-        if from_root && !self.lua_resolver {
+        if !self.uses_hosts(from_root) {
             return None;
         }
-        if let Some(ip) = self.hosts.get(&host.to_ascii_lowercase()) {
+        if let Some(ip) = self.hosts.get(&host) {
             return Some(SocketAddr::new(*ip, port));
         }
-        let lookup = tokio::net::lookup_host((host, port));
-        match tokio::time::timeout(Duration::from_secs(5), lookup).await {
+        let lookup = tokio::net::lookup_host((host.as_str(), port));
+        let found = match tokio::time::timeout(Duration::from_secs(5), lookup).await {
             Ok(Ok(mut addrs)) => addrs.next(),
             _ => None,
-        }
+        };
+        found
     }
 }
 
@@ -452,6 +524,48 @@ mod tests {
         for bad in ["", "http://x", "x:y", "x:99999", "[::1", "a b", "x:0"] {
             assert!(parse_target(bad, false).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn resolve_entries_map_hosts_and_host_ports() {
+        let mut r = Resolver::default();
+        r.add_entry("Mock-IdP:9000=127.0.0.1:4567").unwrap();
+        r.add_entry("idp=10.0.0.1").unwrap();
+        r.add_entry("[::1]:80=127.0.0.1:81").unwrap();
+        r.add_entry("same:7000=127.0.0.2").unwrap();
+        for bad in [
+            "x",
+            "x=y",
+            "x=1.2.3.4:5",
+            "x:0=1.2.3.4:5",
+            "x:1=1.2.3.4:0",
+            "=1.2.3.4",
+        ] {
+            assert!(r.add_entry(bad).is_err(), "{bad}");
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let a = |s: &str| Some(s.parse::<SocketAddr>().unwrap());
+            assert_eq!(
+                r.resolve("mock-idp", 9000, false).await,
+                a("127.0.0.1:4567")
+            );
+            assert_eq!(r.resolve("idp", 9000, false).await, a("10.0.0.1:9000"));
+            assert_eq!(r.resolve("::1", 80, false).await, a("127.0.0.1:81"));
+            assert_eq!(r.resolve("same", 7000, false).await, a("127.0.0.2:7000"));
+            // Ticks use the wasm{} resolver: no --resolve entries, IP literals only.
+            assert_eq!(r.resolve("mock-idp", 9000, true).await, None);
+            assert_eq!(r.resolve("::1", 80, true).await, a("[::1]:80"));
+            let mut lua = r.clone();
+            lua.lua_resolver = true;
+            assert_eq!(
+                lua.resolve("mock-idp", 9000, true).await,
+                a("127.0.0.1:4567")
+            );
+        });
     }
 
     #[test]

@@ -6,8 +6,10 @@ use super::http;
 use super::process::{repo_root, SpecProcess};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The probe filter's `.wasm`; an error telling to run `make probe` when it is not built.
@@ -36,6 +38,8 @@ pub struct GatewayOpts {
     pub resolve: Vec<String>,
     pub lua_resolver: bool,
     pub ca_file: Option<PathBuf>,
+    /// `--log-level` (the gateway's default is `notice`, like Kong's).
+    pub log_level: Option<String>,
 }
 
 impl GatewayOpts {
@@ -69,6 +73,18 @@ impl GatewayOpts {
     /// Sets `--lua-resolver`.
     pub fn lua_resolver(mut self) -> Self {
         self.lua_resolver = true;
+        self
+    }
+
+    /// Sets `--ca-file`.
+    pub fn ca_file(mut self, path: PathBuf) -> Self {
+        self.ca_file = Some(path);
+        self
+    }
+
+    /// Adds `--log-level`.
+    pub fn log_level(mut self, level: &str) -> Self {
+        self.log_level = Some(level.to_string());
         self
     }
 
@@ -143,6 +159,9 @@ fn write_setup(opts: &GatewayOpts, dir: &Path) -> Result<Vec<String>> {
     if let Some(ca) = &opts.ca_file {
         args.extend(["--ca-file".to_string(), ca.display().to_string()]);
     }
+    if let Some(level) = &opts.log_level {
+        args.extend(["--log-level".to_string(), level.clone()]);
+    }
     Ok(args)
 }
 
@@ -197,6 +216,31 @@ impl Gateway {
         )?)
     }
 
+    /// Any request on the proxy (30 s timeout).
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<http::Response> {
+        Ok(http::request(
+            method,
+            &self.url(path),
+            headers,
+            body,
+            Duration::from_secs(30),
+        )?)
+    }
+
+    /// How many log lines so far contain `needle`.
+    pub fn count_log(&self, needle: &str) -> usize {
+        self.stderr_lines()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
     fn admin_json(&self, path: &str) -> Result<Value> {
         http::get(&format!("http://{}{path}", self.admin), &[])?.json()
     }
@@ -242,4 +286,318 @@ impl Drop for Gateway {
         self.process.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The `; `-separated records the probe filter reports in `x-probe-seen` (every such header).
+pub fn probe_seen(resp: &http::Response) -> Vec<String> {
+    resp.headers
+        .iter()
+        .filter(|(k, _)| k == "x-probe-seen")
+        .flat_map(|(_, v)| v.split("; ").map(str::to_string).collect::<Vec<_>>())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// The value of the first probe record `name=value`, if any.
+pub fn seen_value(seen: &[String], name: &str) -> Option<String> {
+    let prefix = format!("{name}=");
+    seen.iter()
+        .find_map(|s| s.strip_prefix(&prefix).map(str::to_string))
+}
+
+/// A kong.yml with one service (`svc`, `url: upstream`) and one route (`r`, paths `/`) whose
+/// chain runs the probe filter with `config` (JSON, given as a string: no meta.json needed).
+pub fn probe_kong_yml(upstream: &str, config: &Value) -> String {
+    format!(
+        "_format_version: \"3.0\"\nservices:\n  - name: svc\n    url: {upstream}\n    routes:\n      - name: r\n        paths: [/]\n        filter_chains:\n          - filters:\n              - name: probe\n                config: {}\n",
+        yaml_string(&config.to_string())
+    )
+}
+
+/// A YAML double-quoted scalar holding `text` (JSON string escapes are valid YAML ones).
+pub fn yaml_string(text: &str) -> String {
+    Value::String(text.to_string()).to_string()
+}
+
+/// A request a [`TestServer`] received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    /// Request target (path and query).
+    pub target: String,
+    /// Header names lower-cased, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    /// First value of a header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A small HTTP/1.1 server on 127.0.0.1 (port 0) that records every request and answers by path:
+/// `/hang...` holds the connection unanswered (until the server is dropped), `/close...` closes
+/// it unanswered, `/delay/MS...` answers after MS milliseconds, anything else answers at once.
+/// Answers are `200` with `x-test-server: yes` and a JSON body `{"method","target","body"}`, one
+/// request per connection (`Connection: close`). With [`TestServer::start_tls`] it speaks TLS with
+/// a certificate for `tls.test` signed by a CA written to `ca_file`.
+pub struct TestServer {
+    pub addr: String,
+    requests: Arc<Mutex<Vec<Recorded>>>,
+    stop: Arc<AtomicBool>,
+    /// PEM of the CA that signed the TLS server's certificate.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+type Tls = Option<Arc<openssl::ssl::SslAcceptor>>;
+
+impl TestServer {
+    /// A plain HTTP server.
+    pub fn start() -> Result<TestServer> {
+        TestServer::start_with(None, None)
+    }
+
+    /// A TLS server for `tls.test` (SNI) and its CA.
+    pub fn start_tls() -> Result<TestServer> {
+        let (acceptor, ca_pem) = tls_acceptor()?;
+        TestServer::start_with(Some(Arc::new(acceptor)), Some(ca_pem))
+    }
+
+    fn start_with(tls: Tls, ca_pem: Option<Vec<u8>>) -> Result<TestServer> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?.to_string();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (reqs, stop2) = (requests.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let (reqs, stop, tls) = (reqs.clone(), stop2.clone(), tls.clone());
+                        std::thread::spawn(move || {
+                            let _ = stream.set_nonblocking(false);
+                            let _ = serve_one(stream, &reqs, &stop, tls);
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Ok(TestServer {
+            addr,
+            requests,
+            stop,
+            ca_pem,
+        })
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request received so far (complete heads and bodies).
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// Requests whose target starts with `prefix`.
+    pub fn requests_to(&self, prefix: &str) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.target.starts_with(prefix))
+            .collect()
+    }
+
+    /// Waits (up to `timeout`) until at least `n` requests to `prefix` arrived.
+    pub fn wait_for(&self, prefix: &str, n: usize, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if self.requests_to(prefix).len() >= n {
+                return true;
+            }
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn serve_one(
+    stream: std::net::TcpStream,
+    reqs: &Mutex<Vec<Recorded>>,
+    stop: &AtomicBool,
+    tls: Tls,
+) -> Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    match tls {
+        Some(acceptor) => {
+            let s = acceptor
+                .accept(stream)
+                .map_err(|e| anyhow::anyhow!("tls accept: {e}"))?;
+            exchange(s, reqs, stop)
+        }
+        None => exchange(stream, reqs, stop),
+    }
+}
+
+fn exchange<S: Read + Write>(
+    mut s: S,
+    reqs: &Mutex<Vec<Recorded>>,
+    stop: &AtomicBool,
+) -> Result<()> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            bail!("closed before a request");
+        }
+        buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+    };
+    let head = String::from_utf8_lossy(buf.get(..head_end).unwrap_or_default()).into_owned();
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next().unwrap_or_default().split(' ');
+    let method = first.next().unwrap_or_default().to_string();
+    let target = first.next().unwrap_or_default().to_string();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = buf.get(head_end..).unwrap_or_default().to_vec();
+    while body.len() < len {
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(chunk.get(..n).unwrap_or_default());
+    }
+    body.truncate(len);
+    let rec = Recorded {
+        method: method.clone(),
+        target: target.clone(),
+        headers,
+        body: body.clone(),
+    };
+    if let Ok(mut r) = reqs.lock() {
+        r.push(rec);
+    }
+    if target.starts_with("/hang") {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        return Ok(());
+    }
+    if target.starts_with("/close") {
+        return Ok(());
+    }
+    if let Some(ms) = target
+        .strip_prefix("/delay/")
+        .and_then(|r| r.split(['/', '?']).next())
+        .and_then(|ms| ms.parse::<u64>().ok())
+    {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+    let out = serde_json::json!({
+        "method": method,
+        "target": target,
+        "body": String::from_utf8_lossy(&body),
+    })
+    .to_string();
+    let resp = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Test-Server: yes\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{out}",
+        out.len()
+    );
+    s.write_all(resp.as_bytes())?;
+    s.flush()?;
+    Ok(())
+}
+
+/// A CA and a `tls.test` certificate it signed; the acceptor serves that certificate.
+fn tls_acceptor() -> Result<(openssl::ssl::SslAcceptor, Vec<u8>)> {
+    use openssl::asn1::Asn1Time;
+    use openssl::bn::{BigNum, MsbOption};
+    use openssl::hash::MessageDigest;
+    use openssl::pkey::PKey;
+    use openssl::rsa::Rsa;
+    use openssl::ssl::{SslAcceptor, SslMethod};
+    use openssl::x509::extension::{BasicConstraints, SubjectAlternativeName};
+    use openssl::x509::{X509NameBuilder, X509};
+
+    let name = |cn: &str| -> Result<openssl::x509::X509Name> {
+        let mut b = X509NameBuilder::new()?;
+        b.append_entry_by_text("CN", cn)?;
+        Ok(b.build())
+    };
+    let serial = || -> Result<openssl::asn1::Asn1Integer> {
+        let mut bn = BigNum::new()?;
+        bn.rand(64, MsbOption::MAYBE_ZERO, false)?;
+        Ok(bn.to_asn1_integer()?)
+    };
+    let ca_key = PKey::from_rsa(Rsa::generate(2048)?)?;
+    let mut ca = X509::builder()?;
+    ca.set_version(2)?;
+    ca.set_serial_number(&*serial()?)?;
+    ca.set_subject_name(&*name("spec test CA")?)?;
+    ca.set_issuer_name(&*name("spec test CA")?)?;
+    ca.set_pubkey(&ca_key)?;
+    ca.set_not_before(&*Asn1Time::days_from_now(0)?)?;
+    ca.set_not_after(&*Asn1Time::days_from_now(2)?)?;
+    ca.append_extension(BasicConstraints::new().critical().ca().build()?)?;
+    ca.sign(&ca_key, MessageDigest::sha256())?;
+    let ca = ca.build();
+
+    let key = PKey::from_rsa(Rsa::generate(2048)?)?;
+    let mut cert = X509::builder()?;
+    cert.set_version(2)?;
+    cert.set_serial_number(&*serial()?)?;
+    cert.set_subject_name(&*name("tls.test")?)?;
+    cert.set_issuer_name(ca.subject_name())?;
+    cert.set_pubkey(&key)?;
+    cert.set_not_before(&*Asn1Time::days_from_now(0)?)?;
+    cert.set_not_after(&*Asn1Time::days_from_now(2)?)?;
+    let san = SubjectAlternativeName::new()
+        .dns("tls.test")
+        .build(&cert.x509v3_context(Some(&ca), None))?;
+    cert.append_extension(san)?;
+    cert.sign(&ca_key, MessageDigest::sha256())?;
+    let cert = cert.build();
+
+    let mut acceptor = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls())?;
+    acceptor.set_private_key(&key)?;
+    acceptor.set_certificate(&cert)?;
+    acceptor.check_private_key()?;
+    Ok((acceptor.build(), ca.to_pem()?))
 }
