@@ -49,5 +49,18 @@ lint: setup
 test: build probe lint
 	$(CARGO) test
 
+## demo: the kong/kong.yml topology on the Kong stand-in with the real filter, a few calls shown
+demo: build spec-tools
+	target/spec/demo
+
+## up / down: real Kong 3.9 + the mocks in Docker (docker-compose.yml)
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+up:
+	$(COMPOSE) up --build -d
+	@echo "Kong proxy: http://localhost:8000 (admin :8001); see README.md \"Try it with real Kong\""
+
+down:
+	$(COMPOSE) down
+
 clean:
 	rm -rf $(DIST) target

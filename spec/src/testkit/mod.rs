@@ -4,5 +4,6 @@ pub mod gateway;
 pub mod http;
 pub mod mocks;
 pub mod process;
+pub mod world;
 
 pub use process::{bin_path, repo_root, SpecProcess};
