@@ -1015,17 +1015,8 @@ fn claim_headers(raw: Option<Dict<String>>) -> Result<Vec<(ClaimPath, HeaderName
 /// Rejects two owned headers with the same name, and an owned header that is the token header
 /// (it would be stripped before the token is read).
 fn check_header_collisions(config: &FilterConfig) -> Result<(), ConfigError> {
-    let mut named: Vec<(&str, String)> = config
-        .claims_to_headers
-        .iter()
-        .map(|(p, h)| (h.as_str(), format!("claims_to_headers.{}", p.as_str())))
-        .collect();
-    if let Some(h) = &config.claims_header {
-        named.push((h.as_str(), "claims_header".into()));
-    }
-    if let Some(h) = &config.original_token_header {
-        named.push((h.as_str(), "original_token_header".into()));
-    }
+    // Settings in blame order: a later one colliding with an earlier one is reported.
+    let mut named: Vec<(&str, String)> = Vec::new();
     if config.google_id_token.is_some() {
         // The original token header may be x-forwarded-authorization itself (the default).
         if config
@@ -1036,11 +1027,23 @@ fn check_header_collisions(config: &FilterConfig) -> Result<(), ConfigError> {
             named.push((FORWARDED_AUTHORIZATION, "google_id_token".into()));
         }
     }
+    if let Some(h) = &config.original_token_header {
+        named.push((h.as_str(), "original_token_header".into()));
+    }
+    if let Some(h) = &config.claims_header {
+        named.push((h.as_str(), "claims_header".into()));
+    }
+    named.extend(
+        config
+            .claims_to_headers
+            .iter()
+            .map(|(p, h)| (h.as_str(), format!("claims_to_headers.{}", p.as_str()))),
+    );
     for (i, (name, field)) in named.iter().enumerate() {
-        if named.iter().skip(i + 1).any(|(other, _)| other == name) {
+        if let Some((_, earlier)) = named.iter().take(i).find(|(other, _)| other == name) {
             return Err(ConfigError::new(
                 field.clone(),
-                format!("header `{name}` is already set by another setting"),
+                format!("header `{name}` is already set by {earlier}"),
             ));
         }
         if config.token.header.as_deref() == Some(*name) {
