@@ -1,1 +1,572 @@
-//! The per-request flow: find the token, get keys, verify, apply rules, build the upstream header edits.
+//! The per-request flow (token → verified grant → Google token → header edits) and the root
+//! context's background work, over [`Host`]. The adapter only moves bytes in and out.
+//!
+//! A request either finishes at once or waits for exactly one callout at a time; every answer
+//! ends in [`Step::Allow`], [`Step::Deny`] or another [`Step::Wait`], never in silence (Kong
+//! resumes a paused request by itself after its last callout, which would fail open).
+
+use crate::b64;
+use crate::claims;
+use crate::config::FilterConfig;
+use crate::extractor::{self, RequestCredentials};
+use crate::google::{GoogleTokens, Mint, TokenKeys};
+use crate::host::{CalloutResponse, CalloutToken, Host, LogLevel};
+use crate::jwks::KeySet;
+use crate::keys::{Fetch, KeyCache, Keys, Origin, Progress, Source};
+use crate::metrics::Metric;
+use crate::policy;
+use crate::reject::AuthError;
+use crate::shared::{self, Lease};
+use crate::token_cache::{TokenCache, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES};
+use crate::verifier::{self, IssuerRule, VerifiedToken};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// What the adapter does next with a request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Set these request headers (name, value) and let the request go upstream.
+    Allow(Vec<(String, String)>),
+    /// Answer locally with this refusal; the request never goes upstream.
+    Deny(AuthError),
+    /// A callout is in flight; keep the request paused.
+    Wait,
+}
+
+/// What a verified token earns on this route, kept in the verified-token cache.
+#[derive(Debug)]
+pub struct Grant {
+    /// Headers from claims (`claims_to_headers`, `claims_header`).
+    edits: Vec<(String, String)>,
+    /// The verifying key, so the entry dies when the key leaves the JWKS.
+    key_thumbprint: [u8; 32],
+    issuer_index: usize,
+}
+
+/// One route's filter, built once per root context from its configuration.
+pub struct Route {
+    pub config: FilterConfig,
+    rules: Vec<IssuerRule>,
+    sources: Vec<Source>,
+    google: Option<TokenKeys>,
+    owned_headers: Vec<String>,
+    cache: RefCell<TokenCache<Rc<Grant>>>,
+}
+
+/// A root context's configuration: a route, or why every request is refused.
+pub enum RouteState {
+    Ready(Box<Route>),
+    /// The log line naming the bad field (never secret material).
+    Invalid(String),
+}
+
+impl RouteState {
+    /// Parses `config` (the JSON Kong hands to `on_configure`). Never fails: a bad config becomes
+    /// [`RouteState::Invalid`].
+    pub fn from_config(config: &[u8]) -> RouteState {
+        let config = match FilterConfig::from_json(config) {
+            Ok(config) => config,
+            Err(e) => return RouteState::Invalid(format!("cloudrun_oidc: {e}")),
+        };
+        match Route::new(config) {
+            Ok(route) => RouteState::Ready(Box::new(route)),
+            Err(message) => RouteState::Invalid(message),
+        }
+    }
+
+    /// Every header the filter owns on this route (removed from every client request).
+    pub fn owned_headers(&self) -> &[String] {
+        match self {
+            RouteState::Ready(route) => &route.owned_headers,
+            RouteState::Invalid(_) => &[],
+        }
+    }
+}
+
+impl Route {
+    fn new(config: FilterConfig) -> Result<Route, String> {
+        let namespace = config.shm_namespace.clone();
+        let mut sources = Vec::with_capacity(config.issuers.len());
+        for (i, issuer) in config.issuers.iter().enumerate() {
+            let name = &issuer.rule.issuer;
+            let upstream = issuer.callout_upstream.clone();
+            let origin = match &issuer.keys {
+                crate::config::KeySource::Inline(json) => match KeySet::parse(json.as_bytes()) {
+                    Ok(set) => Origin::Inline(Rc::new(set)),
+                    Err(e) => {
+                        return Err(format!(
+                            "cloudrun_oidc: invalid configuration: issuers[{i}].jwks: {e}"
+                        ))
+                    }
+                },
+                crate::config::KeySource::JwksUrl(url) => Origin::JwksUrl {
+                    url: url.clone(),
+                    upstream,
+                },
+                crate::config::KeySource::Discovery(url) => Origin::Discovery {
+                    url: url.clone(),
+                    upstream,
+                },
+            };
+            sources.push(Source::fetched(&namespace, name, origin));
+        }
+        Ok(Route {
+            rules: config.issuers.iter().map(|i| i.rule.clone()).collect(),
+            google: config
+                .google_id_token
+                .as_ref()
+                .map(|g| TokenKeys::new(&namespace, g)),
+            owned_headers: config.owned_headers(),
+            sources,
+            cache: RefCell::new(TokenCache::new(DEFAULT_MAX_ENTRIES, DEFAULT_MAX_BYTES)),
+            config,
+        })
+    }
+
+    /// How long a fetch lease lasts: discovery and JWKS round trips, plus slack.
+    fn lease_ms(&self) -> u64 {
+        u64::from(self.config.callout_timeout_ms)
+            .saturating_mul(2)
+            .saturating_add(1_000)
+    }
+
+    /// A cached grant for `token` whose key is still in the worker's key set.
+    fn cached(&self, token: &str, now: u64, keys: &KeyCache) -> Option<Rc<Grant>> {
+        let mut cache = self.cache.try_borrow_mut().ok()?;
+        let grant = cache.get(token.as_bytes(), now)?.clone();
+        let source = self.sources.get(grant.issuer_index)?;
+        keys.current(source, &self.config.jwks_cache, now)
+            .is_some_and(|set| set.contains_thumbprint(&grant.key_thumbprint))
+            .then_some(grant)
+    }
+
+    /// Route rules and claim mapping for a verified token.
+    fn grant_for(&self, verified: &VerifiedToken) -> Result<Grant, AuthError> {
+        let config = &self.config;
+        policy::check(
+            &verified.claims,
+            &config.required_scopes,
+            &config.required_claims,
+        )?;
+        let mut edits = claims::map_claims(&verified.claims, &config.claims_to_headers)?;
+        if let Some(header) = &config.claims_header {
+            edits.push((header.to_string(), b64::encode(&verified.payload_json)));
+        }
+        Ok(Grant {
+            edits,
+            key_thumbprint: verified.key_thumbprint,
+            issuer_index: verified.issuer_index,
+        })
+    }
+
+    fn remember(&self, token: &str, grant: &Rc<Grant>, exp: i64, now: u64) {
+        if let Ok(mut cache) = self.cache.try_borrow_mut() {
+            let expires_at = u64::try_from(exp).unwrap_or(0);
+            cache.insert(token.as_bytes(), grant.clone(), expires_at, now);
+        }
+    }
+}
+
+/// What one wasm instance (one Kong worker) shares between all its routes.
+pub struct Worker {
+    pub keys: KeyCache,
+    pub google: GoogleTokens,
+    /// Identifies this worker as a lease holder.
+    pub holder: u64,
+}
+
+impl Worker {
+    pub fn new(holder: u64) -> Worker {
+        Worker {
+            keys: KeyCache::default(),
+            google: GoogleTokens::default(),
+            holder,
+        }
+    }
+}
+
+/// Where a request is.
+#[derive(Debug)]
+enum Stage {
+    Start,
+    Keys { issuer: usize, fetch: Fetch },
+    Google { grant: Rc<Grant>, mint: Mint },
+}
+
+/// One request's authentication.
+#[derive(Debug)]
+pub struct Request {
+    token: String,
+    stage: Stage,
+    /// Keys were fetched (or a fetch failed) once already: never fetch again.
+    fetched: bool,
+    /// A Google token mint was tried once already.
+    minted: bool,
+}
+
+impl Request {
+    /// Starts on the request headers (owned headers already removed by the adapter).
+    pub fn start(
+        host: &mut dyn Host,
+        route: &Route,
+        worker: &mut Worker,
+        credentials: &RequestCredentials<'_>,
+    ) -> (Option<Request>, Step) {
+        let config = &route.config;
+        let token =
+            match extractor::extract(&config.token, credentials, config.limits.max_token_bytes) {
+                Ok(token) => token.to_string(),
+                Err(e) => return (None, deny(host, e, "")),
+            };
+        let mut request = Request {
+            token,
+            stage: Stage::Start,
+            fetched: false,
+            minted: false,
+        };
+        let step = request.run(host, route, worker);
+        (Some(request), step)
+    }
+
+    /// The callout this request waits for, if any.
+    pub fn pending(&self) -> Option<CalloutToken> {
+        match &self.stage {
+            Stage::Start => None,
+            Stage::Keys { fetch, .. } => Some(fetch.token),
+            Stage::Google { mint, .. } => Some(mint.token),
+        }
+    }
+
+    /// Takes the answer to the pending callout.
+    pub fn on_callout(
+        &mut self,
+        host: &mut dyn Host,
+        route: &Route,
+        worker: &mut Worker,
+        token: CalloutToken,
+        response: &CalloutResponse,
+    ) -> Step {
+        if self.pending() != Some(token) {
+            // Not ours: refuse rather than let Kong resume the request on its own.
+            return deny(host, AuthError::Internal, "unexpected callout answer");
+        }
+        match std::mem::replace(&mut self.stage, Stage::Start) {
+            Stage::Start => deny(host, AuthError::Internal, "no callout pending"),
+            Stage::Keys { issuer, mut fetch } => {
+                let Some(source) = route.sources.get(issuer) else {
+                    return deny(host, AuthError::Internal, "issuer index");
+                };
+                let timeout = route.config.callout_timeout_ms;
+                match worker
+                    .keys
+                    .advance(host, source, &mut fetch, response, timeout, worker.holder)
+                {
+                    Progress::Next => {
+                        self.stage = Stage::Keys { issuer, fetch };
+                        Step::Wait
+                    }
+                    Progress::Done(_) | Progress::Failed => {
+                        self.fetched = true;
+                        self.run(host, route, worker)
+                    }
+                }
+            }
+            Stage::Google { grant, mint } => {
+                let (Some(keys), Some(config)) = (&route.google, &route.config.google_id_token)
+                else {
+                    return deny(host, AuthError::Internal, "google config");
+                };
+                match worker
+                    .google
+                    .finish(host, keys, config, &mint, response, worker.holder)
+                {
+                    Some(google) => self.allow(host, route, &grant, &google.token),
+                    None => deny(host, AuthError::GoogleTokenUnavailable, ""),
+                }
+            }
+        }
+    }
+
+    fn run(&mut self, host: &mut dyn Host, route: &Route, worker: &mut Worker) -> Step {
+        match self.grant(host, route, worker) {
+            Ok(Some(grant)) => self.forward(host, route, worker, grant),
+            Ok(None) => Step::Wait,
+            Err((e, context)) => deny(host, e, &context),
+        }
+    }
+
+    /// The grant for this token: from the cache, or verified now. `Ok(None)`: a key fetch started.
+    fn grant(
+        &mut self,
+        host: &mut dyn Host,
+        route: &Route,
+        worker: &mut Worker,
+    ) -> Result<Option<Rc<Grant>>, (AuthError, String)> {
+        let now = host.now_secs();
+        if let Some(grant) = route.cached(&self.token, now, &worker.keys) {
+            host.count(Metric::TokenCacheHits);
+            return Ok(Some(grant));
+        }
+        let now_signed = i64::try_from(now).unwrap_or(i64::MAX);
+        let prechecked =
+            verifier::precheck(&self.token, &route.rules, &route.config.limits, now_signed)
+                .map_err(|e| (e, String::new()))?;
+        let issuer = prechecked.issuer_index;
+        let context = describe(&prechecked.token);
+        let source = route
+            .sources
+            .get(issuer)
+            .ok_or((AuthError::Internal, String::new()))?;
+        let policy = route.config.jwks_cache;
+        let keys = worker.keys.lookup(
+            host,
+            source,
+            &policy,
+            worker.holder,
+            route.lease_ms(),
+            self.fetched,
+        );
+        let set = match keys {
+            Keys::Ready(set) => set,
+            Keys::Unavailable => return Err((AuthError::KeysUnavailable, context)),
+            fetch @ Keys::Fetch { .. } => return self.fetch(host, route, worker, issuer, &fetch),
+        };
+        let verified = match verifier::verify_signature(prechecked, &set) {
+            Ok(verified) => verified,
+            Err(AuthError::UnknownKey) if self.may_refetch(host, route, worker, source) => {
+                let fetch = Keys::Fetch {
+                    fallback: Some(set),
+                    cold: false,
+                    lease: false,
+                };
+                return self.fetch(host, route, worker, issuer, &fetch);
+            }
+            Err(e) => return Err((e, context)),
+        };
+        let grant = Rc::new(route.grant_for(&verified).map_err(|e| (e, context))?);
+        route.remember(&self.token, &grant, verified.exp, now);
+        Ok(Some(grant))
+    }
+
+    /// An unknown `kid` may trigger one refetch per issuer per cooldown, across workers.
+    fn may_refetch(
+        &self,
+        host: &mut dyn Host,
+        route: &Route,
+        worker: &Worker,
+        source: &Source,
+    ) -> bool {
+        if self.fetched || matches!(source.origin, Origin::Inline(_)) {
+            return false;
+        }
+        let cooldown = route.config.jwks_cache.unknown_kid_cooldown_ms();
+        matches!(
+            shared::try_lease(host, &source.shared.unknown_kid, worker.holder, cooldown),
+            Ok(Lease::Acquired | Lease::Uncoordinated)
+        )
+    }
+
+    fn fetch(
+        &mut self,
+        host: &mut dyn Host,
+        route: &Route,
+        worker: &mut Worker,
+        issuer: usize,
+        keys: &Keys,
+    ) -> Result<Option<Rc<Grant>>, (AuthError, String)> {
+        let source = route
+            .sources
+            .get(issuer)
+            .ok_or((AuthError::Internal, String::new()))?;
+        match worker
+            .keys
+            .begin(host, source, keys, route.config.callout_timeout_ms)
+        {
+            Some(fetch) => {
+                self.stage = Stage::Keys { issuer, fetch };
+                Ok(None)
+            }
+            None => {
+                // The callout could not start: decide with what we have (stale keys or 503).
+                self.fetched = true;
+                self.grant(host, route, worker)
+            }
+        }
+    }
+
+    /// Adds the Google token (cached, or minted now) and lets the request go.
+    fn forward(
+        &mut self,
+        host: &mut dyn Host,
+        route: &Route,
+        worker: &mut Worker,
+        grant: Rc<Grant>,
+    ) -> Step {
+        let (Some(keys), Some(config)) = (&route.google, &route.config.google_id_token) else {
+            return self.allow(host, route, &grant, "");
+        };
+        if let Some(google) = worker.google.current(host, keys) {
+            return self.allow(host, route, &grant, &google.token);
+        }
+        if self.minted {
+            return deny(host, AuthError::GoogleTokenUnavailable, "");
+        }
+        self.minted = true;
+        let timeout = route.config.callout_timeout_ms;
+        match worker
+            .google
+            .begin(host, keys, config, timeout, true, worker.holder)
+        {
+            Some(mint) => {
+                self.stage = Stage::Google { grant, mint };
+                Step::Wait
+            }
+            None => deny(host, AuthError::GoogleTokenUnavailable, ""),
+        }
+    }
+
+    /// The header edits for an allowed request. `google` is empty without `google_id_token`.
+    fn allow(&self, host: &mut dyn Host, route: &Route, grant: &Grant, google: &str) -> Step {
+        host.count(Metric::Allowed);
+        let mut edits = Vec::with_capacity(grant.edits.len() + 2);
+        edits.extend(grant.edits.iter().cloned());
+        if !google.is_empty() {
+            edits.push(("authorization".to_string(), format!("Bearer {google}")));
+            if let Some(header) = &route.config.original_token_header {
+                edits.push((header.to_string(), format!("Bearer {}", self.token)));
+            }
+        }
+        Step::Allow(edits)
+    }
+}
+
+/// Logs and counts a refusal. `context` names the unverified issuer and key, escaped.
+fn deny(host: &mut dyn Host, error: AuthError, context: &str) -> Step {
+    host.count(Metric::from(error));
+    let level = match error {
+        AuthError::Internal | AuthError::InvalidConfiguration => LogLevel::Error,
+        AuthError::KeysUnavailable | AuthError::GoogleTokenUnavailable => LogLevel::Warn,
+        _ => LogLevel::Info,
+    };
+    host.log(
+        level,
+        &format!("cloudrun_oidc: request refused: {}{context}", error.reason()),
+    );
+    Step::Deny(error)
+}
+
+/// ` (iss=…, kid=…)` for logs: attacker-controlled until verified, so quoted, escaped, capped.
+fn describe(token: &crate::jwt::UnverifiedToken<'_>) -> String {
+    fn short(value: Option<&str>) -> String {
+        let value = value.unwrap_or("-");
+        let cut: String = value.chars().take(96).collect();
+        format!("{cut:?}")
+    }
+    format!(
+        " (iss={}, kid={})",
+        short(token.unverified_claims.iss.as_deref()),
+        short(token.unverified_header.kid.as_deref())
+    )
+}
+
+/// Background work one root context does for its route on every tick: refresh keys before they
+/// go stale (or fetch them before the first request), and Google tokens before they expire.
+#[derive(Debug, Default)]
+pub struct RootJobs {
+    jobs: HashMap<CalloutToken, Job>,
+}
+
+#[derive(Debug)]
+enum Job {
+    Keys { issuer: usize, fetch: Fetch },
+    Google(Mint),
+}
+
+impl RootJobs {
+    /// Starts whatever is due. Ticks do not wait for earlier ticks' callouts, so sources with a
+    /// job in flight are skipped, and leases keep workers and routes from fetching together.
+    pub fn tick(&mut self, host: &mut dyn Host, route: &Route, worker: &mut Worker) {
+        let policy = route.config.jwks_cache;
+        let timeout = route.config.callout_timeout_ms;
+        for (issuer, source) in route.sources.iter().enumerate() {
+            let busy = self.jobs.values().any(|job| match job {
+                Job::Keys { fetch: _, issuer: i } => route
+                    .sources
+                    .get(*i)
+                    .is_some_and(|s| s.id == source.id),
+                Job::Google(_) => false,
+            });
+            if busy || !worker.keys.needs_refresh(host, source, &policy) {
+                continue;
+            }
+            let lease = shared::try_lease(
+                host,
+                &source.shared.fetch_lease,
+                worker.holder,
+                route.lease_ms(),
+            );
+            if !matches!(lease, Ok(Lease::Acquired | Lease::Uncoordinated)) {
+                continue;
+            }
+            let keys = worker.keys.background_fetch(source);
+            if let Some(fetch) = worker.keys.begin(host, source, &keys, timeout) {
+                self.jobs.insert(fetch.token, Job::Keys { issuer, fetch });
+            }
+        }
+        let google_busy = self.jobs.values().any(|job| matches!(job, Job::Google(_)));
+        if let (false, Some(keys), Some(config)) =
+            (google_busy, &route.google, &route.config.google_id_token)
+        {
+            if worker
+                .google
+                .refresh_due(host, keys, config.refresh_before_expiry_secs)
+            {
+                if let Some(mint) =
+                    worker
+                        .google
+                        .begin(host, keys, config, timeout, false, worker.holder)
+                {
+                    self.jobs.insert(mint.token, Job::Google(mint));
+                }
+            }
+        }
+    }
+
+    /// Takes the answer to a tick callout.
+    pub fn on_callout(
+        &mut self,
+        host: &mut dyn Host,
+        route: &Route,
+        worker: &mut Worker,
+        token: CalloutToken,
+        response: &CalloutResponse,
+    ) {
+        match self.jobs.remove(&token) {
+            Some(Job::Keys { issuer, mut fetch }) => {
+                let Some(source) = route.sources.get(issuer) else {
+                    return;
+                };
+                let timeout = route.config.callout_timeout_ms;
+                if let Progress::Next =
+                    worker
+                        .keys
+                        .advance(host, source, &mut fetch, response, timeout, worker.holder)
+                {
+                    self.jobs.insert(fetch.token, Job::Keys { issuer, fetch });
+                }
+            }
+            Some(Job::Google(mint)) => {
+                if let (Some(keys), Some(config)) = (&route.google, &route.config.google_id_token) {
+                    let _ = worker
+                        .google
+                        .finish(host, keys, config, &mint, response, worker.holder);
+                }
+            }
+            None => host.log(
+                LogLevel::Warn,
+                &format!("cloudrun_oidc: answer to unknown tick callout {token}"),
+            ),
+        }
+    }
+}

@@ -11,7 +11,6 @@ use std::ptr::{null, null_mut};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Status(pub u32);
 
-pub const NOT_FOUND: Status = Status(1);
 pub const CAS_MISMATCH: Status = Status(8);
 
 pub const MAP_REQUEST_HEADERS: u32 = 0;
@@ -33,6 +32,11 @@ extern "C" {
         return_buffer_data: *mut *mut u8,
         return_buffer_size: *mut usize,
     ) -> u32;
+    fn proxy_get_header_map_pairs(
+        map_type: u32,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> u32;
     fn proxy_get_header_map_value(
         map_type: u32,
         key_data: *const u8,
@@ -45,18 +49,6 @@ extern "C" {
         map_type: u32,
         key_data: *const u8,
         key_size: usize,
-        value_data: *const u8,
-        value_size: usize,
-    ) -> u32;
-    fn proxy_get_property(
-        path_data: *const u8,
-        path_size: usize,
-        return_value_data: *mut *mut u8,
-        return_value_size: *mut usize,
-    ) -> u32;
-    fn proxy_set_property(
-        path_data: *const u8,
-        path_size: usize,
         value_data: *const u8,
         value_size: usize,
     ) -> u32;
@@ -84,18 +76,6 @@ extern "C" {
         headers_data: *const u8,
         headers_size: usize,
         grpc_status: i32,
-    ) -> u32;
-    fn proxy_http_call(
-        upstream_data: *const u8,
-        upstream_size: usize,
-        headers_data: *const u8,
-        headers_size: usize,
-        body_data: *const u8,
-        body_size: usize,
-        trailers_data: *const u8,
-        trailers_size: usize,
-        timeout: u32,
-        return_token: *mut u32,
     ) -> u32;
     fn proxy_define_metric(
         metric_type: u32,
@@ -182,32 +162,6 @@ pub fn replace_header(map_type: u32, name: &str, value: &[u8]) -> Result<(), Sta
     })
 }
 
-/// `path` segments are joined with NUL, as the ABI wants.
-pub fn get_property(path: &[&str]) -> Result<Option<Vec<u8>>, Status> {
-    let serialized = path.join("\0");
-    let (mut data, mut size) = (null_mut(), 0usize);
-    // SAFETY: as in `get_buffer`.
-    match unsafe { proxy_get_property(serialized.as_ptr(), serialized.len(), &mut data, &mut size) }
-    {
-        0 => Ok(unsafe { take_buffer(data, size) }),
-        1 => Ok(None),
-        other => Err(Status(other)),
-    }
-}
-
-pub fn set_property(path: &[&str], value: &[u8]) -> Result<(), Status> {
-    let serialized = path.join("\0");
-    // SAFETY: pointers and lengths describe live slices.
-    check(unsafe {
-        proxy_set_property(
-            serialized.as_ptr(),
-            serialized.len(),
-            value.as_ptr(),
-            value.len(),
-        )
-    })
-}
-
 /// `Ok(None)` when the key is absent; else the value and its CAS.
 pub fn get_shared_data(key: &str) -> Result<Option<(Vec<u8>, u32)>, Status> {
     let (mut data, mut size, mut cas) = (null_mut(), 0usize, 0u32);
@@ -253,32 +207,66 @@ pub fn send_local_response(
     })
 }
 
+/// Goes through the SDK (not the raw import) because its dispatcher routes a callout's answer
+/// to the context that made it only for calls it registered. The SDK panics only on statuses
+/// the ABI does not define for this call.
 pub fn http_call(
     upstream: &str,
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
     timeout_ms: u32,
 ) -> Result<u32, Status> {
-    let serialized = serialize_map(headers);
-    let trailers = serialize_map(&[]);
-    let (body_ptr, body_len) = body.map_or((null(), 0), |b| (b.as_ptr(), b.len()));
-    let mut token = 0u32;
-    // SAFETY: pointers and lengths describe live buffers; the host writes the token to a local.
-    check(unsafe {
-        proxy_http_call(
-            upstream.as_ptr(),
-            upstream.len(),
-            serialized.as_ptr(),
-            serialized.len(),
-            body_ptr,
-            body_len,
-            trailers.as_ptr(),
-            trailers.len(),
-            timeout_ms,
-            &mut token,
-        )
-    })?;
-    Ok(token)
+    proxy_wasm::hostcalls::dispatch_http_call(
+        upstream,
+        headers.to_vec(),
+        body,
+        Vec::new(),
+        std::time::Duration::from_millis(u64::from(timeout_ms)),
+    )
+    .map_err(|status| Status(status as u32))
+}
+
+/// Header (name, value) pairs as the host returns them.
+pub type HeaderPairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Every (name, value) pair of a header map (Kong returns at most 100 request headers).
+pub fn get_header_pairs(map_type: u32) -> Result<HeaderPairs, Status> {
+    let (mut data, mut size) = (null_mut(), 0usize);
+    // SAFETY: as in `get_buffer`.
+    match unsafe { proxy_get_header_map_pairs(map_type, &mut data, &mut size) } {
+        0 => Ok(unsafe { take_buffer(data, size) }
+            .map(|bytes| deserialize_map(&bytes))
+            .unwrap_or_default()),
+        1 => Ok(Vec::new()),
+        other => Err(Status(other)),
+    }
+}
+
+/// Reads the ABI's header-map encoding; a malformed map yields the pairs read so far.
+fn deserialize_map(bytes: &[u8]) -> HeaderPairs {
+    let u32_at = |at: usize| -> Option<usize> {
+        let b = bytes.get(at..at.checked_add(4)?)?;
+        Some(u32::from_le_bytes([*b.first()?, *b.get(1)?, *b.get(2)?, *b.get(3)?]) as usize)
+    };
+    let mut pairs = Vec::new();
+    let Some(count) = u32_at(0) else {
+        return pairs;
+    };
+    let mut data = 4usize.saturating_add(count.saturating_mul(8));
+    for i in 0..count {
+        let Some(name_len) = u32_at(4 + i * 8) else { break };
+        let Some(value_len) = u32_at(8 + i * 8) else { break };
+        let name_end = data.saturating_add(name_len);
+        let value_start = name_end.saturating_add(1);
+        let value_end = value_start.saturating_add(value_len);
+        let (Some(name), Some(value)) = (bytes.get(data..name_end), bytes.get(value_start..value_end))
+        else {
+            break;
+        };
+        pairs.push((name.to_vec(), value.to_vec()));
+        data = value_end.saturating_add(1);
+    }
+    pairs
 }
 
 pub fn define_counter(name: &str) -> Result<u32, Status> {

@@ -1,1 +1,301 @@
-//! Glue between proxy-wasm and the filter logic (wasm32 only).
+//! The proxy-wasm glue: root and HTTP contexts that move bytes between Kong and [`crate::authn`].
+//!
+//! Rules from KONG_HOST.md this module keeps: `on_configure` always returns true (false makes
+//! Kong proxy without the filter); `create_http_context` always returns a context; every path
+//! through `on_http_call_response` ends in a local response, another callout or an explicit
+//! resume, because Kong resumes a paused request by itself after its last callout.
+
+mod ffi;
+mod host;
+
+use crate::authn::{Request, RootJobs, RouteState, Step, Worker};
+use crate::extractor::RequestCredentials;
+use crate::host::{CalloutResponse, Host, LogLevel};
+use crate::reject::{AuthError, BODY_CONTENT_TYPE, REALM};
+use host::ProxyHost;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType};
+use std::cell::RefCell;
+use std::rc::Rc;
+
+/// Background work runs this often (ms).
+const TICK_PERIOD_MS: u32 = 1_000;
+/// Callout answers larger than this are not read (the parsers' own caps are lower).
+const MAX_CALLOUT_BODY_BYTES: usize = 1024 * 1024;
+
+thread_local! {
+    /// State shared by every route of this worker (one instance per Kong worker).
+    static WORKER: RefCell<Option<Worker>> = const { RefCell::new(None) };
+}
+
+proxy_wasm::main! {{
+    std::panic::set_hook(Box::new(|info| {
+        let _ = ffi::log(5, &format!("cloudrun_oidc: panic: {info}"));
+    }));
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+}}
+
+/// Runs `f` with this worker's state; `None` if it is somehow busy (never expected).
+fn with_worker<R>(f: impl FnOnce(&mut Worker) -> R) -> Option<R> {
+    WORKER.with(|cell| {
+        let mut slot = cell.try_borrow_mut().ok()?;
+        let worker = slot.get_or_insert_with(|| {
+            let holder = ProxyHost.now_ms() ^ u64::from(std::process::id());
+            Worker::new(holder)
+        });
+        Some(f(worker))
+    })
+}
+
+#[derive(Default)]
+struct Root {
+    route: Option<Rc<RouteState>>,
+    jobs: RootJobs,
+    ticking: bool,
+}
+
+impl Context for Root {
+    fn on_http_call_response(&mut self, token: u32, _: usize, body_size: usize, _: usize) {
+        let response = read_callout_response(body_size);
+        let Some(RouteState::Ready(route)) = self.route.as_deref() else {
+            return;
+        };
+        let jobs = &mut self.jobs;
+        let _ = with_worker(|worker| jobs.on_callout(&mut ProxyHost, route, worker, token, &response));
+    }
+}
+
+impl RootContext for Root {
+    fn on_vm_start(&mut self, _: usize) -> bool {
+        ProxyHost.log(
+            LogLevel::Info,
+            &format!("cloudrun_oidc {} started", crate::VERSION),
+        );
+        true
+    }
+
+    fn on_configure(&mut self, _: usize) -> bool {
+        let config = ffi::get_buffer(ffi::BUFFER_PLUGIN_CONFIGURATION, 0, usize::MAX)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let state = RouteState::from_config(&config);
+        if let RouteState::Invalid(message) = &state {
+            ProxyHost.log(LogLevel::Error, message);
+        }
+        self.route = Some(Rc::new(state));
+        if !self.ticking {
+            // Only once per root context (Kong refuses a second call).
+            self.ticking = ffi::set_tick_period_ms(TICK_PERIOD_MS).is_ok();
+        }
+        // Never false: Kong would then proxy without the filter (fail-open).
+        true
+    }
+
+    fn on_tick(&mut self) {
+        let Some(RouteState::Ready(route)) = self.route.as_deref() else {
+            return;
+        };
+        let jobs = &mut self.jobs;
+        let _ = with_worker(|worker| jobs.tick(&mut ProxyHost, route, worker));
+    }
+
+    fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Http {
+            route: self.route.clone(),
+            request: None,
+            paused: false,
+            done: false,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct Http {
+    /// `None` when Kong never configured this root: every request is refused.
+    route: Option<Rc<RouteState>>,
+    request: Option<Request>,
+    paused: bool,
+    /// A decision was applied; later callbacks change nothing.
+    done: bool,
+}
+
+impl Http {
+    fn on_headers(&mut self) -> Action {
+        let Some(state) = self.route.clone() else {
+            return self.finish(Step::Deny(AuthError::InvalidConfiguration));
+        };
+        // Header hygiene first, on every path: client copies of owned headers never pass.
+        for name in state.owned_headers() {
+            if ffi::remove_header(ffi::MAP_REQUEST_HEADERS, name).is_err() {
+                return self.finish(deny_internal("removing an owned header failed"));
+            }
+        }
+        let route = match &*state {
+            RouteState::Ready(route) => route,
+            RouteState::Invalid(message) => {
+                ProxyHost.log(LogLevel::Error, message);
+                return self.finish(Step::Deny(AuthError::InvalidConfiguration));
+            }
+        };
+        let Ok(pairs) = ffi::get_header_pairs(ffi::MAP_REQUEST_HEADERS) else {
+            return self.finish(deny_internal("reading request headers failed"));
+        };
+        let token_header = route.config.token.header.as_deref().unwrap_or("");
+        let pick = |wanted: &str| -> Vec<&[u8]> {
+            pairs
+                .iter()
+                .filter(|(name, _)| !wanted.is_empty() && name.eq_ignore_ascii_case(wanted.as_bytes()))
+                .map(|(_, value)| value.as_slice())
+                .collect()
+        };
+        let credentials = RequestCredentials {
+            header_values: pick(token_header),
+            path: pairs
+                .iter()
+                .find(|(name, _)| name.as_slice() == b":path")
+                .map(|(_, value)| value.as_slice()),
+            cookie_headers: pick("cookie"),
+        };
+        let step = with_worker(|worker| {
+            let (request, step) = Request::start(&mut ProxyHost, route, worker, &credentials);
+            self.request = request;
+            step
+        });
+        self.finish(step.unwrap_or_else(|| deny_internal("worker state busy")))
+    }
+
+    fn on_response(&mut self, token: u32, body_size: usize) {
+        if self.done {
+            return;
+        }
+        let response = read_callout_response(body_size);
+        let (Some(state), Some(mut request)) = (self.route.clone(), self.request.take()) else {
+            self.finish(deny_internal("callout answer without a request"));
+            return;
+        };
+        let RouteState::Ready(route) = &*state else {
+            self.finish(Step::Deny(AuthError::InvalidConfiguration));
+            return;
+        };
+        let step = with_worker(|worker| {
+            request.on_callout(&mut ProxyHost, route, worker, token, &response)
+        });
+        self.request = Some(request);
+        self.finish(step.unwrap_or_else(|| deny_internal("worker state busy")));
+    }
+
+    /// Applies a decision. Returns the action for a header callback.
+    fn finish(&mut self, step: Step) -> Action {
+        match step {
+            Step::Wait => {
+                self.paused = true;
+                Action::Pause
+            }
+            Step::Allow(edits) => {
+                for (name, value) in &edits {
+                    if ffi::replace_header(ffi::MAP_REQUEST_HEADERS, name, value.as_bytes()).is_err()
+                    {
+                        return self.finish(deny_internal("setting a request header failed"));
+                    }
+                }
+                self.done = true;
+                if self.paused {
+                    self.paused = false;
+                    if ffi::resume_http_request().is_err() {
+                        return self.finish(deny_internal("resuming the request failed"));
+                    }
+                }
+                Action::Continue
+            }
+            Step::Deny(error) => {
+                self.done = true;
+                respond(error);
+                Action::Pause
+            }
+        }
+    }
+}
+
+impl Context for Http {
+    fn on_http_call_response(&mut self, token: u32, _: usize, body_size: usize, _: usize) {
+        self.on_response(token, body_size);
+    }
+}
+
+impl HttpContext for Http {
+    fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+        if self.done {
+            return Action::Continue;
+        }
+        self.on_headers()
+    }
+}
+
+fn deny_internal(what: &str) -> Step {
+    ProxyHost.log(LogLevel::Error, &format!("cloudrun_oidc: {what}; refusing the request"));
+    Step::Deny(AuthError::Internal)
+}
+
+/// Sends the local response for `error` (this also cancels any pending callouts).
+fn respond(error: AuthError) {
+    let rejection = error.rejection();
+    let retry_after = rejection.retry_after.map(|s| s.to_string());
+    let mut headers: Vec<(&str, &str)> = vec![("content-type", BODY_CONTENT_TYPE)];
+    if let Some(challenge) = rejection.www_authenticate.as_deref() {
+        headers.push(("www-authenticate", challenge));
+    }
+    if let Some(seconds) = retry_after.as_deref() {
+        headers.push(("retry-after", seconds));
+    }
+    if ffi::send_local_response(u32::from(rejection.status), &headers, rejection.body.as_bytes())
+        .is_err()
+    {
+        ProxyHost.log(
+            LogLevel::Critical,
+            &format!("cloudrun_oidc: could not refuse a request ({REALM}); host refused the local response"),
+        );
+    }
+}
+
+/// The answer to a callout as the core sees it. A failed call has no `:status`; a body over
+/// the cap is not read and counts as a failure.
+fn read_callout_response(body_size: usize) -> CalloutResponse {
+    let header = |name: &str| {
+        ffi::get_header(ffi::MAP_CALL_RESPONSE_HEADERS, name)
+            .ok()
+            .flatten()
+            .and_then(|v| String::from_utf8(v).ok())
+    };
+    let status = header(":status").and_then(|s| s.trim().parse::<u16>().ok());
+    let dispatch_status = header(":dispatch_status");
+    if body_size > MAX_CALLOUT_BODY_BYTES {
+        return CalloutResponse {
+            status: None,
+            dispatch_status: Some(format!("response body too large ({body_size} bytes)")),
+            body: Vec::new(),
+        };
+    }
+    let body = if body_size == 0 {
+        Vec::new()
+    } else {
+        match ffi::get_buffer(ffi::BUFFER_CALL_RESPONSE_BODY, 0, body_size) {
+            Ok(body) => body.unwrap_or_default(),
+            Err(_) => {
+                return CalloutResponse {
+                    status: None,
+                    dispatch_status: Some("reading the response body failed".into()),
+                    body: Vec::new(),
+                }
+            }
+        }
+    };
+    CalloutResponse {
+        status,
+        dispatch_status,
+        body,
+    }
+}

@@ -1,0 +1,499 @@
+//! Where an issuer's verification keys come from, fastest first: the worker's parsed copy, the
+//! JWKS other workers stored in shared data, then a fetch (discovery → JWKS) through callouts.
+//! The fetch is a small state machine driven both by paused requests and by the root tick.
+
+use crate::host::{CalloutRequest, CalloutResponse, CalloutToken, Host, LogLevel};
+use crate::jwks::KeySet;
+use crate::jwks_cache::{
+    CachePolicy, Freshness, JwksEntry, JwksKeys, FAILURE_BACKOFF_SECS, MAX_COLD_FETCHES_PER_WORKER,
+};
+use crate::metrics::Metric;
+use crate::shared::{self, layout, Lease, Slot};
+use crate::url::HttpUrl;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// How often (ms) a worker looks at shared data for keys another worker fetched.
+const SHARED_RECHECK_MS: u64 = 1_000;
+
+/// Where one issuer's keys come from.
+#[derive(Debug)]
+pub struct Source {
+    /// Identifies the source across routes and workers (the discovery or JWKS URL).
+    pub id: String,
+    /// The issuer, for discovery checks and logs.
+    pub issuer: String,
+    pub origin: Origin,
+    /// Shared-data keys of this source.
+    pub shared: JwksKeys,
+}
+
+/// The three ways keys are configured.
+#[derive(Debug)]
+pub enum Origin {
+    /// `jwks` in the config: nothing is fetched.
+    Inline(Rc<KeySet>),
+    /// `jwks_url`.
+    JwksUrl { url: HttpUrl, upstream: Option<String> },
+    /// `discovery_url` (default `<issuer>/.well-known/openid-configuration`).
+    Discovery { url: HttpUrl, upstream: Option<String> },
+}
+
+impl Source {
+    /// A fetched source under `namespace`; `id` is the URL keys are fetched from.
+    pub fn fetched(namespace: &str, issuer: &str, origin: Origin) -> Source {
+        let id = match &origin {
+            Origin::Inline(_) => format!("inline:{issuer}"),
+            Origin::JwksUrl { url, .. } => format!("jwks:{url}"),
+            Origin::Discovery { url, .. } => format!("discovery:{url}"),
+        };
+        Source {
+            shared: JwksKeys::new(namespace, &id),
+            id,
+            issuer: issuer.to_string(),
+            origin,
+        }
+    }
+
+    fn upstream_for(&self, url: &HttpUrl) -> String {
+        match &self.origin {
+            Origin::JwksUrl {
+                upstream: Some(u), ..
+            }
+            | Origin::Discovery {
+                upstream: Some(u), ..
+            } => u.clone(),
+            _ => url.dispatch_target(),
+        }
+    }
+}
+
+/// A parsed key set as one worker holds it.
+#[derive(Debug)]
+struct WorkerEntry {
+    set: Rc<KeySet>,
+    fetched_at: u64,
+    jwks_uri: String,
+    checked_at_ms: u64,
+}
+
+/// What a request or the tick may do with a source's keys right now.
+#[derive(Debug)]
+pub enum Keys {
+    /// Verify with these.
+    Ready(Rc<KeySet>),
+    /// Fetch first. `fallback` are stale keys to use if the fetch fails; `cold` counts against
+    /// the per-worker cap of cold fetches; `lease` says a shared lease must be released after.
+    Fetch {
+        fallback: Option<Rc<KeySet>>,
+        cold: bool,
+        lease: bool,
+    },
+    /// Nothing usable and no fetch allowed now (back-off after a failure, or too many cold
+    /// fetches in flight): the request gets 503.
+    Unavailable,
+}
+
+/// The step a fetch is at; the callout token travels separately.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Stage {
+    Discovery,
+    Jwks { jwks_uri: String },
+}
+
+/// One fetch in flight, owned by the request or root context that started it.
+#[derive(Debug)]
+pub struct Fetch {
+    pub token: CalloutToken,
+    pub stage: Stage,
+    cold: bool,
+    lease: bool,
+    started_ms: u64,
+}
+
+/// What a callout answer did to a fetch.
+#[derive(Debug)]
+pub enum Progress {
+    /// Another callout is on its way (discovery done, JWKS next).
+    Next,
+    /// Keys stored in the worker and shared data.
+    Done(Rc<KeySet>),
+    /// The fetch failed; the reason has been logged and counted.
+    Failed,
+}
+
+/// The worker's key cache: parsed key sets by source, and cold fetches in flight.
+#[derive(Debug, Default)]
+pub struct KeyCache {
+    entries: HashMap<String, WorkerEntry>,
+    cold_started_ms: HashMap<String, Vec<u64>>,
+}
+
+impl KeyCache {
+    /// The worker's parsed keys for `source` when they are still usable, without touching the
+    /// host beyond the clock: the hot path of the verified-token cache.
+    pub fn current<'a>(
+        &'a self,
+        source: &'a Source,
+        policy: &CachePolicy,
+        now: u64,
+    ) -> Option<&'a KeySet> {
+        if let Origin::Inline(set) = &source.origin {
+            return Some(set);
+        }
+        let entry = self.entries.get(&source.id)?;
+        (policy.freshness(entry.fetched_at, now) != Freshness::Unusable).then_some(&*entry.set)
+    }
+
+    /// Decides how a request gets keys for `source`. With `no_fetch` (the request already
+    /// fetched once), whatever is usable is used and nothing else is tried.
+    pub fn lookup(
+        &mut self,
+        host: &mut dyn Host,
+        source: &Source,
+        policy: &CachePolicy,
+        holder: u64,
+        lease_ms: u64,
+        no_fetch: bool,
+    ) -> Keys {
+        if let Origin::Inline(set) = &source.origin {
+            return Keys::Ready(set.clone());
+        }
+        let now = host.now_secs();
+        let now_ms = host.now_ms();
+        let recent = self
+            .entries
+            .get(&source.id)
+            .is_some_and(|e| now_ms.saturating_sub(e.checked_at_ms) < SHARED_RECHECK_MS);
+        if !recent {
+            self.sync_from_shared(host, source);
+        }
+        let current = self
+            .entries
+            .get(&source.id)
+            .map(|e| (e.set.clone(), policy.freshness(e.fetched_at, now)));
+        match current {
+            Some((set, Freshness::Fresh | Freshness::RefreshDue)) => Keys::Ready(set),
+            Some((set, Freshness::Stale)) if no_fetch => Keys::Ready(set),
+            Some((set, Freshness::Stale)) => {
+                match shared::try_lease(host, &source.shared.fetch_lease, holder, lease_ms) {
+                    Ok(Lease::Acquired) => Keys::Fetch {
+                        fallback: Some(set),
+                        cold: false,
+                        lease: true,
+                    },
+                    Ok(Lease::Uncoordinated) => Keys::Fetch {
+                        fallback: Some(set),
+                        cold: false,
+                        lease: false,
+                    },
+                    Ok(Lease::Held) | Err(_) => Keys::Ready(set),
+                }
+            }
+            _ if no_fetch => Keys::Unavailable,
+            _ => self.cold(host, source, lease_ms),
+        }
+    }
+
+    /// No usable keys: fetch unless an earlier failure is recent or too many are in flight.
+    fn cold(&mut self, host: &mut dyn Host, source: &Source, lease_ms: u64) -> Keys {
+        if failed_recently(host, source) {
+            return Keys::Unavailable;
+        }
+        let now_ms = host.now_ms();
+        let in_flight = self.cold_started_ms.entry(source.id.clone()).or_default();
+        // A fetch whose request vanished never reports back: forget it after its lease time.
+        in_flight.retain(|started| now_ms.saturating_sub(*started) < lease_ms);
+        if in_flight.len() >= MAX_COLD_FETCHES_PER_WORKER {
+            return Keys::Unavailable;
+        }
+        Keys::Fetch {
+            fallback: None,
+            cold: true,
+            lease: false,
+        }
+    }
+
+    /// Starts fetching keys for `source`. Known `jwks_uri`s (from an earlier discovery) skip
+    /// discovery. Returns `None` (logged, counted) when the host refuses the callout.
+    pub fn begin(
+        &mut self,
+        host: &mut dyn Host,
+        source: &Source,
+        keys: &Keys,
+        timeout_ms: u32,
+    ) -> Option<Fetch> {
+        let (cold, lease) = match keys {
+            Keys::Fetch { cold, lease, .. } => (*cold, *lease),
+            _ => (false, false),
+        };
+        let known_uri = match (&source.origin, keys) {
+            (Origin::Discovery { .. }, Keys::Fetch { fallback: Some(_), .. }) => self
+                .entries
+                .get(&source.id)
+                .map(|e| e.jwks_uri.clone())
+                .filter(|u| !u.is_empty()),
+            _ => None,
+        };
+        let stage = match (&source.origin, known_uri) {
+            (Origin::Discovery { .. }, Some(jwks_uri)) | (Origin::JwksUrl { .. }, Some(jwks_uri)) => {
+                Stage::Jwks { jwks_uri }
+            }
+            (Origin::JwksUrl { url, .. }, None) => Stage::Jwks {
+                jwks_uri: url.to_string(),
+            },
+            (Origin::Discovery { .. }, None) => Stage::Discovery,
+            (Origin::Inline(_), _) => return None,
+        };
+        host.count(Metric::JwksFetches);
+        let started_ms = host.now_ms();
+        let token = match self.dispatch(host, source, &stage, timeout_ms) {
+            Ok(token) => token,
+            Err(reason) => {
+                self.fail(host, source, cold, &reason);
+                return None;
+            }
+        };
+        if cold {
+            self.cold_started_ms
+                .entry(source.id.clone())
+                .or_default()
+                .push(started_ms);
+        }
+        Some(Fetch {
+            token,
+            stage,
+            cold,
+            lease,
+            started_ms,
+        })
+    }
+
+    /// Feeds a callout answer to `fetch`. On `Next`, `fetch` now waits for a new token.
+    pub fn advance(
+        &mut self,
+        host: &mut dyn Host,
+        source: &Source,
+        fetch: &mut Fetch,
+        response: &CalloutResponse,
+        timeout_ms: u32,
+        holder: u64,
+    ) -> Progress {
+        let result = match &fetch.stage {
+            Stage::Discovery => self.after_discovery(host, source, fetch, response, timeout_ms),
+            Stage::Jwks { jwks_uri } => {
+                let jwks_uri = jwks_uri.clone();
+                self.after_jwks(host, source, &jwks_uri, response)
+            }
+        };
+        let progress = match result {
+            Ok(progress) => progress,
+            Err(reason) => {
+                self.fail(host, source, fetch.cold, &reason);
+                Progress::Failed
+            }
+        };
+        if !matches!(progress, Progress::Next) {
+            let succeeded = matches!(progress, Progress::Done(_));
+            self.finish(host, source, fetch, holder, succeeded);
+        }
+        progress
+    }
+
+    fn after_discovery(
+        &mut self,
+        host: &mut dyn Host,
+        source: &Source,
+        fetch: &mut Fetch,
+        response: &CalloutResponse,
+        timeout_ms: u32,
+    ) -> Result<Progress, String> {
+        let body = response.ok_body().map_err(|e| format!("discovery: {e}"))?;
+        let jwks_uri = crate::discovery::jwks_uri(body, &source.issuer)
+            .map_err(|e| format!("discovery: {e}"))?;
+        let stage = Stage::Jwks {
+            jwks_uri: jwks_uri.to_string(),
+        };
+        fetch.token = self.dispatch(host, source, &stage, timeout_ms)?;
+        fetch.stage = stage;
+        Ok(Progress::Next)
+    }
+
+    fn after_jwks(
+        &mut self,
+        host: &mut dyn Host,
+        source: &Source,
+        jwks_uri: &str,
+        response: &CalloutResponse,
+    ) -> Result<Progress, String> {
+        let body = response.ok_body().map_err(|e| format!("jwks: {e}"))?;
+        let set = Rc::new(KeySet::parse(body).map_err(|e| format!("jwks: {e}"))?);
+        let now = host.now_secs();
+        let entry = JwksEntry {
+            fetched_at: now,
+            jwks_uri: jwks_uri.to_string(),
+            jwks_json: body.to_vec(),
+        };
+        if let Err(e) = shared::overwrite(host, &source.shared.entry, &entry.encode()) {
+            // Other workers will fetch for themselves; this one still has the keys.
+            host.log(
+                LogLevel::Warn,
+                &format!("cloudrun_oidc: could not share keys of {}: {}", source.issuer, e.0),
+            );
+        }
+        host.log(
+            LogLevel::Info,
+            &format!(
+                "cloudrun_oidc: fetched {} keys for issuer {} from {}",
+                set.len(),
+                source.issuer,
+                jwks_uri
+            ),
+        );
+        self.entries.insert(
+            source.id.clone(),
+            WorkerEntry {
+                set: set.clone(),
+                fetched_at: now,
+                jwks_uri: jwks_uri.to_string(),
+                checked_at_ms: host.now_ms(),
+            },
+        );
+        Ok(Progress::Done(set))
+    }
+
+    fn dispatch(
+        &self,
+        host: &mut dyn Host,
+        source: &Source,
+        stage: &Stage,
+        timeout_ms: u32,
+    ) -> Result<CalloutToken, String> {
+        let url = match (stage, &source.origin) {
+            (Stage::Discovery, Origin::Discovery { url, .. }) => url.clone(),
+            (Stage::Jwks { jwks_uri }, _) => {
+                HttpUrl::parse(jwks_uri).map_err(|e| format!("jwks_uri: {e}"))?
+            }
+            _ => return Err("no URL to fetch".to_string()),
+        };
+        let request = get_request(&url, source.upstream_for(&url), timeout_ms);
+        host.dispatch(&request)
+            .map_err(|e| format!("dispatch_http_call refused: {}", e.0))
+    }
+
+    /// Logs and counts a failed fetch; cold failures start the shared back-off.
+    fn fail(&mut self, host: &mut dyn Host, source: &Source, backoff: bool, reason: &str) {
+        host.count(Metric::JwksFetchFailures);
+        host.log(
+            LogLevel::Warn,
+            &format!(
+                "cloudrun_oidc: fetching keys for issuer {} failed: {reason}",
+                source.issuer
+            ),
+        );
+        if backoff {
+            let mut payload = Vec::with_capacity(8);
+            layout::put_u64(&mut payload, host.now_secs());
+            let _ = shared::overwrite(host, &source.shared.failure_backoff, &payload);
+        }
+    }
+
+    /// Ends a fetch. A lease is released only after success: after a failure it runs out by
+    /// itself, which spaces out retries while the IdP is down.
+    fn finish(
+        &mut self,
+        host: &mut dyn Host,
+        source: &Source,
+        fetch: &Fetch,
+        holder: u64,
+        succeeded: bool,
+    ) {
+        if fetch.cold {
+            if let Some(started) = self.cold_started_ms.get_mut(&source.id) {
+                if let Some(i) = started.iter().position(|s| *s == fetch.started_ms) {
+                    started.swap_remove(i);
+                }
+            }
+        }
+        if fetch.lease && succeeded {
+            let _ = shared::release_lease(host, &source.shared.fetch_lease, holder);
+        }
+    }
+
+    /// Adopts keys another worker stored when they are newer than ours.
+    fn sync_from_shared(&mut self, host: &mut dyn Host, source: &Source) {
+        let now_ms = host.now_ms();
+        let ours = self.entries.get(&source.id).map(|e| e.fetched_at);
+        if let Ok(Slot::Ours(record)) = shared::read(host, &source.shared.entry) {
+            if let Some(entry) = JwksEntry::decode(&record.payload) {
+                if ours.is_none_or(|fetched| entry.fetched_at > fetched) {
+                    if let Ok(set) = KeySet::parse(&entry.jwks_json) {
+                        self.entries.insert(
+                            source.id.clone(),
+                            WorkerEntry {
+                                set: Rc::new(set),
+                                fetched_at: entry.fetched_at,
+                                jwks_uri: entry.jwks_uri,
+                                checked_at_ms: now_ms,
+                            },
+                        );
+                        return;
+                    }
+                }
+            }
+        }
+        if let Some(e) = self.entries.get_mut(&source.id) {
+            e.checked_at_ms = now_ms;
+        }
+    }
+
+    /// For the tick: refresh due (or keys missing) for `source`? Looks at shared data first.
+    pub fn needs_refresh(&mut self, host: &mut dyn Host, source: &Source, policy: &CachePolicy) -> bool {
+        if matches!(source.origin, Origin::Inline(_)) {
+            return false;
+        }
+        self.sync_from_shared(host, source);
+        let now = host.now_secs();
+        match self.entries.get(&source.id) {
+            Some(e) => policy.freshness(e.fetched_at, now) != Freshness::Fresh,
+            None => true,
+        }
+    }
+
+    /// For the tick: the stale set to keep if a background refresh fails.
+    pub fn background_fetch(&self, source: &Source) -> Keys {
+        Keys::Fetch {
+            fallback: self.entries.get(&source.id).map(|e| e.set.clone()),
+            cold: false,
+            lease: true,
+        }
+    }
+}
+
+/// Whether a cold fetch for `source` failed less than [`FAILURE_BACKOFF_SECS`] ago.
+fn failed_recently(host: &dyn Host, source: &Source) -> bool {
+    match shared::read(host, &source.shared.failure_backoff) {
+        Ok(Slot::Ours(record)) => {
+            let mut payload = record.payload.as_slice();
+            layout::take_u64(&mut payload)
+                .is_some_and(|at| host.now_secs().saturating_sub(at) < FAILURE_BACKOFF_SECS)
+        }
+        _ => false,
+    }
+}
+
+/// A plain `GET url` callout.
+pub fn get_request(url: &HttpUrl, upstream: String, timeout_ms: u32) -> CalloutRequest {
+    CalloutRequest {
+        upstream,
+        headers: vec![
+            (":method".into(), "GET".into()),
+            (":path".into(), url.path_and_query.clone()),
+            (":authority".into(), url.authority()),
+            (":scheme".into(), url.scheme.as_str().into()),
+            ("accept".into(), "application/json".into()),
+        ],
+        body: None,
+        timeout_ms,
+    }
+}
