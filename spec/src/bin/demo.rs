@@ -350,11 +350,11 @@ fn run(world: &World, demo: &mut Demo) -> Result<()> {
     );
     let no_scope = world.mint(Caller::Reports, &json!({"scope": "openid profile"}))?;
     let resp = world.call("/reports", Some(&no_scope), &[])?;
-    demo.line("scope \"openid profile\"", "");
+    demo.line("caller scope", "openid profile");
     demo.status(&resp, 403);
     demo.challenge(&resp, "insufficient_scope");
     let resp = world.call_as(Caller::Reports)?;
-    demo.line("scope \"openid reports.read\"", "");
+    demo.line("caller scope", "openid reports.read");
     demo.status(&resp, 200);
     if resp.status == 200 {
         let echo = Echo::from_response(&resp)?;
@@ -398,8 +398,8 @@ fn run(world: &World, demo: &mut Demo) -> Result<()> {
     let wrong_aud = world.mint(Caller::Partner, &json!({"aud": "partners-api"}))?;
     let resp = world.call("/partners", Some(&wrong_aud), &[])?;
     demo.line(
-        "partner token, aud partners-api",
-        "(the audience of the other issuer)",
+        "partner token",
+        "aud partners-api: the other issuer's audience",
     );
     demo.status(&resp, 401);
     demo.challenge(&resp, "invalid_token");
@@ -424,10 +424,15 @@ fn run(world: &World, demo: &mut Demo) -> Result<()> {
     );
     match world.metrics() {
         Ok(metrics) => {
-            for (name, value) in metrics {
-                if value.as_f64().unwrap_or(0.0) != 0.0 {
-                    demo.line(&name, &show(&value));
-                }
+            let nonzero: Vec<(String, Value)> = metrics
+                .into_iter()
+                .filter(|(_, v)| v.as_f64().unwrap_or(0.0) != 0.0)
+                .collect();
+            if nonzero.is_empty() {
+                demo.line("(none)", "");
+            }
+            for (name, value) in nonzero {
+                println!("   {name:<48} {}", show(&value));
             }
         }
         Err(e) => demo.line("metrics unavailable", &format!("{e:#}")),
