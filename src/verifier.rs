@@ -467,4 +467,40 @@ mod tests {
             Some(AuthError::Expired)
         );
     }
+
+    #[test]
+    fn survives_mutated_tokens_without_accepting_them() {
+        let key = TestKey::for_alg(Algorithm::Es256);
+        let ks = keyset(&key, "k");
+        let good = sign(&key, &json!({"alg":"ES256","kid":"k"}), &claims());
+        assert!(check(&good, &ks).is_ok());
+        let alphabet = b"ABCxyz019-_.=+/ {}\"\x00\xff";
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..3000 {
+            let mut bytes = good.clone().into_bytes();
+            for _ in 0..(next() % 4 + 1) {
+                let at = (next() as usize) % bytes.len();
+                match next() % 3 {
+                    0 => bytes[at] = alphabet[(next() as usize) % alphabet.len()],
+                    1 => {
+                        bytes.remove(at);
+                    }
+                    _ => bytes.insert(at, alphabet[(next() as usize) % alphabet.len()]),
+                }
+            }
+            let Ok(text) = String::from_utf8(bytes) else {
+                continue;
+            };
+            if text != good {
+                // Any outcome but acceptance (or a panic) is fine.
+                assert!(check(&text, &ks).is_err(), "{text}");
+            }
+        }
+    }
 }
