@@ -57,7 +57,7 @@ impl ClaimPath {
         if path.len() > MAX_PATH_BYTES {
             return Err(format!("claim path is longer than {MAX_PATH_BYTES} bytes"));
         }
-        if path.chars().any(char::is_control) {
+        if path.bytes().any(|b| b < 0x20 || b == 0x7f) {
             return Err("claim path contains control characters".into());
         }
         let mut segments = Vec::new();

@@ -555,13 +555,13 @@ fn locate_error(bytes: &[u8], original: &serde_json::Error) -> ConfigError {
         ("issuers", Value::Array(items)) => items.iter().enumerate().find_map(|(i, item)| {
             let at = format!("{path}[{i}]");
             match item {
-                Value::Object(m) => probe_opt::<RawIssuer>(m, &at, &|_, _, _| None),
+                Value::Object(m) => probe::<RawIssuer>(m, &at, &|_, _, _| None),
                 _ => Some(ConfigError::new(at, "must be an object")),
             }
         }),
-        ("token", Value::Object(m)) => probe_opt::<RawToken>(m, path, &|_, _, _| None),
-        ("jwks_cache", Value::Object(m)) => probe_opt::<RawJwksCache>(m, path, &|_, _, _| None),
-        ("google_id_token", Value::Object(m)) => probe_opt::<RawGoogle>(m, path, &|_, _, _| None),
+        ("token", Value::Object(m)) => probe::<RawToken>(m, path, &|_, _, _| None),
+        ("jwks_cache", Value::Object(m)) => probe::<RawJwksCache>(m, path, &|_, _, _| None),
+        ("google_id_token", Value::Object(m)) => probe::<RawGoogle>(m, path, &|_, _, _| None),
         _ => None,
     })
     .unwrap_or_else(|| ConfigError::new("(root)", sanitize(&original.to_string())))
@@ -569,17 +569,9 @@ fn locate_error(bytes: &[u8], original: &serde_json::Error) -> ConfigError {
 
 type Nested<'a> = &'a dyn Fn(&str, &Value, &str) -> Option<ConfigError>;
 
-fn probe<T: DeserializeOwned>(
-    map: &Map<String, Value>,
-    prefix: &str,
-    nested: Nested<'_>,
-) -> Option<ConfigError> {
-    probe_opt::<T>(map, prefix, nested)
-}
-
 /// Deserialises `T` from each field of `map` alone; the first field that fails is the culprit
 /// (every raw field is optional, so a one-field object is otherwise valid).
-fn probe_opt<T: DeserializeOwned>(
+fn probe<T: DeserializeOwned>(
     map: &Map<String, Value>,
     prefix: &str,
     nested: Nested<'_>,
@@ -615,7 +607,15 @@ fn sanitize(message: &str) -> String {
     }
     // serde_json appends " at line L column C", which means nothing for a probed value.
     let message = message.split(" at line ").next().unwrap_or(message);
-    message.chars().take(200).collect()
+    // Say what the contract calls things, not what the Rust types are.
+    let message = match message.find("expected struct ") {
+        Some(at) => format!(
+            "{}expected an object",
+            message.get(..at).unwrap_or_default()
+        ),
+        None => message.replace("expected u64", "expected a non-negative integer"),
+    };
+    message.chars().take(400).collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -709,7 +709,7 @@ fn short_string(value: &str, field: &str) -> Result<(), ConfigError> {
             format!("is longer than {MAX_SHORT_STRING} bytes"),
         ));
     }
-    if value.chars().any(char::is_control) {
+    if value.bytes().any(|b| b < 0x20 || b == 0x7f) {
         return Err(ConfigError::new(field, "contains control characters"));
     }
     Ok(())
@@ -1812,6 +1812,16 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "invalid configuration: (root): must be a JSON object"
+        );
+        let e = err(with(minimal(), "jwks_cache", json!("600")));
+        assert_eq!(
+            e.to_string(),
+            "invalid configuration: jwks_cache: invalid type: string \"600\", expected an object"
+        );
+        let e = err(with(minimal(), "callout_timeout_ms", json!(-1)));
+        assert_eq!(
+            e.message,
+            "invalid value: integer `-1`, expected a non-negative integer"
         );
     }
 
