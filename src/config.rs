@@ -1931,6 +1931,49 @@ mod tests {
     }
 
     #[test]
+    fn never_panics_on_truncated_or_mangled_input() {
+        let text = r#"{"issuers": [{"issuer": "https://a/", "audiences": ["x"], "algorithms": ["RS256"],
+            "jwks": {"keys": [{"kty": "RSA"}]}}], "token": {"header": "x-t", "scheme": null,
+            "query_param": "t", "cookie": "c"}, "required_scopes": {}, "required_claims": {"a.b": [1, "x", true]},
+            "claims_to_headers": {"sub": "x-sub"}, "original_token_header": null,
+            "google_id_token": {"audience": "a", "source": "service_account", "service_account_key": "{}"},
+            "jwks_cache": {"ttl_seconds": 5}, "callout_timeout_ms": 100, "shm_namespace": "n"}"#;
+        for end in 0..text.len() {
+            if let Some(prefix) = text.get(..end) {
+                let _ = FilterConfig::from_json(prefix.as_bytes());
+            }
+        }
+        let replacements = [
+            "null",
+            "{}",
+            "[]",
+            "-1",
+            "1e400",
+            "\"\"",
+            "[null]",
+            "{\"a\":{}}",
+            "true",
+        ];
+        let bytes = text.as_bytes();
+        for (i, &b) in bytes.iter().enumerate() {
+            if b != b':' {
+                continue;
+            }
+            // Replace the value after each colon (up to the next , or }) with odd JSON.
+            let rest = &text[i + 1..];
+            let end = rest.find([',', '}']).unwrap_or(rest.len());
+            for r in replacements {
+                let mangled = format!("{}{r}{}", &text[..=i], &rest[end..]);
+                let _ = FilterConfig::from_json(mangled.as_bytes());
+            }
+        }
+        let _ = FilterConfig::from_json(&[0xff, 0xfe, b'{']);
+        let deep = "[".repeat(10_000);
+        let e = FilterConfig::from_json(deep.as_bytes()).unwrap_err();
+        assert_eq!(e.field, "(root)");
+    }
+
+    #[test]
     fn at_most_sixteen_issuers() {
         let many: Vec<Value> = (0..17)
             .map(|i| json!({"issuer": format!("https://idp{i}"), "audiences": ["a"]}))
