@@ -40,8 +40,8 @@ fn with_worker<R>(f: impl FnOnce(&mut Worker) -> R) -> Option<R> {
     WORKER.with(|cell| {
         let mut slot = cell.try_borrow_mut().ok()?;
         let worker = slot.get_or_insert_with(|| {
-            let holder = ProxyHost.now_ms() ^ u64::from(std::process::id());
-            Worker::new(holder)
+            // Lease holders only need to differ between workers; start times in ns do.
+            Worker::new(ffi::now_nanos().unwrap_or(0))
         });
         Some(f(worker))
     })
@@ -152,12 +152,16 @@ impl Http {
                 .map(|(_, value)| value.as_slice())
                 .collect()
         };
+        // Pseudo-headers are read by name: hosts differ on listing them among the pairs.
+        let path = match route.config.token.query_param {
+            Some(_) => ffi::get_header(ffi::MAP_REQUEST_HEADERS, ":path")
+                .ok()
+                .flatten(),
+            None => None,
+        };
         let credentials = RequestCredentials {
             header_values: pick(token_header),
-            path: pairs
-                .iter()
-                .find(|(name, _)| name.as_slice() == b":path")
-                .map(|(_, value)| value.as_slice()),
+            path: path.as_deref(),
             cookie_headers: pick("cookie"),
         };
         let step = with_worker(|worker| {

@@ -1,0 +1,219 @@
+//! The behaviour table of docs/DESIGN.md, end to end: mock IdP → gateway running the release
+//! `cloudrun_oidc.wasm` → Cloud Run stand-in. Each test asserts the status, the challenge, and
+//! what the upstream saw (nothing, for a refused request).
+
+use anyhow::Result;
+use cloudrun_spec::testkit::http::Response;
+use cloudrun_spec::testkit::mocks::MintRequest;
+use cloudrun_spec::testkit::stack::{Stack, StackOptions};
+use serde_json::{json, Value};
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn stack_with(config: impl FnOnce(&mut Value) + 'static) -> Result<Stack> {
+    Stack::start(StackOptions {
+        config: Box::new(move |c, _| config(c)),
+        ..StackOptions::default()
+    })
+}
+
+fn assert_invalid_token(resp: &Response, why: &str) {
+    assert_eq!(resp.status, 401, "{why}: {}", resp.text());
+    let challenge = resp.header("www-authenticate").unwrap_or_default();
+    assert!(
+        challenge.starts_with("Bearer realm=\"cloudrun_oidc\", error=\"invalid_token\""),
+        "{why}: challenge {challenge:?}"
+    );
+}
+
+fn upstream_header(stack: &Stack, name: &str) -> Result<Option<String>> {
+    let last = stack.upstream_last()?.unwrap_or_default();
+    Ok(last["headers"][name][0].as_str().map(str::to_string))
+}
+
+#[test]
+fn forwards_valid_token_with_identity_headers() -> Result<()> {
+    let stack = stack_with(|_| {})?;
+    let token = stack.mint(MintRequest::new("RS256").claim("email", "ada@example.com"))?;
+    let resp = stack.call(Some(&token))?;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(upstream_header(&stack, "x-user-id")?.as_deref(), Some("mock-user"));
+    assert_eq!(
+        upstream_header(&stack, "x-user-email")?.as_deref(),
+        Some("ada@example.com")
+    );
+    // Without google_id_token the caller's Authorization passes unchanged.
+    assert_eq!(
+        upstream_header(&stack, "authorization")?,
+        Some(format!("Bearer {token}"))
+    );
+    Ok(())
+}
+
+#[test]
+fn accepts_every_supported_algorithm() -> Result<()> {
+    let stack = stack_with(|_| {})?;
+    for alg in ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"] {
+        let token = stack.mint(MintRequest::new(alg))?;
+        let resp = stack.call(Some(&token))?;
+        assert_eq!(resp.status, 200, "{alg}: {}", resp.text());
+    }
+    assert_eq!(stack.upstream_requests()?, 9);
+    Ok(())
+}
+
+#[test]
+fn refuses_missing_token_with_bare_challenge() -> Result<()> {
+    let stack = stack_with(|_| {})?;
+    let resp = stack.call(None)?;
+    assert_eq!(resp.status, 401);
+    assert_eq!(
+        resp.header("www-authenticate"),
+        Some("Bearer realm=\"cloudrun_oidc\"")
+    );
+    let resp = stack.call_with(None, &[("authorization", "Basic dXNlcjpwdw==")])?;
+    assert_eq!(resp.status, 401);
+    assert_eq!(stack.upstream_requests()?, 0);
+    assert_eq!(stack.metric("denied_missing_token")?, 2);
+    Ok(())
+}
+
+#[test]
+fn refuses_every_invalid_token_with_invalid_token_challenge() -> Result<()> {
+    let stack = stack_with(|_| {})?;
+    let t = now();
+    let cases: Vec<(&str, String)> = vec![
+        ("expired", stack.mint(MintRequest::new("RS256").claim("exp", t - 3600))?),
+        ("no exp", stack.mint(MintRequest::new("RS256").without_claim("exp"))?),
+        ("not yet valid", stack.mint(MintRequest::new("ES256").claim("nbf", t + 3600))?),
+        ("wrong audience", stack.mint(MintRequest::new("RS256").claim("aud", "other-api"))?),
+        ("unknown issuer", stack.mint(MintRequest::new("RS256").claim("iss", "https://evil.example"))?),
+        ("forged signature", stack.mint(MintRequest::new("RS256").attacker())?),
+        ("forged ES256", stack.mint(MintRequest::new("ES256").attacker())?),
+        ("forged EdDSA", stack.mint(MintRequest::new("EdDSA").attacker())?),
+        ("alg none", stack.mint(MintRequest::new("none"))?),
+        ("HS256 key confusion", stack.mint(MintRequest::new("HS256").kid("rsa-1"))?),
+        ("crit header", stack.mint(MintRequest::new("RS256").header("crit", json!(["exp"])))?),
+        ("alg swapped in header", stack.mint(MintRequest::new("RS256").header("alg", "PS256"))?),
+        ("garbage", "not.a.jwt".to_string()),
+        ("two segments", "eyJhbGciOiJSUzI1NiJ9.e30".to_string()),
+        ("oversized", format!("{}.{}.{}", "a".repeat(6000), "b".repeat(3000), "c")),
+    ];
+    for (why, token) in &cases {
+        let resp = stack.call(Some(token))?;
+        assert_invalid_token(&resp, why);
+    }
+    assert_eq!(stack.upstream_requests()?, 0, "a refused request reached Cloud Run");
+    Ok(())
+}
+
+#[test]
+fn refuses_unmet_scopes_and_claims_with_insufficient_scope() -> Result<()> {
+    let stack = stack_with(|c| {
+        c["required_scopes"] = json!(["orders.read"]);
+        c["required_claims"] = json!({"realm_access.roles": ["orders-admin"]});
+    })?;
+    let roles = json!({"roles": ["orders-admin", "user"]});
+    let ok = stack.mint(
+        MintRequest::new("RS256")
+            .claim("scope", "openid orders.read")
+            .claim("realm_access", roles.clone()),
+    )?;
+    assert_eq!(stack.call(Some(&ok))?.status, 200);
+    let no_scope = stack.mint(MintRequest::new("RS256").claim("scope", "openid").claim("realm_access", roles))?;
+    let no_role = stack.mint(
+        MintRequest::new("RS256")
+            .claim("scope", "orders.read")
+            .claim("realm_access", json!({"roles": ["user"]})),
+    )?;
+    for (why, token) in [("scope", no_scope), ("role", no_role)] {
+        let resp = stack.call(Some(&token))?;
+        assert_eq!(resp.status, 403, "{why}");
+        let challenge = resp.header("www-authenticate").unwrap_or_default();
+        assert!(
+            challenge.contains("error=\"insufficient_scope\""),
+            "{why}: {challenge}"
+        );
+    }
+    assert_eq!(stack.upstream_requests()?, 1);
+    Ok(())
+}
+
+#[test]
+fn strips_client_copies_of_owned_headers() -> Result<()> {
+    let stack = stack_with(|c| {
+        c["claims_header"] = json!("x-jwt-claims");
+    })?;
+    let token = stack.valid_token()?;
+    let spoofed = [
+        ("x-user-id", "admin"),
+        ("x-user-email", "root@example.com"),
+        ("x-jwt-claims", "e30"),
+    ];
+    let resp = stack.call_with(Some(&token), &spoofed)?;
+    assert_eq!(resp.status, 200);
+    assert_eq!(upstream_header(&stack, "x-user-id")?.as_deref(), Some("mock-user"));
+    // The token has no email claim: the header is absent, not the client's copy.
+    assert_eq!(upstream_header(&stack, "x-user-email")?, None);
+    let claims = upstream_header(&stack, "x-jwt-claims")?.unwrap_or_default();
+    assert_ne!(claims, "e30");
+    assert!(claims.len() > 20, "claims header {claims:?}");
+    Ok(())
+}
+
+#[test]
+fn invalid_configuration_refuses_every_request_with_500() -> Result<()> {
+    // Schema-valid but unusable: inline keys of a type the filter cannot use.
+    let stack = stack_with(|c| {
+        c["issuers"][0]["jwks"] = json!({"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "h"}]});
+    })?;
+    let token = stack.valid_token()?;
+    let resp = stack.call(Some(&token))?;
+    assert_eq!(resp.status, 500);
+    assert_eq!(stack.call(None)?.status, 500);
+    assert_eq!(stack.upstream_requests()?, 0);
+    assert!(stack
+        .gateway
+        .stderr_lines()
+        .iter()
+        .any(|l| l.contains("issuers[0].jwks")));
+    Ok(())
+}
+
+#[test]
+fn repeated_token_is_served_from_the_verified_token_cache() -> Result<()> {
+    let stack = Stack::start(StackOptions {
+        workers: 1,
+        ..StackOptions::default()
+    })?;
+    let token = stack.valid_token()?;
+    for _ in 0..5 {
+        assert_eq!(stack.call(Some(&token))?.status, 200);
+    }
+    assert_eq!(stack.metric("token_cache_hits")?, 4);
+    assert_eq!(stack.metric("allowed")?, 5);
+    Ok(())
+}
+
+#[test]
+fn token_in_query_or_cookie_when_configured() -> Result<()> {
+    let stack = stack_with(|c| {
+        c["token"] = json!({"header": "authorization", "scheme": "Bearer", "query_param": "access_token", "cookie": "session"});
+    })?;
+    let token = stack.valid_token()?;
+    let url = stack.gateway.url(&format!("/orders?access_token={token}"));
+    let resp = cloudrun_spec::testkit::http::get(&url, &[])?;
+    assert_eq!(resp.status, 200, "query");
+    let cookie = format!("theme=dark; session={token}");
+    let resp = stack.call_with(None, &[("cookie", &cookie)])?;
+    assert_eq!(resp.status, 200, "cookie");
+    let other = stack.mint(MintRequest::new("ES256"))?;
+    let resp = stack.call_with(Some(&token), &[("cookie", &format!("session={other}"))])?;
+    assert_invalid_token(&resp, "two different tokens");
+    Ok(())
+}
