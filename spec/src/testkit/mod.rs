@@ -4,6 +4,7 @@ pub mod gateway;
 pub mod http;
 pub mod mocks;
 pub mod process;
+pub mod stack;
 pub mod world;
 
 pub use process::{bin_path, repo_root, SpecProcess};
