@@ -15,6 +15,17 @@ use tokio::io::{AsyncRead, AsyncWrite};
 /// Kong's default upstream connect/send/read timeout.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Headers Kong sets on every proxied request, overriding the client's copies.
+const KONG_FORWARDED: [&str; 7] = [
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-path",
+    "x-forwarded-prefix",
+    "x-real-ip",
+    "x-forwarded-for",
+];
+
 /// Hop-by-hop headers never forwarded.
 pub fn is_hop_by_hop(name: &str) -> bool {
     matches!(
@@ -77,7 +88,9 @@ pub async fn forward(
             xff = Some(String::from_utf8_lossy(v).into_owned());
             continue;
         }
-        if lk.starts_with("x-forwarded-") || lk == "x-real-ip" {
+        // Kong replaces the X-Forwarded-* headers it sets itself; others (such as
+        // X-Forwarded-Authorization) pass like any header.
+        if KONG_FORWARDED.contains(&lk.as_str()) {
             continue;
         }
         req = req.header(k.as_str(), v.as_slice());
