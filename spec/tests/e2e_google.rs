@@ -1,0 +1,148 @@
+//! The Google ID token for Cloud Run, end to end: minted from the metadata server or with a
+//! service-account key (mock Google), checked by the Cloud Run stand-in (signature, issuer,
+//! audience = its URL), shared across workers, refreshed ahead of expiry, and 503 when none can
+//! be had.
+
+use anyhow::Result;
+use cloudrun_spec::testkit::stack::{eventually, GoogleMode, Stack, StackOptions};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+fn google_stack(mode: GoogleMode, ttl: Option<i64>, config: impl FnOnce(&mut Value) + 'static) -> Result<Stack> {
+    Stack::start(StackOptions {
+        google: mode,
+        google_token_ttl: ttl,
+        config: Box::new(move |c, _| config(c)),
+        ..StackOptions::default()
+    })
+}
+
+fn upstream_headers(stack: &Stack) -> Result<Value> {
+    Ok(stack.upstream_last()?.unwrap_or_default()["headers"].clone())
+}
+
+fn google_calls(stack: &Stack) -> Result<u64> {
+    let google = stack.google.as_ref().ok_or_else(|| anyhow::anyhow!("no mock google"))?;
+    Ok(google.counter("identity")? + google.counter("token")?)
+}
+
+fn check_forwarded(stack: &Stack, caller: &str) -> Result<()> {
+    let headers = upstream_headers(stack)?;
+    let auth = headers["authorization"][0].as_str().unwrap_or_default();
+    assert!(auth.starts_with("Bearer "), "authorization {auth:?}");
+    assert_ne!(auth, format!("Bearer {caller}"), "caller's token reached Cloud Run as Authorization");
+    assert_eq!(
+        headers["x-forwarded-authorization"][0].as_str(),
+        Some(format!("Bearer {caller}").as_str())
+    );
+    Ok(())
+}
+
+#[test]
+fn metadata_token_is_accepted_by_cloud_run() -> Result<()> {
+    let stack = google_stack(GoogleMode::Metadata, None, |_| {})?;
+    let caller = stack.valid_token()?;
+    let resp = stack.call(Some(&caller))?;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    check_forwarded(&stack, &caller)?;
+    Ok(())
+}
+
+#[test]
+fn service_account_token_is_accepted_by_cloud_run() -> Result<()> {
+    let stack = google_stack(GoogleMode::ServiceAccount, None, |_| {})?;
+    let caller = stack.valid_token()?;
+    let resp = stack.call(Some(&caller))?;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    check_forwarded(&stack, &caller)?;
+    let google = stack.google.as_ref().map(|g| g.counter("token")).transpose()?;
+    assert_eq!(google, Some(1), "one JWT-bearer exchange");
+    Ok(())
+}
+
+#[test]
+fn original_token_header_null_drops_the_callers_token() -> Result<()> {
+    let stack = google_stack(GoogleMode::Metadata, None, |c| {
+        c["original_token_header"] = Value::Null;
+    })?;
+    let caller = stack.valid_token()?;
+    let resp = stack.call_with(Some(&caller), &[("x-forwarded-authorization", "Bearer spoofed")])?;
+    assert_eq!(resp.status, 200);
+    let headers = upstream_headers(&stack)?;
+    assert!(headers.get("x-forwarded-authorization").is_none(), "{headers}");
+    Ok(())
+}
+
+#[test]
+fn two_hundred_requests_over_two_workers_mint_at_most_twice() -> Result<()> {
+    let stack = google_stack(GoogleMode::Metadata, None, |_| {})?;
+    let caller = stack.valid_token()?;
+    assert_eq!(stack.call(Some(&caller))?.status, 200);
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| -> Vec<u16> {
+                    (0..50)
+                        .map(|_| stack.call(Some(&caller)).map(|r| r.status).unwrap_or(0))
+                        .collect()
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+    });
+    assert_eq!(statuses.len(), 200);
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let mints = google_calls(&stack)?;
+    eprintln!("google mints for 201 requests over 2 workers: {mints}");
+    assert!((1..=2).contains(&mints), "{mints} mints");
+    assert_eq!(stack.metric("google_token_mints")?, mints);
+    Ok(())
+}
+
+#[test]
+fn refreshes_ahead_of_expiry_in_the_background() -> Result<()> {
+    // Tokens live 40 s; refresh is due 30 s before expiry, i.e. 10 s after a mint.
+    let stack = google_stack(GoogleMode::Metadata, Some(40), |c| {
+        c["google_id_token"]["refresh_before_expiry_seconds"] = json!(30);
+    })?;
+    let caller = stack.valid_token()?;
+    assert_eq!(stack.call(Some(&caller))?.status, 200);
+    let first = upstream_headers(&stack)?["authorization"][0].clone();
+    let refreshed = eventually(Duration::from_secs(25), || Ok(google_calls(&stack)? >= 2))?;
+    assert!(refreshed, "no background refresh");
+    let mut seen_new = false;
+    for _ in 0..4 {
+        assert_eq!(stack.call(Some(&caller))?.status, 200);
+        seen_new |= upstream_headers(&stack)?["authorization"][0] != first;
+    }
+    assert!(seen_new, "requests still carry the first token after the refresh");
+    Ok(())
+}
+
+#[test]
+fn metadata_down_cold_gives_503() -> Result<()> {
+    let stack = google_stack(GoogleMode::Metadata, None, |c| c["callout_timeout_ms"] = json!(1000))?;
+    let google = stack.google.as_ref().ok_or_else(|| anyhow::anyhow!("no mock google"))?;
+    for fault in ["refuse", "status500", "garbage", "hang"] {
+        google.fault(fault)?;
+        let resp = stack.call(Some(&stack.valid_token()?))?;
+        assert_eq!(resp.status, 503, "{fault}: {}", resp.text());
+        assert!(resp.header("retry-after").is_some());
+    }
+    assert_eq!(stack.upstream_requests()?, 0);
+    google.clear_fault()?;
+    assert!(eventually(Duration::from_secs(20), || Ok(stack.call(Some(&stack.valid_token()?))?.status == 200))?);
+    Ok(())
+}
+
+#[test]
+fn metadata_down_warm_keeps_forwarding_the_cached_token() -> Result<()> {
+    let stack = google_stack(GoogleMode::Metadata, None, |_| {})?;
+    assert_eq!(stack.call(Some(&stack.valid_token()?))?.status, 200);
+    stack.google.as_ref().map(|g| g.fault("refuse")).transpose()?;
+    for _ in 0..6 {
+        let resp = stack.call(Some(&stack.valid_token()?))?;
+        assert_eq!(resp.status, 200, "{}", resp.text());
+    }
+    Ok(())
+}
