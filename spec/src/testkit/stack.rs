@@ -39,13 +39,16 @@ pub enum GoogleMode {
     ServiceAccount,
 }
 
+/// Shapes the filter config once the mocks' addresses are known.
+pub type ConfigEdit = Box<dyn FnOnce(&mut Value, &StackInfo)>;
+
 /// How to build a [`Stack`].
 pub struct StackOptions {
     pub workers: usize,
     pub google: GoogleMode,
     pub google_token_ttl: Option<i64>,
     /// Applied to the default filter config (issuer = the mock IdP, audience [`AUDIENCE`]).
-    pub config: Box<dyn FnOnce(&mut Value, &StackInfo)>,
+    pub config: ConfigEdit,
     /// Extra mock-idp arguments.
     pub idp_args: Vec<String>,
 }
