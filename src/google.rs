@@ -160,7 +160,11 @@ impl GoogleTokens {
     ) -> Option<Rc<GoogleToken>> {
         if mint.cold {
             if let Some(slot) = self.tokens.get_mut(&keys.entry) {
-                if let Some(i) = slot.cold_started_ms.iter().position(|s| *s == mint.started_ms) {
+                if let Some(i) = slot
+                    .cold_started_ms
+                    .iter()
+                    .position(|s| *s == mint.started_ms)
+                {
                     slot.cold_started_ms.swap_remove(i);
                 }
             }
@@ -187,7 +191,10 @@ impl GoogleTokens {
         if let Err(e) = shared::overwrite(host, &keys.entry, &token.encode()) {
             host.log(
                 LogLevel::Warn,
-                &format!("cloudrun_oidc: could not share the Google ID token: {}", e.0),
+                &format!(
+                    "cloudrun_oidc: could not share the Google ID token: {}",
+                    e.0
+                ),
             );
         }
         if mint.lease {
@@ -241,7 +248,12 @@ fn mint_request(
             let assertion = key
                 .assertion(&token_url.to_string(), &config.audience, now)
                 .map_err(|e| e.to_string())?;
-            id_token::token_request(token_url, &token_url.dispatch_target(), &assertion, timeout_ms)
+            id_token::token_request(
+                token_url,
+                &token_url.dispatch_target(),
+                &assertion,
+                timeout_ms,
+            )
         }
     })
 }

@@ -34,9 +34,15 @@ pub enum Origin {
     /// `jwks` in the config: nothing is fetched.
     Inline(Rc<KeySet>),
     /// `jwks_url`.
-    JwksUrl { url: HttpUrl, upstream: Option<String> },
+    JwksUrl {
+        url: HttpUrl,
+        upstream: Option<String>,
+    },
     /// `discovery_url` (default `<issuer>/.well-known/openid-configuration`).
-    Discovery { url: HttpUrl, upstream: Option<String> },
+    Discovery {
+        url: HttpUrl,
+        upstream: Option<String>,
+    },
 }
 
 impl Source {
@@ -228,7 +234,12 @@ impl KeyCache {
             _ => (false, false),
         };
         let known_uri = match (&source.origin, keys) {
-            (Origin::Discovery { .. }, Keys::Fetch { fallback: Some(_), .. }) => self
+            (
+                Origin::Discovery { .. },
+                Keys::Fetch {
+                    fallback: Some(_), ..
+                },
+            ) => self
                 .entries
                 .get(&source.id)
                 .map(|e| e.jwks_uri.clone())
@@ -236,9 +247,8 @@ impl KeyCache {
             _ => None,
         };
         let stage = match (&source.origin, known_uri) {
-            (Origin::Discovery { .. }, Some(jwks_uri)) | (Origin::JwksUrl { .. }, Some(jwks_uri)) => {
-                Stage::Jwks { jwks_uri }
-            }
+            (Origin::Discovery { .. }, Some(jwks_uri))
+            | (Origin::JwksUrl { .. }, Some(jwks_uri)) => Stage::Jwks { jwks_uri },
             (Origin::JwksUrl { url, .. }, None) => Stage::Jwks {
                 jwks_uri: url.to_string(),
             },
@@ -338,7 +348,10 @@ impl KeyCache {
             // Other workers will fetch for themselves; this one still has the keys.
             host.log(
                 LogLevel::Warn,
-                &format!("cloudrun_oidc: could not share keys of {}: {}", source.issuer, e.0),
+                &format!(
+                    "cloudrun_oidc: could not share keys of {}: {}",
+                    source.issuer, e.0
+                ),
             );
         }
         host.log(
@@ -448,7 +461,12 @@ impl KeyCache {
     }
 
     /// For the tick: refresh due (or keys missing) for `source`? Looks at shared data first.
-    pub fn needs_refresh(&mut self, host: &mut dyn Host, source: &Source, policy: &CachePolicy) -> bool {
+    pub fn needs_refresh(
+        &mut self,
+        host: &mut dyn Host,
+        source: &Source,
+        policy: &CachePolicy,
+    ) -> bool {
         if matches!(source.origin, Origin::Inline(_)) {
             return false;
         }

@@ -42,7 +42,10 @@ fn forwards_valid_token_with_identity_headers() -> Result<()> {
     let token = stack.mint(MintRequest::new("RS256").claim("email", "ada@example.com"))?;
     let resp = stack.call(Some(&token))?;
     assert_eq!(resp.status, 200, "{}", resp.text());
-    assert_eq!(upstream_header(&stack, "x-user-id")?.as_deref(), Some("mock-user"));
+    assert_eq!(
+        upstream_header(&stack, "x-user-id")?.as_deref(),
+        Some("mock-user")
+    );
     assert_eq!(
         upstream_header(&stack, "x-user-email")?.as_deref(),
         Some("ada@example.com")
@@ -58,7 +61,9 @@ fn forwards_valid_token_with_identity_headers() -> Result<()> {
 #[test]
 fn accepts_every_supported_algorithm() -> Result<()> {
     let stack = stack_with(|_| {})?;
-    for alg in ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"] {
+    for alg in [
+        "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+    ] {
         let token = stack.mint(MintRequest::new(alg))?;
         let resp = stack.call(Some(&token))?;
         assert_eq!(resp.status, 200, "{alg}: {}", resp.text());
@@ -88,27 +93,67 @@ fn refuses_every_invalid_token_with_invalid_token_challenge() -> Result<()> {
     let stack = stack_with(|_| {})?;
     let t = now();
     let cases: Vec<(&str, String)> = vec![
-        ("expired", stack.mint(MintRequest::new("RS256").claim("exp", t - 3600))?),
-        ("no exp", stack.mint(MintRequest::new("RS256").without_claim("exp"))?),
-        ("not yet valid", stack.mint(MintRequest::new("ES256").claim("nbf", t + 3600))?),
-        ("wrong audience", stack.mint(MintRequest::new("RS256").claim("aud", "other-api"))?),
-        ("unknown issuer", stack.mint(MintRequest::new("RS256").claim("iss", "https://evil.example"))?),
-        ("forged signature", stack.mint(MintRequest::new("RS256").attacker())?),
-        ("forged ES256", stack.mint(MintRequest::new("ES256").attacker())?),
-        ("forged EdDSA", stack.mint(MintRequest::new("EdDSA").attacker())?),
+        (
+            "expired",
+            stack.mint(MintRequest::new("RS256").claim("exp", t - 3600))?,
+        ),
+        (
+            "no exp",
+            stack.mint(MintRequest::new("RS256").without_claim("exp"))?,
+        ),
+        (
+            "not yet valid",
+            stack.mint(MintRequest::new("ES256").claim("nbf", t + 3600))?,
+        ),
+        (
+            "wrong audience",
+            stack.mint(MintRequest::new("RS256").claim("aud", "other-api"))?,
+        ),
+        (
+            "unknown issuer",
+            stack.mint(MintRequest::new("RS256").claim("iss", "https://evil.example"))?,
+        ),
+        (
+            "forged signature",
+            stack.mint(MintRequest::new("RS256").attacker())?,
+        ),
+        (
+            "forged ES256",
+            stack.mint(MintRequest::new("ES256").attacker())?,
+        ),
+        (
+            "forged EdDSA",
+            stack.mint(MintRequest::new("EdDSA").attacker())?,
+        ),
         ("alg none", stack.mint(MintRequest::new("none"))?),
-        ("HS256 key confusion", stack.mint(MintRequest::new("HS256").kid("rsa-1"))?),
-        ("crit header", stack.mint(MintRequest::new("RS256").header("crit", json!(["exp"])))?),
-        ("alg swapped in header", stack.mint(MintRequest::new("RS256").header("alg", "PS256"))?),
+        (
+            "HS256 key confusion",
+            stack.mint(MintRequest::new("HS256").kid("rsa-1"))?,
+        ),
+        (
+            "crit header",
+            stack.mint(MintRequest::new("RS256").header("crit", json!(["exp"])))?,
+        ),
+        (
+            "alg swapped in header",
+            stack.mint(MintRequest::new("RS256").header("alg", "PS256"))?,
+        ),
         ("garbage", "not.a.jwt".to_string()),
         ("two segments", "eyJhbGciOiJSUzI1NiJ9.e30".to_string()),
-        ("oversized", format!("{}.{}.{}", "a".repeat(6000), "b".repeat(3000), "c")),
+        (
+            "oversized",
+            format!("{}.{}.{}", "a".repeat(6000), "b".repeat(3000), "c"),
+        ),
     ];
     for (why, token) in &cases {
         let resp = stack.call(Some(token))?;
         assert_invalid_token(&resp, why);
     }
-    assert_eq!(stack.upstream_requests()?, 0, "a refused request reached Cloud Run");
+    assert_eq!(
+        stack.upstream_requests()?,
+        0,
+        "a refused request reached Cloud Run"
+    );
     Ok(())
 }
 
@@ -125,7 +170,11 @@ fn refuses_unmet_scopes_and_claims_with_insufficient_scope() -> Result<()> {
             .claim("realm_access", roles.clone()),
     )?;
     assert_eq!(stack.call(Some(&ok))?.status, 200);
-    let no_scope = stack.mint(MintRequest::new("RS256").claim("scope", "openid").claim("realm_access", roles))?;
+    let no_scope = stack.mint(
+        MintRequest::new("RS256")
+            .claim("scope", "openid")
+            .claim("realm_access", roles),
+    )?;
     let no_role = stack.mint(
         MintRequest::new("RS256")
             .claim("scope", "orders.read")
@@ -157,7 +206,10 @@ fn strips_client_copies_of_owned_headers() -> Result<()> {
     ];
     let resp = stack.call_with(Some(&token), &spoofed)?;
     assert_eq!(resp.status, 200);
-    assert_eq!(upstream_header(&stack, "x-user-id")?.as_deref(), Some("mock-user"));
+    assert_eq!(
+        upstream_header(&stack, "x-user-id")?.as_deref(),
+        Some("mock-user")
+    );
     // The token has no email claim: the header is absent, not the client's copy.
     assert_eq!(upstream_header(&stack, "x-user-email")?, None);
     let claims = upstream_header(&stack, "x-jwt-claims")?.unwrap_or_default();

@@ -8,7 +8,11 @@ use cloudrun_spec::testkit::stack::{eventually, GoogleMode, Stack, StackOptions}
 use serde_json::{json, Value};
 use std::time::Duration;
 
-fn google_stack(mode: GoogleMode, ttl: Option<i64>, config: impl FnOnce(&mut Value) + 'static) -> Result<Stack> {
+fn google_stack(
+    mode: GoogleMode,
+    ttl: Option<i64>,
+    config: impl FnOnce(&mut Value) + 'static,
+) -> Result<Stack> {
     Stack::start(StackOptions {
         google: mode,
         google_token_ttl: ttl,
@@ -22,7 +26,10 @@ fn upstream_headers(stack: &Stack) -> Result<Value> {
 }
 
 fn google_calls(stack: &Stack) -> Result<u64> {
-    let google = stack.google.as_ref().ok_or_else(|| anyhow::anyhow!("no mock google"))?;
+    let google = stack
+        .google
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("no mock google"))?;
     Ok(google.counter("identity")? + google.counter("token")?)
 }
 
@@ -30,7 +37,11 @@ fn check_forwarded(stack: &Stack, caller: &str) -> Result<()> {
     let headers = upstream_headers(stack)?;
     let auth = headers["authorization"][0].as_str().unwrap_or_default();
     assert!(auth.starts_with("Bearer "), "authorization {auth:?}");
-    assert_ne!(auth, format!("Bearer {caller}"), "caller's token reached Cloud Run as Authorization");
+    assert_ne!(
+        auth,
+        format!("Bearer {caller}"),
+        "caller's token reached Cloud Run as Authorization"
+    );
     assert_eq!(
         headers["x-forwarded-authorization"][0].as_str(),
         Some(format!("Bearer {caller}").as_str())
@@ -55,7 +66,11 @@ fn service_account_token_is_accepted_by_cloud_run() -> Result<()> {
     let resp = stack.call(Some(&caller))?;
     assert_eq!(resp.status, 200, "{}", resp.text());
     check_forwarded(&stack, &caller)?;
-    let google = stack.google.as_ref().map(|g| g.counter("token")).transpose()?;
+    let google = stack
+        .google
+        .as_ref()
+        .map(|g| g.counter("token"))
+        .transpose()?;
     assert_eq!(google, Some(1), "one JWT-bearer exchange");
     Ok(())
 }
@@ -66,10 +81,16 @@ fn original_token_header_null_drops_the_callers_token() -> Result<()> {
         c["original_token_header"] = Value::Null;
     })?;
     let caller = stack.valid_token()?;
-    let resp = stack.call_with(Some(&caller), &[("x-forwarded-authorization", "Bearer spoofed")])?;
+    let resp = stack.call_with(
+        Some(&caller),
+        &[("x-forwarded-authorization", "Bearer spoofed")],
+    )?;
     assert_eq!(resp.status, 200);
     let headers = upstream_headers(&stack)?;
-    assert!(headers.get("x-forwarded-authorization").is_none(), "{headers}");
+    assert!(
+        headers.get("x-forwarded-authorization").is_none(),
+        "{headers}"
+    );
     Ok(())
 }
 
@@ -88,7 +109,10 @@ fn two_hundred_requests_over_two_workers_mint_at_most_twice() -> Result<()> {
                 })
             })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
     });
     assert_eq!(statuses.len(), 200);
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
@@ -115,14 +139,22 @@ fn refreshes_ahead_of_expiry_in_the_background() -> Result<()> {
         assert_eq!(stack.call(Some(&caller))?.status, 200);
         seen_new |= upstream_headers(&stack)?["authorization"][0] != first;
     }
-    assert!(seen_new, "requests still carry the first token after the refresh");
+    assert!(
+        seen_new,
+        "requests still carry the first token after the refresh"
+    );
     Ok(())
 }
 
 #[test]
 fn metadata_down_cold_gives_503() -> Result<()> {
-    let stack = google_stack(GoogleMode::Metadata, None, |c| c["callout_timeout_ms"] = json!(1000))?;
-    let google = stack.google.as_ref().ok_or_else(|| anyhow::anyhow!("no mock google"))?;
+    let stack = google_stack(GoogleMode::Metadata, None, |c| {
+        c["callout_timeout_ms"] = json!(1000)
+    })?;
+    let google = stack
+        .google
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("no mock google"))?;
     for fault in ["refuse", "status500", "garbage", "hang"] {
         google.fault(fault)?;
         let resp = stack.call(Some(&stack.valid_token()?))?;
@@ -131,7 +163,10 @@ fn metadata_down_cold_gives_503() -> Result<()> {
     }
     assert_eq!(stack.upstream_requests()?, 0);
     google.clear_fault()?;
-    assert!(eventually(Duration::from_secs(20), || Ok(stack.call(Some(&stack.valid_token()?))?.status == 200))?);
+    assert!(eventually(Duration::from_secs(20), || Ok(stack
+        .call(Some(&stack.valid_token()?))?
+        .status
+        == 200))?);
     Ok(())
 }
 
@@ -139,7 +174,11 @@ fn metadata_down_cold_gives_503() -> Result<()> {
 fn metadata_down_warm_keeps_forwarding_the_cached_token() -> Result<()> {
     let stack = google_stack(GoogleMode::Metadata, None, |_| {})?;
     assert_eq!(stack.call(Some(&stack.valid_token()?))?.status, 200);
-    stack.google.as_ref().map(|g| g.fault("refuse")).transpose()?;
+    stack
+        .google
+        .as_ref()
+        .map(|g| g.fault("refuse"))
+        .transpose()?;
     for _ in 0..6 {
         let resp = stack.call(Some(&stack.valid_token()?))?;
         assert_eq!(resp.status, 200, "{}", resp.text());

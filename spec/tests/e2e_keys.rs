@@ -6,7 +6,9 @@ use anyhow::Result;
 use cloudrun_spec::testkit::gateway::{Gateway, GatewayOpts};
 use cloudrun_spec::testkit::http;
 use cloudrun_spec::testkit::mocks::{CloudRun, CloudRunOptions, IdpOptions, MintRequest, MockIdp};
-use cloudrun_spec::testkit::stack::{eventually, filter_meta, filter_wasm, Stack, StackOptions, AUDIENCE};
+use cloudrun_spec::testkit::stack::{
+    eventually, filter_meta, filter_wasm, Stack, StackOptions, AUDIENCE,
+};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -21,7 +23,10 @@ fn stack_with(config: impl FnOnce(&mut Value) + 'static) -> Result<Stack> {
 fn two_workers_share_one_background_fetch() -> Result<()> {
     let stack = stack_with(|_| {})?;
     // The root tick fetches keys before the first request; one worker holds the lease.
-    assert!(eventually(Duration::from_secs(15), || Ok(stack.idp.counter("jwks")? >= 1))?);
+    assert!(eventually(Duration::from_secs(15), || Ok(stack
+        .idp
+        .counter("jwks")?
+        >= 1))?);
     std::thread::sleep(Duration::from_millis(1500));
     let token = stack.valid_token()?;
     let mut workers = std::collections::BTreeSet::new();
@@ -31,7 +36,11 @@ fn two_workers_share_one_background_fetch() -> Result<()> {
         workers.insert(resp.header("x-spec-worker").unwrap_or_default().to_string());
     }
     assert_eq!(workers.len(), 2, "requests reached both workers");
-    assert_eq!(stack.idp.counter("jwks")?, 1, "one JWKS fetch for both workers");
+    assert_eq!(
+        stack.idp.counter("jwks")?,
+        1,
+        "one JWKS fetch for both workers"
+    );
     assert_eq!(stack.idp.counter("discovery")?, 1);
     Ok(())
 }
@@ -65,7 +74,10 @@ fn inline_jwks_fetches_nothing() -> Result<()> {
     )?;
     assert_eq!(stack.call(Some(&token))?.status, 200);
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(stack.idp.counter("jwks")? + stack.idp.counter("discovery")?, 0);
+    assert_eq!(
+        stack.idp.counter("jwks")? + stack.idp.counter("discovery")?,
+        0
+    );
     Ok(())
 }
 
@@ -75,7 +87,11 @@ fn rotation_new_kid_is_fetched_and_retired_key_refused() -> Result<()> {
     let old = stack.valid_token()?;
     assert_eq!(stack.call(Some(&old))?.status, 200);
     let kids = stack.idp.rotate(true)?;
-    let new_rsa = kids.iter().find(|k| k.starts_with("rsa")).cloned().unwrap_or_default();
+    let new_rsa = kids
+        .iter()
+        .find(|k| k.starts_with("rsa"))
+        .cloned()
+        .unwrap_or_default();
     let new = stack.mint(MintRequest::new("RS256").kid(&new_rsa))?;
     let resp = stack.call(Some(&new))?;
     assert_eq!(resp.status, 200, "new kid after rotation: {}", resp.text());
@@ -86,7 +102,10 @@ fn rotation_new_kid_is_fetched_and_retired_key_refused() -> Result<()> {
         assert!(resp.status == 200 || resp.status == 401);
         refused |= resp.status == 401;
     }
-    assert!(refused, "a token of a retired key was still accepted everywhere");
+    assert!(
+        refused,
+        "a token of a retired key was still accepted everywhere"
+    );
     Ok(())
 }
 
@@ -102,7 +121,11 @@ fn unknown_kid_flood_keeps_jwks_fetches_bounded() -> Result<()> {
     }
     let after = stack.idp.counter("jwks")?;
     // One refetch per cooldown (30 s) across both workers; a background refresh may add one.
-    assert!(after - before <= 2, "{} JWKS fetches for 40 unknown kids", after - before);
+    assert!(
+        after - before <= 2,
+        "{} JWKS fetches for 40 unknown kids",
+        after - before
+    );
     assert_eq!(stack.upstream_requests()?, 1);
     Ok(())
 }
@@ -121,7 +144,10 @@ fn idp_down_cold_gives_503_then_recovers() -> Result<()> {
     assert!(resp.header("retry-after").is_some());
     assert_eq!(stack.upstream_requests()?, 0);
     stack.idp.clear_fault()?;
-    assert!(eventually(Duration::from_secs(20), || Ok(stack.call(Some(&token))?.status == 200))?);
+    assert!(eventually(Duration::from_secs(20), || Ok(stack
+        .call(Some(&token))?
+        .status
+        == 200))?);
     Ok(())
 }
 
@@ -134,14 +160,30 @@ fn idp_down_warm_keeps_serving_cached_keys() -> Result<()> {
     for alg in ["RS256", "ES256", "EdDSA", "ES384"] {
         let token = stack.mint(MintRequest::new(alg))?;
         let resp = stack.call(Some(&token))?;
-        assert_eq!(resp.status, 200, "{alg} while the IdP is down: {}", resp.text());
+        assert_eq!(
+            resp.status,
+            200,
+            "{alg} while the IdP is down: {}",
+            resp.text()
+        );
     }
     Ok(())
 }
 
 #[test]
 fn idp_faults_never_let_a_request_through() -> Result<()> {
-    for fault in ["refuse", "reset", "hang", "status500", "garbage", "truncated", "huge", "many_keys", "wrong_type_keys", "discovery_elsewhere"] {
+    for fault in [
+        "refuse",
+        "reset",
+        "hang",
+        "status500",
+        "garbage",
+        "truncated",
+        "huge",
+        "many_keys",
+        "wrong_type_keys",
+        "discovery_elsewhere",
+    ] {
         let stack = Stack::start(StackOptions {
             workers: 1,
             config: Box::new(|c, _| c["callout_timeout_ms"] = json!(1000)),
@@ -154,7 +196,10 @@ fn idp_faults_never_let_a_request_through() -> Result<()> {
         assert_eq!(stack.upstream_requests()?, 0, "{fault}");
         stack.idp.clear_fault()?;
         assert!(
-            eventually(Duration::from_secs(20), || Ok(stack.call(Some(&token))?.status == 200))?,
+            eventually(Duration::from_secs(20), || Ok(stack
+                .call(Some(&token))?
+                .status
+                == 200))?,
             "{fault}: no recovery"
         );
     }
@@ -200,7 +245,11 @@ fn two_routes_with_different_issuers_on_one_gateway() -> Result<()> {
     let ta = a.mint(&MintRequest::new("RS256").claim("aud", "alpha-api"))?;
     let tb = b.mint(&MintRequest::new("ES256").claim("aud", "beta-api"))?;
     let call = |path: &str, token: &str| -> Result<u16> {
-        Ok(http::get(&gateway.url(path), &[("authorization", &format!("Bearer {token}"))])?.status)
+        Ok(http::get(
+            &gateway.url(path),
+            &[("authorization", &format!("Bearer {token}"))],
+        )?
+        .status)
     };
     assert_eq!(call("/alpha", &ta)?, 200);
     assert_eq!(call("/beta", &tb)?, 200);

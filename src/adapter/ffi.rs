@@ -254,12 +254,17 @@ fn deserialize_map(bytes: &[u8]) -> HeaderPairs {
     };
     let mut data = 4usize.saturating_add(count.saturating_mul(8));
     for i in 0..count {
-        let Some(name_len) = u32_at(4 + i * 8) else { break };
-        let Some(value_len) = u32_at(8 + i * 8) else { break };
+        let Some(name_len) = u32_at(4 + i * 8) else {
+            break;
+        };
+        let Some(value_len) = u32_at(8 + i * 8) else {
+            break;
+        };
         let name_end = data.saturating_add(name_len);
         let value_start = name_end.saturating_add(1);
         let value_end = value_start.saturating_add(value_len);
-        let (Some(name), Some(value)) = (bytes.get(data..name_end), bytes.get(value_start..value_end))
+        let (Some(name), Some(value)) =
+            (bytes.get(data..name_end), bytes.get(value_start..value_end))
         else {
             break;
         };

@@ -61,7 +61,8 @@ impl Context for Root {
             return;
         };
         let jobs = &mut self.jobs;
-        let _ = with_worker(|worker| jobs.on_callout(&mut ProxyHost, route, worker, token, &response));
+        let _ =
+            with_worker(|worker| jobs.on_callout(&mut ProxyHost, route, worker, token, &response));
     }
 }
 
@@ -148,7 +149,9 @@ impl Http {
         let pick = |wanted: &str| -> Vec<&[u8]> {
             pairs
                 .iter()
-                .filter(|(name, _)| !wanted.is_empty() && name.eq_ignore_ascii_case(wanted.as_bytes()))
+                .filter(|(name, _)| {
+                    !wanted.is_empty() && name.eq_ignore_ascii_case(wanted.as_bytes())
+                })
                 .map(|(_, value)| value.as_slice())
                 .collect()
         };
@@ -201,7 +204,8 @@ impl Http {
             }
             Step::Allow(edits) => {
                 for (name, value) in &edits {
-                    if ffi::replace_header(ffi::MAP_REQUEST_HEADERS, name, value.as_bytes()).is_err()
+                    if ffi::replace_header(ffi::MAP_REQUEST_HEADERS, name, value.as_bytes())
+                        .is_err()
                     {
                         return self.finish(deny_internal("setting a request header failed"));
                     }
@@ -240,7 +244,10 @@ impl HttpContext for Http {
 }
 
 fn deny_internal(what: &str) -> Step {
-    ProxyHost.log(LogLevel::Error, &format!("cloudrun_oidc: {what}; refusing the request"));
+    ProxyHost.log(
+        LogLevel::Error,
+        &format!("cloudrun_oidc: {what}; refusing the request"),
+    );
     Step::Deny(AuthError::Internal)
 }
 
@@ -255,8 +262,12 @@ fn respond(error: AuthError) {
     if let Some(seconds) = retry_after.as_deref() {
         headers.push(("retry-after", seconds));
     }
-    if ffi::send_local_response(u32::from(rejection.status), &headers, rejection.body.as_bytes())
-        .is_err()
+    if ffi::send_local_response(
+        u32::from(rejection.status),
+        &headers,
+        rejection.body.as_bytes(),
+    )
+    .is_err()
     {
         ProxyHost.log(
             LogLevel::Critical,
