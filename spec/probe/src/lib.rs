@@ -8,6 +8,7 @@
 //!   "pause": false,
 //!   "on_vm_start": [...], "on_configure": [...], "on_tick": [...], "root_on_http_call_response": [...],
 //!   "on_request_headers": [...], "on_request_body": [...], "on_http_call_response": [...],
+//!   "on_first_http_call_response": [...] (before on_http_call_response, for the first one only),
 //!   "on_response_headers": [...], "on_log": [...]
 //! }
 //! ```
@@ -17,8 +18,12 @@
 //! `headers`), `resume`, `set_effective_context` (`id`, or `id_from_shared`: key), `property`
 //! (`path`), `define_metric` (`kind`, `name`), `increment_metric` (`name`, `by`), `record_metric`
 //! (`name`, `value`), `count_headers`, `set_header` (`name`, `value`), `log` (`level`, `msg`),
-//! `static_incr`, `record_call` (call response status, dispatch status, body).
-//! `$ctx` in a `value` is replaced by the current context id.
+//! `static_incr`, `record_call` (call response status, dispatch status, body), `mark` (`value`:
+//! records `mark=value`), `append_header` (`name`, `value`: appends `,value` to a request header),
+//! `trap_if_header` (`name`: traps when the request has that header), `get_metric` (`name`),
+//! `wasi` (clocks, random_get, environment, arguments, stdout/stderr through WASI),
+//! `wasi_nyi` (calls a WASI import the host does not implement).
+//! `$ctx` in a `value` or a shared-data `key` is replaced by the current context id.
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -115,7 +120,7 @@ fn run(list: Vec<&Value>, ctx_id: u32, seen: &mut Vec<String>) {
                 }
             }
             "set_shared" => {
-                let key = text(action, "key");
+                let key = text(action, "key").replace("$ctx", &ctx_id.to_string());
                 let value = action
                     .get("value")
                     .and_then(Value::as_str)
@@ -128,7 +133,7 @@ fn run(list: Vec<&Value>, ctx_id: u32, seen: &mut Vec<String>) {
                 ));
             }
             "get_shared" => {
-                let key = text(action, "key");
+                let key = text(action, "key").replace("$ctx", &ctx_id.to_string());
                 match hostcalls::get_shared_data(&key) {
                     Ok((Some(v), cas)) => seen.push(format!(
                         "get_shared={}@{}",
@@ -140,7 +145,7 @@ fn run(list: Vec<&Value>, ctx_id: u32, seen: &mut Vec<String>) {
                 }
             }
             "incr_shared" => {
-                let key = text(action, "key");
+                let key = text(action, "key").replace("$ctx", &ctx_id.to_string());
                 for _ in 0..100 {
                     let (value, cas) = hostcalls::get_shared_data(&key).unwrap_or((None, None));
                     let n: u64 = value
@@ -309,9 +314,84 @@ fn run(list: Vec<&Value>, ctx_id: u32, seen: &mut Vec<String>) {
                 seen.push(format!("call_dispatch_status={}", s(dstatus)));
                 seen.push(format!("call_body={}", s(body)));
             }
+            "mark" => seen.push(format!("mark={}", text(action, "value"))),
+            "append_header" => {
+                let name = text(action, "name");
+                let value = text(action, "value");
+                let old = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, &name)
+                    .ok()
+                    .flatten()
+                    .map(|v| String::from_utf8_lossy(&v).into_owned());
+                let new = match old {
+                    Some(old) if !old.is_empty() => format!("{old},{value}"),
+                    _ => value,
+                };
+                let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, &name, Some(&new));
+            }
+            "trap_if_header" => {
+                let name = text(action, "name");
+                if let Ok(Some(_)) =
+                    hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, &name)
+                {
+                    std::process::abort();
+                }
+            }
+            "get_metric" => {
+                let name = text(action, "name");
+                let id = METRIC_IDS.with(|m| m.borrow().get(&name).copied());
+                let r = match id {
+                    None => Err(Status::NotFound),
+                    Some(id) => hostcalls::get_metric(id),
+                };
+                seen.push(format!(
+                    "metric_{name}={}",
+                    r.map(|v| v.to_string()).unwrap_or_else(status_name)
+                ));
+            }
+            "wasi" => wasi_basics(seen),
+            "wasi_nyi" => {
+                // An import the host does not implement: calling it traps.
+                let mut buf = [0u8; 64];
+                let errno = unsafe { wasi_nyi::fd_filestat_get(3, buf.as_mut_ptr()) };
+                seen.push(format!("wasi_nyi={errno}"));
+            }
             other => seen.push(format!("unknown_action={other}")),
         }
     }
+}
+
+mod wasi_nyi {
+    #[link(wasm_import_module = "wasi_snapshot_preview1")]
+    extern "C" {
+        pub fn fd_filestat_get(fd: u32, buf: *mut u8) -> u16;
+        pub fn random_get(buf: *mut u8, len: usize) -> u16;
+    }
+}
+
+/// WASI preview1 through std (clocks, stdout/stderr, environment, arguments) and `random_get`.
+fn wasi_basics(seen: &mut Vec<String>) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    seen.push(format!("wasi_realtime={now}"));
+    let t0 = std::time::Instant::now();
+    let mut x = 0u64;
+    for i in 0..10_000u64 {
+        x = x.wrapping_mul(31).wrapping_add(i);
+    }
+    let t1 = std::time::Instant::now();
+    seen.push(format!("wasi_monotonic={}", t1 >= t0 && x != 1));
+    let mut a = [0u8; 16];
+    let mut b = [0u8; 16];
+    let ea = unsafe { wasi_nyi::random_get(a.as_mut_ptr(), a.len()) };
+    let eb = unsafe { wasi_nyi::random_get(b.as_mut_ptr(), b.len()) };
+    let hex: String = a.iter().map(|v| format!("{v:02x}")).collect();
+    seen.push(format!("wasi_random={ea}:{eb}:{}:{hex}", a != b));
+    seen.push(format!("wasi_env={}", std::env::vars().count()));
+    seen.push(format!("wasi_args={}", std::env::args().count()));
+    println!("probe stdout line");
+    eprintln!("probe stderr line");
 }
 
 struct Root {
@@ -379,6 +459,7 @@ impl RootContext for Root {
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Http {
             id: context_id,
+            calls: 0,
             config: self.config.clone(),
             seen: Vec::new(),
         }))
@@ -391,6 +472,8 @@ impl RootContext for Root {
 
 struct Http {
     id: u32,
+    /// Call responses received so far.
+    calls: u32,
     config: Rc<Value>,
     seen: Vec<String>,
 }
@@ -405,6 +488,10 @@ impl Http {
 impl Context for Http {
     fn on_http_call_response(&mut self, token: u32, nh: usize, bs: usize, _nt: usize) {
         self.seen.push(format!("call_response={token}:{nh}:{bs}"));
+        self.calls += 1;
+        if self.calls == 1 {
+            self.hook("on_first_http_call_response");
+        }
         self.hook("on_http_call_response");
     }
 }

@@ -103,6 +103,7 @@ pub fn run(opts: Opts) -> Result<()> {
     let text = std::fs::read_to_string(&opts.config)
         .with_context(|| format!("reading {}", opts.config.display()))?;
     let yml = kong_yml::KongYml::parse(&text)?;
+    schema::check_dir(&opts.filters)?;
     let mut filters = schema::Filters::new(&opts.filters);
     let table = router::Table::build(&yml, &mut filters)
         .map_err(|e| anyhow!("failed parsing declarative configuration: {e:#}"))?;
@@ -227,10 +228,18 @@ fn status_json(world: &World) -> serde_json::Value {
         .lock()
         .map(|c| c.clone())
         .unwrap_or_default();
+    let memory = world
+        .memory_bytes
+        .lock()
+        .map(|m| m.clone())
+        .unwrap_or_default();
     let workers: Vec<serde_json::Value> = created
         .iter()
         .enumerate()
-        .map(|(i, m)| serde_json::json!({"worker": i, "instances_created": m}))
+        .map(|(i, m)| {
+            let mem = memory.get(i).cloned().unwrap_or_default();
+            serde_json::json!({"worker": i, "instances_created": m, "memory_bytes": mem})
+        })
         .collect();
     let shm: serde_json::Map<String, serde_json::Value> = world
         .zones
@@ -243,5 +252,22 @@ fn status_json(world: &World) -> serde_json::Value {
             )
         })
         .collect();
-    serde_json::json!({"workers": workers, "shm_kv": shm})
+    serde_json::json!({"workers": workers, "shm_kv": shm, "process": process_memory()})
+}
+
+/// `VmHWM` (peak resident set) and `VmRSS` of this process in bytes, from `/proc/self/status`
+/// (empty where there is no procfs).
+fn process_memory() -> serde_json::Value {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = |field: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(field))?;
+        line.split_whitespace().nth(1)?.parse::<u64>().ok()
+    };
+    let mut out = serde_json::Map::new();
+    for (field, name) in [("VmHWM:", "vm_hwm_bytes"), ("VmRSS:", "vm_rss_bytes")] {
+        if let Some(k) = kib(field) {
+            out.insert(name.into(), serde_json::json!(k * 1024));
+        }
+    }
+    serde_json::Value::Object(out)
 }

@@ -25,6 +25,56 @@ pub fn valid_name(name: &str) -> bool {
     !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// Bundled Kong plugins whose names are also valid filter names: a filter with one of these
+/// names stops Kong from starting.
+pub const PLUGIN_NAMES: [&str; 14] = [
+    "acl",
+    "acme",
+    "cors",
+    "datadog",
+    "jwt",
+    "loggly",
+    "oauth2",
+    "opentelemetry",
+    "prometheus",
+    "redirect",
+    "session",
+    "statsd",
+    "syslog",
+    "zipkin",
+];
+
+/// Checks every `*.wasm` of the filters directory the way Kong does when it starts: each file is a
+/// filter named after it; the name must be letters, digits and `_`, and no plugin's name.
+pub fn check_dir(dir: &Path) -> Result<Vec<String>> {
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("[wasm] reading filters directory {}", dir.display()))?;
+    let mut names = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("wasm") {
+            continue;
+        }
+        let name = path
+            .file_stem()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        if !valid_name(&name) {
+            bail!("[wasm] invalid filter name \"{name}\" ({}): only letters, digits and '_' are allowed", path.display());
+        }
+        if PLUGIN_NAMES.contains(&name.as_str()) {
+            bail!(
+                "[wasm] filter name \"{name}\" ({}) conflicts with the plugin of the same name",
+                path.display()
+            );
+        }
+        names.push(name);
+    }
+    names.sort();
+    Ok(names)
+}
+
 impl Filters {
     /// Filters from `dir`.
     pub fn new(dir: &Path) -> Filters {

@@ -25,6 +25,9 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::task::{spawn_local, AbortHandle};
 use wasmtime::{Engine, Linker, Module};
 
+/// Most request headers a client may send (nginx has no count limit, only a size limit).
+const MAX_CLIENT_HEADERS: usize = 1000;
+
 /// What every worker shares (read-only).
 pub struct Shared {
     pub table: Table,
@@ -108,7 +111,7 @@ async fn run(
 }
 
 fn start(id: usize, shared: Arc<Shared>, root_tx: UnboundedSender<RootReply>) -> Result<Worker> {
-    let linker = instance::linker(&shared.engine)?;
+    let linker = instance::linker(&shared.engine, shared.modules.values())?;
     let mut slots = BTreeMap::new();
     for (name, roots) in &shared.table.roots {
         let module = shared
@@ -142,7 +145,10 @@ fn sync_tickers(w: &Rc<Worker>) {
     for (name, slot) in w.slots.borrow_mut().iter_mut() {
         if let Some(inst) = slot.current(slot.generation) {
             for (root, period) in inst.tick_periods() {
-                wanted.push((name.clone(), root, period));
+                // A period of 0 means "no ticks".
+                if period > 0 {
+                    wanted.push((name.clone(), root, period));
+                }
             }
         }
     }
@@ -274,8 +280,10 @@ async fn serve(w: Rc<Worker>, conn: Conn) {
         let w = w.clone();
         async move { Ok::<_, Infallible>(handle(w, req, conn.peer, conn.id).await) }
     });
+    // nginx limits header bytes, not the number of headers (hyper's default is 100).
     let _ = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
+        .max_headers(MAX_CLIENT_HEADERS)
         .serve_connection(TokioIo::new(stream), service)
         .await;
 }
@@ -393,6 +401,7 @@ async fn handle_inner(
         ctxs: Vec::new(),
         pending: HashMap::new(),
         conn_id,
+        finished: false,
     };
     let (tx, mut rx) = unbounded_channel();
     let outcome = req.request_phases(&route, &mut ex, &tx, &mut rx).await;
@@ -455,6 +464,7 @@ async fn handle_inner(
     ex.response_started = true;
     req.response_phases(&mut ex);
     req.final_phases(&mut ex);
+    req.finished = true;
     Ok((
         ex.resp_status,
         std::mem::take(&mut ex.resp_headers),
@@ -489,6 +499,25 @@ struct Req {
     /// Pending callouts: token → (context index, task).
     pending: HashMap<u32, (usize, AbortHandle)>,
     conn_id: u64,
+    /// The request ran to its end (`on_log`/`on_done` ran).
+    finished: bool,
+}
+
+impl Drop for Req {
+    /// The client went away mid-request (hyper dropped the handler): pending callouts are
+    /// cancelled and the filter contexts still get `on_done` / `on_delete`, as in nginx.
+    fn drop(&mut self) {
+        self.cancel_all();
+        if self.finished || self.w.slots.try_borrow_mut().is_err() {
+            return;
+        }
+        let mut ex = Exchange::default();
+        for i in 0..self.ctxs.len() {
+            let id = self.ctxs.get(i).map(|c| c.id as i32).unwrap_or(0);
+            let _ = self.run(i, &mut ex, Step::Done, "proxy_on_done", &[id], None, None);
+            let _ = self.run(i, &mut ex, Step::Done, "proxy_on_delete", &[id], None, None);
+        }
+    }
 }
 
 type CallTx = UnboundedSender<(u32, CallResult)>;

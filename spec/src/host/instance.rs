@@ -14,10 +14,18 @@ use std::sync::Arc;
 use wasmtime::{Engine, Instance, Linker, Module, Store, Val};
 
 /// Builds the linker with every import group (per worker; imports are stateless closures).
-pub fn linker(engine: &Engine) -> Result<Linker<HostState>> {
+/// WASI imports of `modules` the host does not implement are defined as functions that trap when
+/// called (like ngx_wasi's "NYI" stubs), so that such a module still loads.
+pub fn linker<'a>(
+    engine: &Engine,
+    modules: impl IntoIterator<Item = &'a Module>,
+) -> Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     super::abi::add_to_linker(&mut linker)?;
     super::wasi::add_to_linker(&mut linker)?;
+    for module in modules {
+        super::wasi::add_unimplemented(&mut linker, module);
+    }
     Ok(linker)
 }
 
@@ -98,8 +106,20 @@ impl FilterInstance {
         let vals: Vec<Val> = args.iter().map(|a| Val::I32(*a)).collect();
         let res = self.raw_call(name, &vals);
         std::mem::swap(&mut self.store.data_mut().exec, exec);
+        if res.is_ok() {
+            self.record_memory();
+        }
         let new_calls = std::mem::take(&mut self.store.data_mut().new_calls);
         res.map(|ret| Called { ret, new_calls })
+    }
+
+    /// Reports the instance's linear-memory size to the world (`/__status`).
+    fn record_memory(&mut self) {
+        if let Some(memory) = self.instance.get_memory(&mut self.store, "memory") {
+            let bytes = memory.data_size(&self.store) as u64;
+            let state = self.store.data();
+            state.world.record_memory(state.worker, &state.filter, bytes);
+        }
     }
 
     /// Tick periods set so far (root id → ms).

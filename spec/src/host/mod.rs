@@ -33,6 +33,9 @@ pub struct World {
     tokens: AtomicU32,
     /// Per worker: filter name → number of instances created so far.
     pub instances_created: Mutex<Vec<BTreeMap<String, u64>>>,
+    /// Per worker: filter name → linear-memory size (bytes) of its live instance, as last seen
+    /// after a guest callback (for `/__status`: soak tests watch it stay bounded).
+    pub memory_bytes: Mutex<Vec<BTreeMap<String, u64>>>,
 }
 
 impl World {
@@ -44,6 +47,7 @@ impl World {
             resolver,
             tokens: AtomicU32::new(1),
             instances_created: Mutex::new(vec![BTreeMap::new(); workers]),
+            memory_bytes: Mutex::new(vec![BTreeMap::new(); workers]),
         }
     }
 
@@ -60,6 +64,21 @@ impl World {
             .unwrap_or_else(|p| p.into_inner());
         if let Some(w) = all.get_mut(worker) {
             *w.entry(filter.to_string()).or_insert(0) += 1;
+        }
+    }
+}
+
+impl World {
+    /// Records the linear-memory size of `filter`'s live instance on `worker`.
+    pub fn record_memory(&self, worker: usize, filter: &str, bytes: u64) {
+        let mut all = self.memory_bytes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = all.get_mut(worker) {
+            match w.get_mut(filter) {
+                Some(v) => *v = bytes,
+                None => {
+                    w.insert(filter.to_string(), bytes);
+                }
+            }
         }
     }
 }

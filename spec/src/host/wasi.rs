@@ -126,6 +126,24 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> Result<()> {
     Ok(())
 }
 
+/// Defines every `wasi_snapshot_preview1` import of `module` not implemented above as a function
+/// that traps with `NYI - NAME` when called.
+pub fn add_unimplemented(linker: &mut Linker<HostState>, module: &wasmtime::Module) {
+    for import in module.imports() {
+        if import.module() != M {
+            continue;
+        }
+        let wasmtime::ExternType::Func(ty) = import.ty() else {
+            continue;
+        };
+        let name = import.name().to_string();
+        // Fails when the name is already defined (implemented): nothing to do then.
+        let _ = linker.func_new(M, import.name(), ty, move |mut c, _args, _results| {
+            Err(c.data_mut().trap(format!("NYI - wasi {name}")))
+        });
+    }
+}
+
 fn fd_write(
     mut c: Caller<'_, HostState>,
     fd: i32,

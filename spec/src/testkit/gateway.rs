@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -350,6 +350,8 @@ impl Recorded {
 pub struct TestServer {
     pub addr: String,
     requests: Arc<Mutex<Vec<Recorded>>>,
+    /// `/hang` requests whose connection the client closed while waiting.
+    hangs_closed: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     /// PEM of the CA that signed the TLS server's certificate.
     pub ca_pem: Option<Vec<u8>>,
@@ -375,15 +377,22 @@ impl TestServer {
         let addr = listener.local_addr()?.to_string();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (reqs, stop2) = (requests.clone(), stop.clone());
+        let hangs_closed = Arc::new(AtomicUsize::new(0));
+        let (reqs, stop2, closed) = (requests.clone(), stop.clone(), hangs_closed.clone());
         std::thread::spawn(move || {
             while !stop2.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, _)) => {
                         let (reqs, stop, tls) = (reqs.clone(), stop2.clone(), tls.clone());
+                        let closed = closed.clone();
                         std::thread::spawn(move || {
                             let _ = stream.set_nonblocking(false);
-                            let _ = serve_one(stream, &reqs, &stop, tls);
+                            let ctx = Ctx {
+                                reqs: &reqs,
+                                stop: &stop,
+                                closed: &closed,
+                            };
+                            let _ = serve_one(stream, &ctx, tls);
                         });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
@@ -393,6 +402,7 @@ impl TestServer {
         Ok(TestServer {
             addr,
             requests,
+            hangs_closed,
             stop,
             ca_pem,
         })
@@ -425,6 +435,25 @@ impl TestServer {
             .collect()
     }
 
+    /// Waits (up to `timeout`) until at least `n` `/hang` connections were closed by the client.
+    pub fn wait_hangs_closed(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if self.hangs_closed.load(Ordering::Relaxed) >= n {
+                return true;
+            }
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// How many `/hang` connections the client closed so far.
+    pub fn hangs_closed(&self) -> usize {
+        self.hangs_closed.load(Ordering::Relaxed)
+    }
+
     /// Waits (up to `timeout`) until at least `n` requests to `prefix` arrived.
     pub fn wait_for(&self, prefix: &str, n: usize, timeout: Duration) -> bool {
         let deadline = std::time::Instant::now() + timeout;
@@ -446,29 +475,43 @@ impl Drop for TestServer {
     }
 }
 
-fn serve_one(
-    stream: std::net::TcpStream,
-    reqs: &Mutex<Vec<Recorded>>,
-    stop: &AtomicBool,
-    tls: Tls,
-) -> Result<()> {
+struct Ctx<'a> {
+    reqs: &'a Mutex<Vec<Recorded>>,
+    stop: &'a AtomicBool,
+    closed: &'a AtomicUsize,
+}
+
+/// The connection's socket, to poll for the peer closing it while a `/hang` request waits.
+trait Conn: Read + Write {
+    fn set_poll(&self, timeout: Option<Duration>) -> std::io::Result<()>;
+}
+
+impl Conn for std::net::TcpStream {
+    fn set_poll(&self, timeout: Option<Duration>) -> std::io::Result<()> {
+        self.set_read_timeout(timeout)
+    }
+}
+
+impl Conn for openssl::ssl::SslStream<std::net::TcpStream> {
+    fn set_poll(&self, timeout: Option<Duration>) -> std::io::Result<()> {
+        self.get_ref().set_read_timeout(timeout)
+    }
+}
+
+fn serve_one(stream: std::net::TcpStream, ctx: &Ctx<'_>, tls: Tls) -> Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     match tls {
         Some(acceptor) => {
             let s = acceptor
                 .accept(stream)
                 .map_err(|e| anyhow::anyhow!("tls accept: {e}"))?;
-            exchange(s, reqs, stop)
+            exchange(s, ctx)
         }
-        None => exchange(stream, reqs, stop),
+        None => exchange(stream, ctx),
     }
 }
 
-fn exchange<S: Read + Write>(
-    mut s: S,
-    reqs: &Mutex<Vec<Recorded>>,
-    stop: &AtomicBool,
-) -> Result<()> {
+fn exchange<S: Conn>(mut s: S, ctx: &Ctx<'_>) -> Result<()> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     let head_end = loop {
@@ -510,13 +553,29 @@ fn exchange<S: Read + Write>(
         headers,
         body: body.clone(),
     };
-    if let Ok(mut r) = reqs.lock() {
+    if let Ok(mut r) = ctx.reqs.lock() {
         r.push(rec);
     }
     if target.starts_with("/hang") {
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
+        s.set_poll(Some(Duration::from_millis(50)))?;
+        while !ctx.stop.load(Ordering::Relaxed) && std::time::Instant::now() < deadline {
+            match s.read(&mut chunk) {
+                Ok(0) => {
+                    ctx.closed.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => {
+                    ctx.closed.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+            }
         }
         return Ok(());
     }
@@ -600,4 +659,19 @@ fn tls_acceptor() -> Result<(openssl::ssl::SslAcceptor, Vec<u8>)> {
     acceptor.set_certificate(&cert)?;
     acceptor.check_private_key()?;
     Ok((acceptor.build(), ca.to_pem()?))
+}
+
+/// A kong.yml with one service (`svc`, `url: upstream`) and routes `(name, path, probe config)`,
+/// each with its own chain running the probe filter with its config.
+pub fn probe_routes_yml(upstream: &str, routes: &[(&str, &str, Value)]) -> String {
+    let mut out = format!(
+        "_format_version: \"3.0\"\nservices:\n  - name: svc\n    url: {upstream}\n    routes:\n"
+    );
+    for (name, path, config) in routes {
+        out.push_str(&format!(
+            "      - name: {name}\n        paths: [{path}]\n        filter_chains:\n          - filters:\n              - name: probe\n                config: {}\n",
+            yaml_string(&config.to_string())
+        ));
+    }
+    out
 }
