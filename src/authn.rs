@@ -17,7 +17,7 @@ use crate::metrics::Metric;
 use crate::policy;
 use crate::reject::AuthError;
 use crate::shared::{self, Lease};
-use crate::token_cache::{DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, TokenCache};
+use crate::token_cache::{TokenCache, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES};
 use crate::verifier::{self, IssuerRule, VerifiedToken};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -27,18 +27,21 @@ use std::rc::Rc;
 #[derive(Debug, PartialEq, Eq)]
 pub enum Step {
     /// Set these request headers (name, value) and let the request go upstream.
-    Allow(Vec<(String, String)>),
+    Allow(Vec<HeaderEdit>),
     /// Answer locally with this refusal; the request never goes upstream.
     Deny(AuthError),
     /// A callout is in flight; keep the request paused.
     Wait,
 }
 
+/// A request header to set: shared strings, so a cache hit copies pointers, not bytes.
+pub type HeaderEdit = (Rc<str>, Rc<str>);
+
 /// What a verified token earns on this route, kept in the verified-token cache.
 #[derive(Debug)]
 pub struct Grant {
     /// Headers from claims (`claims_to_headers`, `claims_header`).
-    edits: Vec<(String, String)>,
+    edits: Vec<HeaderEdit>,
     /// The verifying key, so the entry dies when the key leaves the JWKS.
     key_thumbprint: [u8; 32],
     issuer_index: usize,
@@ -51,6 +54,7 @@ pub struct Route {
     sources: Vec<Source>,
     google: Option<TokenKeys>,
     owned_headers: Vec<String>,
+    original_token_header: Option<Rc<str>>,
     cache: RefCell<TokenCache<Rc<Grant>>>,
 }
 
@@ -118,6 +122,10 @@ impl Route {
                 .as_ref()
                 .map(|g| TokenKeys::new(&namespace, g)),
             owned_headers: config.owned_headers(),
+            original_token_header: config
+                .original_token_header
+                .as_ref()
+                .map(|h| Rc::from(h.as_str())),
             sources,
             cache: RefCell::new(TokenCache::new(DEFAULT_MAX_ENTRIES, DEFAULT_MAX_BYTES)),
             config,
@@ -149,9 +157,16 @@ impl Route {
             &config.required_scopes,
             &config.required_claims,
         )?;
-        let mut edits = claims::map_claims(&verified.claims, &config.claims_to_headers)?;
+        let mut edits: Vec<HeaderEdit> =
+            claims::map_claims(&verified.claims, &config.claims_to_headers)?
+                .into_iter()
+                .map(|(name, value)| (Rc::from(name), Rc::from(value)))
+                .collect();
         if let Some(header) = &config.claims_header {
-            edits.push((header.to_string(), b64::encode(&verified.payload_json)));
+            edits.push((
+                Rc::from(header.as_str()),
+                Rc::from(b64::encode(&verified.payload_json)),
+            ));
         }
         Ok(Grant {
             edits,
@@ -285,7 +300,7 @@ impl Request {
                     .google
                     .finish(host, keys, config, &mint, response, worker.holder)
                 {
-                    Some(google) => self.allow(host, route, &grant, &google.token),
+                    Some(bearer) => self.allow(host, route, &grant, Some(bearer)),
                     None => deny(host, AuthError::GoogleTokenUnavailable, ""),
                 }
             }
@@ -408,10 +423,10 @@ impl Request {
         grant: Rc<Grant>,
     ) -> Step {
         let (Some(keys), Some(config)) = (&route.google, &route.config.google_id_token) else {
-            return self.allow(host, route, &grant, "");
+            return self.allow(host, route, &grant, None);
         };
-        if let Some(google) = worker.google.current(host, keys) {
-            return self.allow(host, route, &grant, &google.token);
+        if let Some(bearer) = worker.google.current(host, keys) {
+            return self.allow(host, route, &grant, Some(bearer));
         }
         if self.minted {
             return deny(host, AuthError::GoogleTokenUnavailable, "");
@@ -430,15 +445,22 @@ impl Request {
         }
     }
 
-    /// The header edits for an allowed request. `google` is empty without `google_id_token`.
-    fn allow(&self, host: &mut dyn Host, route: &Route, grant: &Grant, google: &str) -> Step {
+    /// The header edits for an allowed request. `google` (the whole `Authorization` value) is
+    /// `None` without `google_id_token`.
+    fn allow(
+        &self,
+        host: &mut dyn Host,
+        route: &Route,
+        grant: &Grant,
+        google: Option<Rc<str>>,
+    ) -> Step {
         host.count(Metric::Allowed);
         let mut edits = Vec::with_capacity(grant.edits.len() + 2);
         edits.extend(grant.edits.iter().cloned());
-        if !google.is_empty() {
-            edits.push(("authorization".to_string(), format!("Bearer {google}")));
-            if let Some(header) = &route.config.original_token_header {
-                edits.push((header.to_string(), format!("Bearer {}", self.token)));
+        if let Some(bearer) = google {
+            edits.push((Rc::from("authorization"), bearer));
+            if let Some(header) = &route.original_token_header {
+                edits.push((header.clone(), Rc::from(format!("Bearer {}", self.token))));
             }
         }
         Step::Allow(edits)
@@ -582,13 +604,13 @@ impl RootJobs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::CalloutRequest;
     use crate::host::fake::FakeHost;
+    use crate::host::CalloutRequest;
     use openssl::hash::MessageDigest;
     use openssl::pkey::{PKey, Private};
     use openssl::rsa::Rsa;
     use openssl::sign::Signer;
-    use serde_json::{Value, json};
+    use serde_json::{json, Value};
 
     const ISSUER: &str = "https://idp.example/realms/prod";
     const NOW: u64 = 1_800_000_000;
@@ -737,8 +759,8 @@ mod tests {
         match step {
             Step::Allow(edits) => edits
                 .iter()
-                .find(|(n, _)| n == "x-user-id")
-                .map(|(_, v)| v.as_str()),
+                .find(|(n, _)| &**n == "x-user-id")
+                .map(|(_, v)| &**v),
             _ => None,
         }
     }
@@ -1090,10 +1112,10 @@ mod tests {
             panic!("{step:?}")
         };
         let google = String::from_utf8(google_jwt(NOW + 3600)).unwrap();
-        assert!(edits.contains(&("authorization".into(), format!("Bearer {google}"))));
+        assert!(edits.contains(&("authorization".into(), format!("Bearer {google}").into())));
         assert!(edits.contains(&(
             "x-forwarded-authorization".into(),
-            format!("Bearer {caller}")
+            format!("Bearer {caller}").into()
         )));
         let before = host.callouts.len();
         let (_, step) = start(&mut host, &route, &mut worker, &caller);

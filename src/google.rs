@@ -36,7 +36,16 @@ impl TokenKeys {
 #[derive(Debug)]
 struct WorkerToken {
     token: Option<Rc<GoogleToken>>,
+    /// `Bearer <token>`, rendered once per token.
+    bearer: Rc<str>,
     cold_started_ms: Vec<u64>,
+}
+
+impl WorkerToken {
+    fn set(&mut self, token: Rc<GoogleToken>) {
+        self.bearer = Rc::from(format!("Bearer {}", token.token));
+        self.token = Some(token);
+    }
 }
 
 /// The worker's Google tokens by shared-data key.
@@ -60,19 +69,26 @@ impl GoogleTokens {
             .entry(keys.entry.clone())
             .or_insert_with(|| WorkerToken {
                 token: None,
+                bearer: Rc::from(""),
                 cold_started_ms: Vec::new(),
             })
     }
 
-    /// A token that may be forwarded now, from this worker or shared data.
-    pub fn current(&mut self, host: &dyn Host, keys: &TokenKeys) -> Option<Rc<GoogleToken>> {
+    /// The `Authorization` value (`Bearer <token>`) for a token that may be forwarded now,
+    /// from this worker or shared data.
+    pub fn current(&mut self, host: &dyn Host, keys: &TokenKeys) -> Option<Rc<str>> {
         let now = host.now_secs();
-        let slot = self.slot(keys);
-        if let Some(token) = slot.token.as_ref().filter(|t| t.usable(now)) {
-            return Some(token.clone());
+        if let Some(slot) = self.tokens.get(&keys.entry) {
+            if slot.token.as_ref().is_some_and(|t| t.usable(now)) {
+                return Some(slot.bearer.clone());
+            }
         }
+        let slot = self.slot(keys);
         adopt_shared(slot, host, keys);
-        slot.token.as_ref().filter(|t| t.usable(now)).cloned()
+        slot.token
+            .as_ref()
+            .filter(|t| t.usable(now))
+            .map(|_| slot.bearer.clone())
     }
 
     /// Whether a mint ahead of expiry is due (or there is no token yet). Looks at shared data
@@ -157,7 +173,7 @@ impl GoogleTokens {
         mint: &Mint,
         response: &CalloutResponse,
         holder: u64,
-    ) -> Option<Rc<GoogleToken>> {
+    ) -> Option<Rc<str>> {
         if mint.cold {
             if let Some(slot) = self.tokens.get_mut(&keys.entry) {
                 if let Some(i) = slot
@@ -207,8 +223,9 @@ impl GoogleTokens {
                 config.audience, token.expires_at
             ),
         );
-        self.slot(keys).token = Some(token.clone());
-        Some(token)
+        let slot = self.slot(keys);
+        slot.set(token);
+        Some(slot.bearer.clone())
     }
 
     /// Logs and counts a failed mint. A lease taken for it is left to run out, which spaces
@@ -228,7 +245,7 @@ fn adopt_shared(slot: &mut WorkerToken, host: &dyn Host, keys: &TokenKeys) {
         if let Some(token) = GoogleToken::decode(&record.payload) {
             let ours = slot.token.as_ref().map_or(0, |t| t.expires_at);
             if token.expires_at > ours {
-                slot.token = Some(Rc::new(token));
+                slot.set(Rc::new(token));
             }
         }
     }
