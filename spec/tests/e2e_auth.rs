@@ -269,3 +269,29 @@ fn token_in_query_or_cookie_when_configured() -> Result<()> {
     assert_invalid_token(&resp, "two different tokens");
     Ok(())
 }
+
+#[test]
+fn every_metric_is_exported_from_the_start() -> Result<()> {
+    let stack = stack_with(|_| {})?;
+    assert_eq!(stack.call(Some(&stack.valid_token()?))?.status, 200);
+    let metrics = stack.gateway.metrics()?;
+    for name in [
+        "allowed",
+        "token_cache_hits",
+        "jwks_fetches",
+        "jwks_fetch_failures",
+        "google_token_mints",
+        "google_token_mint_failures",
+        "denied_missing_token",
+        "denied_signature",
+        "denied_expired",
+        "denied_audience",
+        "denied_keys_unavailable",
+    ] {
+        let key = format!("pw_cloudrun_oidc_{name}");
+        assert!(metrics.get(&key).is_some(), "{key} missing from {metrics}");
+    }
+    assert_eq!(stack.metric("allowed")?, 1);
+    assert_eq!(stack.metric("denied_signature")?, 0);
+    Ok(())
+}

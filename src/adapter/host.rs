@@ -16,6 +16,13 @@ thread_local! {
 pub struct ProxyHost;
 
 impl ProxyHost {
+    /// Defines every counter up front, so exporters show zeros instead of nothing.
+    pub fn define_metrics() {
+        for metric in crate::metrics::Metric::all() {
+            let _ = Self::metric_id(metric.name());
+        }
+    }
+
     fn metric_id(name: String) -> Option<u32> {
         METRIC_IDS.with(|ids| {
             let mut ids = ids.borrow_mut();

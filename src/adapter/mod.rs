@@ -85,6 +85,7 @@ impl RootContext for Root {
             ProxyHost.log(LogLevel::Error, message);
         }
         self.route = Some(Rc::new(state));
+        ProxyHost::define_metrics();
         if !self.ticking {
             // Only once per root context (Kong refuses a second call).
             self.ticking = ffi::set_tick_period_ms(TICK_PERIOD_MS).is_ok();
