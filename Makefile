@@ -53,6 +53,40 @@ test: build probe lint
 demo: build spec-tools
 	target/spec/demo
 
+## fuzz: every cargo-fuzz target (fuzz/) for FUZZ_SECONDS each (default 60), seeded from vectors/;
+## prints libFuzzer's final line per target (`#N DONE cov: X ft: Y`: executions, coverage).
+## Crashes land in fuzz/artifacts/<target>/ and make this target fail.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= token jwks discovery config claims extractor
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz
+	python3 fuzz/make_seeds.py
+	cd fuzz && nice $(CARGO) +nightly fuzz build
+	@mkdir -p target/fuzz
+	@failed=""; \
+	for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/corpus/$$t; \
+	  echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
+	  if ! (cd fuzz && nice $(CARGO) +nightly fuzz run $$t corpus/$$t seeds/$$t -- \
+	      -max_total_time=$(FUZZ_SECONDS) -timeout=10 -print_final_stats=1) > target/fuzz/$$t.log 2>&1; then \
+	    failed="$$failed $$t"; tail -40 target/fuzz/$$t.log; \
+	  fi; \
+	  grep -E '^#[0-9]+[[:space:]]+DONE' target/fuzz/$$t.log | tail -1 | sed "s/^/$$t: /" || true; \
+	done; \
+	echo "== summary (executions, coverage; logs in target/fuzz/)"; \
+	for t in $(FUZZ_TARGETS); do \
+	  printf '%-10s %s\n' $$t "$$(grep -E '^#[0-9]+[[:space:]]+DONE' target/fuzz/$$t.log | tail -1)"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz: crashes in:$$failed (see fuzz/artifacts/)"; exit 1; fi
+
+## soak: SOAK_REQUESTS (default 100000) mixed good/bad tokens through the Kong stand-in while
+## keys rotate and the IdP flaps; every answer checked; writes target/soak/summary.json
+SOAK_REQUESTS ?= 100000
+soak: build
+	SOAK_REQUESTS=$(SOAK_REQUESTS) $(CARGO) test --profile spec -p cloudrun-spec --test soak -- \
+	  --ignored soak_full --nocapture
+	@echo "summary: target/soak/summary.json"
+
 ## up / down: real Kong 3.9 + the mocks in Docker (docker-compose.yml)
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 up:

@@ -127,7 +127,16 @@ fn mutate_token(rng: &mut Rng, token: &str, pool: &[Vec<u8>]) -> Option<String> 
         "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
         "Ed25519", "HS256", "none", "None", "rs256", "",
     ];
-    let kids = ["rsa2048", "rsa3072", "p256", "p384", "ed25519", "", "../../dev/null", "x"];
+    let kids = [
+        "rsa2048",
+        "rsa3072",
+        "p256",
+        "p384",
+        "ed25519",
+        "",
+        "../../dev/null",
+        "x",
+    ];
     match rng.below(10) {
         0 => header["alg"] = json!(algs[rng.below(algs.len())]),
         1 => header["kid"] = json!(kids[rng.below(kids.len())]),
@@ -147,10 +156,18 @@ fn mutate_token(rng: &mut Rng, token: &str, pool: &[Vec<u8>]) -> Option<String> 
             header[k] = v;
         }
         4 => payload["aud"] = json!(["urn:test:rs256", "other"][rng.below(2)]),
-        5 => payload["exp"] = [json!(0), json!(1_795_385_599i64), json!(9e18), json!(-1)][rng.below(4)].clone(),
-        6 => payload["iss"] = json!(["http://127.0.0.1:3000/", "http://127.0.0.1:3000"][rng.below(2)]),
+        5 => {
+            payload["exp"] =
+                [json!(0), json!(1_795_385_599i64), json!(9e18), json!(-1)][rng.below(4)].clone()
+        }
+        6 => {
+            payload["iss"] =
+                json!(["http://127.0.0.1:3000/", "http://127.0.0.1:3000"][rng.below(2)])
+        }
         7 => {
-            payload.as_object_mut()?.insert("sub".into(), json!("admin"));
+            payload
+                .as_object_mut()?
+                .insert("sub".into(), json!("admin"));
         }
         8 if other.len() == 3 => {
             // Keep this token's header and payload, take another token's signature.
@@ -226,11 +243,25 @@ fn oracle_refuses_what_the_keys_did_not_sign() {
         assert_eq!(signed, 1, "{t}");
         let mut bad = sig.clone();
         bad[3] ^= 0x10;
-        let other_alg = if alg == Algorithm::Rs256 { Algorithm::Rs512 } else { Algorithm::Rs256 };
+        let other_alg = if alg == Algorithm::Rs256 {
+            Algorithm::Rs512
+        } else {
+            Algorithm::Rs256
+        };
         for (_, k) in &w.oracle {
             assert!(!harness::openssl_verifies(alg, k, input.as_bytes(), &bad));
-            assert!(!harness::openssl_verifies(alg, k, format!("{input}x").as_bytes(), &sig));
-            assert!(!harness::openssl_verifies(other_alg, k, input.as_bytes(), &sig));
+            assert!(!harness::openssl_verifies(
+                alg,
+                k,
+                format!("{input}x").as_bytes(),
+                &sig
+            ));
+            assert!(!harness::openssl_verifies(
+                other_alg,
+                k,
+                input.as_bytes(),
+                &sig
+            ));
         }
     }
 }

@@ -48,7 +48,14 @@ pub const DISCOVERY_JSON: &str =
     include_str!("../../vectors/idp/node-oidc-provider/samples/openid-configuration.json");
 
 /// The target names, as `cargo fuzz` knows them and as `fuzz/seeds/<name>/` is laid out.
-pub const TARGETS: [&str; 6] = ["token", "jwks", "discovery", "config", "claims", "extractor"];
+pub const TARGETS: [&str; 6] = [
+    "token",
+    "jwks",
+    "discovery",
+    "config",
+    "claims",
+    "extractor",
+];
 
 /// Runs the entry point called `target` (see [`TARGETS`]).
 pub fn run(target: &str, data: &[u8]) {
@@ -135,16 +142,17 @@ fn bn(s: &str) -> BigNum {
 fn openssl_key(jwk: &Value) -> PKey<Public> {
     let s = |name: &str| jwk[name].as_str().unwrap();
     match s("kty") {
-        "RSA" => PKey::from_rsa(Rsa::from_public_components(bn(s("n")), bn(s("e"))).unwrap())
-            .unwrap(),
+        "RSA" => {
+            PKey::from_rsa(Rsa::from_public_components(bn(s("n")), bn(s("e"))).unwrap()).unwrap()
+        }
         "EC" => {
             let nid = match s("crv") {
                 "P-256" => Nid::X9_62_PRIME256V1,
                 _ => Nid::SECP384R1,
             };
             let group = EcGroup::from_curve_name(nid).unwrap();
-            let key =
-                EcKey::from_public_key_affine_coordinates(&group, &bn(s("x")), &bn(s("y"))).unwrap();
+            let key = EcKey::from_public_key_affine_coordinates(&group, &bn(s("x")), &bn(s("y")))
+                .unwrap();
             PKey::from_ec_key(key).unwrap()
         }
         _ => PKey::public_key_from_raw_bytes(&b64url(s("x")), Id::ED25519).unwrap(),
@@ -217,23 +225,30 @@ pub fn openssl_verifies(alg: Algorithm, key: &PKey<Public>, input: &[u8], sig: &
 pub fn check_accepted(token: &str, v: &VerifiedToken) {
     let w = world();
     let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         panic!("accepted a token that is not three segments: {token:?}");
     };
     use base64::Engine;
     let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let sig = engine
-        .decode(s)
-        .unwrap_or_else(|e| panic!("accepted a token whose signature is not base64url ({e}): {token:?}"));
+    let sig = engine.decode(s).unwrap_or_else(|e| {
+        panic!("accepted a token whose signature is not base64url ({e}): {token:?}")
+    });
     let header: Value = serde_json::from_slice(&engine.decode(h).expect("header base64url"))
         .unwrap_or_else(|e| panic!("accepted a token whose header is not JSON ({e}): {token:?}"));
     let alg = header["alg"]
         .as_str()
         .and_then(Algorithm::from_name)
         .unwrap_or_else(|| panic!("accepted a token without a supported alg: {token:?}"));
-    assert_eq!(alg, v.alg, "verified alg differs from the header's: {token:?}");
-    assert!(header.get("crit").is_none(), "accepted a token with crit: {token:?}");
+    assert_eq!(
+        alg, v.alg,
+        "verified alg differs from the header's: {token:?}"
+    );
+    assert!(
+        header.get("crit").is_none(),
+        "accepted a token with crit: {token:?}"
+    );
     let input = format!("{h}.{p}");
     let signed_by = w
         .oracle
@@ -243,29 +258,49 @@ pub fn check_accepted(token: &str, v: &VerifiedToken) {
         panic!("ACCEPTED A TOKEN NO KEY OF THE SET SIGNED: {token:?}");
     };
     if let Some(token_kid) = &v.kid {
-        assert_eq!(token_kid, kid, "verified under another key than its kid names: {token:?}");
+        assert_eq!(
+            token_kid, kid,
+            "verified under another key than its kid names: {token:?}"
+        );
     }
     let payload = engine.decode(p).expect("payload base64url");
-    assert_eq!(v.payload_json, payload, "handed-out payload is not the signed one");
+    assert_eq!(
+        v.payload_json, payload,
+        "handed-out payload is not the signed one"
+    );
     let claims: Value = serde_json::from_slice(&payload).expect("accepted payload is JSON");
-    assert_eq!(Value::Object(v.claims.clone()), claims, "claims differ from the payload");
-    assert_eq!(claims["iss"].as_str(), Some(w.issuer.as_str()), "iss: {token:?}");
+    assert_eq!(
+        Value::Object(v.claims.clone()),
+        claims,
+        "claims differ from the payload"
+    );
+    assert_eq!(
+        claims["iss"].as_str(),
+        Some(w.issuer.as_str()),
+        "iss: {token:?}"
+    );
     let auds: Vec<&str> = match &claims["aud"] {
         Value::String(s) => vec![s.as_str()],
         Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
         _ => vec![],
     };
     assert!(
-        auds.iter().any(|a| w.rules[0].audiences.iter().any(|r| r == a)),
+        auds.iter()
+            .any(|a| w.rules[0].audiences.iter().any(|r| r == a)),
         "accepted a token for no configured audience: {token:?}"
     );
-    let exp = claims["exp"].as_f64().expect("accepted a token without a numeric exp");
+    let exp = claims["exp"]
+        .as_f64()
+        .expect("accepted a token without a numeric exp");
     assert!(
         exp + w.limits.clock_skew_secs as f64 >= w.now as f64,
         "accepted an expired token"
     );
     if let Some(nbf) = claims.get("nbf").and_then(Value::as_f64) {
-        assert!(nbf <= (w.now + w.limits.clock_skew_secs) as f64, "accepted before nbf");
+        assert!(
+            nbf <= (w.now + w.limits.clock_skew_secs) as f64,
+            "accepted before nbf"
+        );
     }
 }
 
@@ -292,7 +327,11 @@ pub fn jwks(data: &[u8]) {
     let Ok(set) = KeySet::parse(data) else {
         return;
     };
-    assert!(!set.is_empty() && set.len() <= MAX_KEYS, "{} keys", set.len());
+    assert!(
+        !set.is_empty() && set.len() <= MAX_KEYS,
+        "{} keys",
+        set.len()
+    );
     let kids: Vec<String> = set.kids().map(str::to_string).collect();
     for alg in Algorithm::ALL {
         let _ = set.find(None, alg);
@@ -322,7 +361,8 @@ pub fn discovery_doc(data: &[u8]) {
     ] {
         if let Ok(url) = discovery::jwks_uri(data, expected) {
             let doc: Value = serde_json::from_slice(
-                data.strip_prefix(b"\xef\xbb\xbf".as_slice()).unwrap_or(data),
+                data.strip_prefix(b"\xef\xbb\xbf".as_slice())
+                    .unwrap_or(data),
             )
             .expect("an accepted discovery document is JSON");
             let issuer = doc["issuer"].as_str().expect("issuer");
@@ -391,7 +431,11 @@ fn claim_paths() -> &'static [(ClaimPath, HeaderName)] {
 
 fn check_header_value(text: &str) {
     assert!(!text.is_empty(), "empty header value");
-    assert!(text.len() <= MAX_HEADER_VALUE_BYTES, "header value of {} bytes", text.len());
+    assert!(
+        text.len() <= MAX_HEADER_VALUE_BYTES,
+        "header value of {} bytes",
+        text.len()
+    );
     assert!(
         !text.bytes().any(|b| b < 0x20 || b == 0x7f),
         "control byte in a header value: {text:?}"

@@ -118,7 +118,9 @@ impl FilterInstance {
         if let Some(memory) = self.instance.get_memory(&mut self.store, "memory") {
             let bytes = memory.data_size(&self.store) as u64;
             let state = self.store.data();
-            state.world.record_memory(state.worker, &state.filter, bytes);
+            state
+                .world
+                .record_memory(state.worker, &state.filter, bytes);
         }
     }
 

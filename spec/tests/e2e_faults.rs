@@ -1,0 +1,592 @@
+//! Fault injection end to end, beyond e2e_keys.rs (IdP faults cold/warm) and e2e_google.rs
+//! (metadata refuse/500/garbage/hang): every mock-google fault on the metadata server and on the
+//! OAuth token endpoint, every `:dispatch_status` kind the Kong stand-in produces, IdP faults
+//! while an unknown `kid` is refetched, and an instance trap in the middle of traffic.
+//!
+//! Every case: the documented status (503 with `Retry-After` when keys or the Google token are
+//! unavailable, 500 on a trap, 401 for bad tokens), never a 200 that should not be (the Cloud
+//! Run stand-in's request counter stays put), never a hang (every client call has a bound), and
+//! a 200 again once the fault ends.
+
+use anyhow::{Context, Result};
+use cloudrun_spec::testkit::gateway::{Gateway, GatewayOpts};
+use cloudrun_spec::testkit::http::{self, Response};
+use cloudrun_spec::testkit::mocks::{
+    CloudRun, CloudRunOptions, GoogleOptions, IdpOptions, MintRequest, MockGoogle, MockIdp,
+};
+use cloudrun_spec::testkit::stack::{
+    eventually, filter_meta, filter_wasm, start_gateway, GoogleMode, Stack, AUDIENCE,
+};
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The mock faults that answer (or fail to) on an endpoint.
+const FAULTS: [&str; 7] = [
+    "refuse",
+    "reset",
+    "hang",
+    "status500",
+    "garbage",
+    "truncated",
+    "huge",
+];
+
+/// Every client call is bounded: a hang is a failure, not a stuck test.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a fault may take to heal (back-offs, leases, ticks), generous for a loaded machine.
+const RECOVERY: Duration = Duration::from_secs(45);
+
+/// Addresses the config hook may use.
+struct Addrs {
+    issuer: String,
+    idp_http: String,
+}
+
+/// A world without Google (Cloud Run stand-in in `--no-auth`), with a hook that runs after the
+/// mock IdP starts and before the gateway does (so a fault is in place before the first tick).
+fn start_world(
+    workers: usize,
+    before_gateway: impl FnOnce(&MockIdp) -> Result<()>,
+    config: impl FnOnce(&mut Value, &Addrs),
+) -> Result<Stack> {
+    let idp = MockIdp::start(IdpOptions {
+        token_audience: Some(AUDIENCE.into()),
+        ..IdpOptions::default()
+    })?;
+    let cloudrun = CloudRun::start(CloudRunOptions {
+        no_auth: true,
+        ..CloudRunOptions::default()
+    })?;
+    let mut cfg = json!({
+        "issuers": [{"issuer": idp.issuer(), "audiences": [AUDIENCE]}],
+        "claims_to_headers": {"sub": "x-user-id"},
+        "callout_timeout_ms": 1000,
+    });
+    before_gateway(&idp)?;
+    let addrs = Addrs {
+        issuer: idp.issuer().to_string(),
+        idp_http: idp.http_addr().to_string(),
+    };
+    config(&mut cfg, &addrs);
+    let gateway = start_gateway(&cfg, cloudrun.http_addr(), workers)?;
+    Ok(Stack {
+        idp,
+        google: None,
+        cloudrun,
+        gateway,
+        config: cfg,
+    })
+}
+
+/// `GET /orders` with a bounded timeout; a timeout fails the test as a hang.
+fn call(stack: &Stack, token: Option<&str>) -> Result<Response> {
+    call_path(&stack.gateway, "/orders", token)
+}
+
+fn call_path(gateway: &Gateway, path: &str, token: Option<&str>) -> Result<Response> {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth
+        .as_deref()
+        .map(|a| vec![("authorization", a)])
+        .unwrap_or_default();
+    let started = Instant::now();
+    let resp = http::get_timeout(&gateway.url(path), &headers, CLIENT_TIMEOUT)
+        .with_context(|| format!("GET {path} after {:?} (a hang?)", started.elapsed()))?;
+    Ok(resp)
+}
+
+fn assert_unavailable(resp: &Response, what: &str) {
+    assert_eq!(resp.status, 503, "{what}: {}", resp.text());
+    assert!(
+        resp.header("retry-after").is_some(),
+        "{what}: no Retry-After"
+    );
+}
+
+fn recovers(stack: &Stack, what: &str) -> Result<()> {
+    let healed = eventually(RECOVERY, || {
+        let token = stack.valid_token()?;
+        Ok(call(stack, Some(&token))?.status == 200)
+    })?;
+    assert!(healed, "{what}: no recovery after the fault ended");
+    Ok(())
+}
+
+/// The Google side: faults on the metadata server (`identity`) or the token endpoint (`token`)
+/// before any Google token exists. Requests with valid caller tokens get 503; nothing reaches
+/// Cloud Run; a token is minted and accepted by Cloud Run once the fault ends.
+fn google_faults_cold(mode: GoogleMode) -> Result<()> {
+    let endpoint = if mode == GoogleMode::Metadata {
+        "identity"
+    } else {
+        "token"
+    };
+    for fault in FAULTS {
+        let what = format!("{endpoint} {fault}");
+        let stack = start_google_world(mode, |g| {
+            if fault == "refuse" {
+                g.fault(fault)
+            } else {
+                g.fault_only(fault, &[endpoint])
+            }
+        })?;
+        let google = stack.google.as_ref().context("google")?;
+        for _ in 0..3 {
+            let resp = call(&stack, Some(&stack.valid_token()?))?;
+            assert_unavailable(&resp, &what);
+        }
+        assert_eq!(stack.upstream_requests()?, 0, "{what}: reached Cloud Run");
+        assert!(
+            google.counter(endpoint)? >= 1 || fault == "refuse",
+            "{what}: the filter never asked Google"
+        );
+        assert!(stack.metric("google_token_mint_failures")? >= 1, "{what}");
+        google.clear_fault()?;
+        recovers(&stack, &what)?;
+        let last = stack.upstream_last()?.context("upstream saw nothing")?;
+        assert_eq!(last["status"], json!(200), "{what}: {last}");
+    }
+    Ok(())
+}
+
+/// A world with the filter minting Google tokens by `mode`, with `fault` set on mock Google
+/// before the gateway (and its first tick) starts.
+fn start_google_world(
+    mode: GoogleMode,
+    fault: impl FnOnce(&MockGoogle) -> Result<()>,
+) -> Result<Stack> {
+    let idp = MockIdp::start(IdpOptions {
+        token_audience: Some(AUDIENCE.into()),
+        ..IdpOptions::default()
+    })?;
+    let google = MockGoogle::start(GoogleOptions::default())?;
+    let cloudrun = CloudRun::start(CloudRunOptions {
+        google_jwks: Some(google.certs_url()),
+        ..CloudRunOptions::default()
+    })?;
+    let source = if mode == GoogleMode::Metadata {
+        json!({
+            "audience": cloudrun.audience(),
+            "source": "metadata",
+            "metadata_host": google.http_addr(),
+        })
+    } else {
+        json!({
+            "audience": cloudrun.audience(),
+            "source": "service_account",
+            "service_account_key": google.sa_key_json()?.to_string(),
+            "token_url": google.token_url(),
+        })
+    };
+    let config = json!({
+        "issuers": [{"issuer": idp.issuer(), "audiences": [AUDIENCE]}],
+        "claims_to_headers": {"sub": "x-user-id"},
+        "callout_timeout_ms": 1000,
+        "google_id_token": source,
+    });
+    fault(&google)?;
+    let gateway = start_gateway(&config, cloudrun.http_addr(), 2)?;
+    Ok(Stack {
+        idp,
+        google: Some(google),
+        cloudrun,
+        gateway,
+        config,
+    })
+}
+
+#[test]
+fn metadata_server_faults_give_503_then_recover() -> Result<()> {
+    google_faults_cold(GoogleMode::Metadata)
+}
+
+#[test]
+fn token_endpoint_faults_give_503_then_recover() -> Result<()> {
+    google_faults_cold(GoogleMode::ServiceAccount)
+}
+
+/// A port nothing listens on (bound, then released).
+fn closed_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// A JWKS server that first answers with a response head the host cannot read (`reader
+/// failure`) and, once `heal` is set, serves `jwks` properly.
+struct FlakyJwks {
+    addr: String,
+    heal: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl FlakyJwks {
+    fn start(jwks: Value) -> Result<FlakyJwks> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?.to_string();
+        let heal = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (heal2, stop2) = (heal.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let body = jwks.to_string();
+            while !stop2.load(Ordering::Relaxed) {
+                let Ok((mut s, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let _ = s.set_nonblocking(false);
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let answer = if heal2.load(Ordering::Relaxed) {
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                } else {
+                    // Not an HTTP/1.x status line.
+                    "ICY 200 OK\r\nx: y\r\n\r\n{}".to_string()
+                };
+                let _ = s.write_all(answer.as_bytes());
+            }
+        });
+        Ok(FlakyJwks { addr, heal, stop })
+    }
+}
+
+impl Drop for FlakyJwks {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Starts a world (no Google) whose issuer fetches keys as `config` says; the first requests
+/// get 503 and the log names the `:dispatch_status` kind.
+fn dispatch_failure(
+    kind: &str,
+    before: impl FnOnce(&MockIdp) -> Result<()>,
+    config: impl FnOnce(&mut Value, &Addrs),
+) -> Result<Stack> {
+    let stack = start_world(1, before, config)?;
+    for _ in 0..3 {
+        let resp = call(&stack, Some(&stack.valid_token()?))?;
+        assert_unavailable(&resp, kind);
+    }
+    assert_eq!(stack.upstream_requests()?, 0, "{kind}: reached upstream");
+    let needle = format!("callout failed: {kind}");
+    assert!(
+        stack.gateway.wait_for_log(&needle, Duration::from_secs(10)),
+        "{kind}: the log never said {needle:?}"
+    );
+    Ok(stack)
+}
+
+#[test]
+fn dispatch_status_resolver_failure() -> Result<()> {
+    let stack = dispatch_failure(
+        "resolver failure",
+        |_| Ok(()),
+        |c, a| {
+            c["issuers"][0]["jwks_url"] =
+                json!(format!("http://no-such-idp.invalid/{}", a.issuer.len()))
+        },
+    )?;
+    // The name never resolves: no request ever passes, none hangs.
+    for _ in 0..3 {
+        assert_unavailable(
+            &call(&stack, Some(&stack.valid_token()?))?,
+            "resolver failure",
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn dispatch_status_resolver_failure_on_callout_host() -> Result<()> {
+    dispatch_failure(
+        "resolver failure",
+        |_| Ok(()),
+        |c, _| c["issuers"][0]["callout_host"] = json!("no-such-idp.invalid:9000"),
+    )
+    .map(drop)
+}
+
+#[test]
+fn dispatch_status_broken_connection_refused_port() -> Result<()> {
+    let port = closed_port()?;
+    dispatch_failure(
+        "broken connection",
+        |_| Ok(()),
+        move |c, _| c["issuers"][0]["jwks_url"] = json!(format!("http://127.0.0.1:{port}/jwks")),
+    )
+    .map(drop)
+}
+
+#[test]
+fn dispatch_status_broken_connection_then_recovers() -> Result<()> {
+    // The IdP's port refuses, then listens again.
+    let stack = dispatch_failure("broken connection", |idp| idp.fault("refuse"), |_, _| {})?;
+    stack.idp.clear_fault()?;
+    recovers(&stack, "refused then listening")
+}
+
+#[test]
+fn dispatch_status_timeout_then_recovers() -> Result<()> {
+    let stack = dispatch_failure("timeout", |idp| idp.fault("hang"), |_, _| {})?;
+    stack.idp.clear_fault()?;
+    recovers(&stack, "hang then answering")
+}
+
+#[test]
+fn dispatch_status_tls_handshake_failure() -> Result<()> {
+    // `https` to the IdP's plain-HTTP port (by name, so SNI is sent; the name maps to the IdP
+    // through callout_host).
+    dispatch_failure(
+        "tls handshake failure",
+        |_| Ok(()),
+        |c, a| {
+            let port = a
+                .idp_http
+                .rsplit(':')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            c["issuers"][0]["jwks_url"] = json!(format!("https://idp.test:{port}/jwks"));
+            c["issuers"][0]["callout_host"] = json!(a.idp_http);
+        },
+    )
+    .map(drop)
+}
+
+#[test]
+fn dispatch_status_reader_failure_then_recovers() -> Result<()> {
+    // The JWKS comes from a server that first answers with a head the host cannot read.
+    let keys_from = MockIdp::start(IdpOptions::default())?;
+    let flaky = FlakyJwks::start(keys_from.jwks()?)?;
+    let jwks_url = format!("http://{}/jwks", flaky.addr);
+    let stack = dispatch_failure(
+        "reader failure",
+        |_| Ok(()),
+        move |c, _| c["issuers"][0]["jwks_url"] = json!(jwks_url),
+    )?;
+    flaky.heal.store(true, Ordering::Relaxed);
+    // Tokens signed by the IdP whose JWKS the flaky server serves, with this stack's issuer.
+    let healed = eventually(RECOVERY, || {
+        let token = keys_from.mint(
+            &MintRequest::new("RS256")
+                .claim("iss", stack.idp.issuer())
+                .claim("aud", AUDIENCE),
+        )?;
+        Ok(call(&stack, Some(&token))?.status == 200)
+    })?;
+    assert!(healed, "reader failure: no recovery");
+    // This stack's own IdP keys are not the served ones: refused, not 503.
+    assert_eq!(call(&stack, Some(&stack.valid_token()?))?.status, 401);
+    Ok(())
+}
+
+#[test]
+fn idp_faults_during_an_unknown_kid_refetch_never_admit_it() -> Result<()> {
+    // Warm keys; then the IdP rotates and breaks (JWKS endpoint only). Tokens of the new key
+    // cannot be verified (401, or 503 while the refetch fails), tokens of the old key keep
+    // working from the cache, and the new key is accepted once the IdP heals.
+    let stack = start_world(
+        2,
+        |_| Ok(()),
+        |c, _| c["jwks_cache"] = json!({"unknown_kid_cooldown_seconds": 1}),
+    )?;
+    let old = stack.valid_token()?;
+    assert_eq!(call(&stack, Some(&old))?.status, 200);
+    for fault in [
+        "reset",
+        "hang",
+        "status500",
+        "garbage",
+        "truncated",
+        "huge",
+        "many_keys",
+        "wrong_type_keys",
+    ] {
+        let kids = stack.idp.rotate(false)?;
+        let new_kid = kids
+            .iter()
+            .find(|k| k.starts_with("rsa"))
+            .context("rsa kid")?;
+        stack.idp.fault_only(fault, &["jwks"])?;
+        let new = stack.mint(MintRequest::new("RS256").kid(new_kid))?;
+        let before = stack.upstream_requests()?;
+        for _ in 0..4 {
+            let resp = call(&stack, Some(&new))?;
+            assert!(
+                resp.status == 401 || resp.status == 503,
+                "{fault}: new kid got {} {}",
+                resp.status,
+                resp.text()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        assert_eq!(
+            stack.upstream_requests()?,
+            before,
+            "{fault}: new kid reached upstream"
+        );
+        assert_eq!(
+            call(&stack, Some(&old))?.status,
+            200,
+            "{fault}: cached key stopped working"
+        );
+        stack.idp.clear_fault()?;
+        let healed = eventually(RECOVERY, || Ok(call(&stack, Some(&new))?.status == 200))?;
+        assert!(healed, "{fault}: the new key never got accepted");
+    }
+    Ok(())
+}
+
+/// Two routes on one gateway: `/orders` (zone `cloudrun_oidc` exists) and `/trap`, whose
+/// `shm_namespace` has no zone: its shared-data access traps the worker's instance.
+fn trap_gateway(idp: &MockIdp, trap_idp: &MockIdp, upstream: &CloudRun) -> Result<Gateway> {
+    let config = |idp: &MockIdp, ns: &str| {
+        let c = json!({
+            "issuers": [{"issuer": idp.issuer(), "audiences": [AUDIENCE]}],
+            "shm_namespace": ns,
+        })
+        .to_string();
+        if filter_meta().is_some() {
+            c
+        } else {
+            serde_json::to_string(&c).unwrap_or_default()
+        }
+    };
+    let route = |name: &str, config: String| {
+        format!(
+            "      - name: {name}\n        paths: [\"/{name}\"]\n        strip_path: false\n        filter_chains:\n          - filters:\n              - name: cloudrun_oidc\n                config: {config}\n"
+        )
+    };
+    let kong_yml = format!(
+        "_format_version: \"3.0\"\nservices:\n  - name: svc\n    url: http://{}\n    routes:\n{}{}",
+        upstream.http_addr(),
+        route("orders", config(idp, "cloudrun_oidc")),
+        route("trap", config(trap_idp, "nozone")),
+    );
+    Gateway::start(&GatewayOpts {
+        kong_yml,
+        filters: vec![("cloudrun_oidc".into(), filter_wasm()?, filter_meta())],
+        workers: 2,
+        shm_kv: vec!["cloudrun_oidc=12m".into()],
+        lua_resolver: true,
+        ..GatewayOpts::default()
+    })
+}
+
+#[test]
+fn instance_trap_mid_traffic_is_500_never_200_and_the_other_route_survives() -> Result<()> {
+    let idp = MockIdp::start(IdpOptions {
+        token_audience: Some(AUDIENCE.into()),
+        ..IdpOptions::default()
+    })?;
+    let upstream = CloudRun::start(CloudRunOptions {
+        no_auth: true,
+        ..CloudRunOptions::default()
+    })?;
+    // /trap's issuer is another IdP, so its keys are not in the worker's cache from /orders:
+    // verifying its tokens needs shared data, which traps.
+    let trap_idp = MockIdp::start(IdpOptions::default())?;
+    let gateway = trap_gateway(&idp, &trap_idp, &upstream)?;
+    let valid = idp.mint(&MintRequest::new("RS256").claim("aud", AUDIENCE))?;
+    let forged = idp.mint(&MintRequest::new("RS256").claim("aud", AUDIENCE).attacker())?;
+    let trap_valid = trap_idp.mint(&MintRequest::new("RS256").claim("aud", AUDIENCE))?;
+    let trap_forged =
+        trap_idp.mint(&MintRequest::new("ES256").claim("aud", AUDIENCE).attacker())?;
+    let created = |g: &Gateway| -> Result<u64> {
+        Ok((0..2)
+            .map(|w| g.instances_created(w, "cloudrun_oidc").unwrap_or(0))
+            .sum())
+    };
+    // Warm /orders on both workers first.
+    let warm = eventually(RECOVERY, || {
+        Ok(call_path(&gateway, "/orders", Some(&valid))?.status == 200)
+    })?;
+    assert!(warm, "/orders never served");
+    let instances_before = created(&gateway)?;
+    let upstream_before = upstream.counter("requests")?;
+
+    // Traffic on both routes at once.
+    let (orders, traps) = std::thread::scope(|s| {
+        let orders = s.spawn(|| -> Result<Vec<(bool, u16)>> {
+            let mut out = Vec::new();
+            for i in 0..60 {
+                let good = i % 3 != 0;
+                let token = if good { &valid } else { &forged };
+                out.push((good, call_path(&gateway, "/orders", Some(token))?.status));
+            }
+            Ok(out)
+        });
+        let traps = s.spawn(|| -> Result<Vec<u16>> {
+            let mut out = Vec::new();
+            for i in 0..30 {
+                let token = if i % 2 == 0 {
+                    &trap_valid
+                } else {
+                    &trap_forged
+                };
+                out.push(call_path(&gateway, "/trap", Some(token))?.status);
+            }
+            Ok(out)
+        });
+        (orders.join(), traps.join())
+    });
+    let orders = orders.map_err(|_| anyhow::anyhow!("orders thread panicked"))??;
+    let traps = traps.map_err(|_| anyhow::anyhow!("trap thread panicked"))??;
+    eprintln!("trap route statuses: {traps:?}");
+    eprintln!("orders statuses during traps: {orders:?}");
+    assert!(
+        traps.iter().all(|s| *s == 500 || *s == 401),
+        "trap route: {traps:?}"
+    );
+    assert!(
+        traps.contains(&500),
+        "the trap route never trapped: {traps:?}"
+    );
+    for (good, status) in &orders {
+        if *good {
+            // A request whose instance died under it gets 500; never anything else bad.
+            assert!(
+                matches!(status, 200 | 500 | 503),
+                "valid token on /orders: {status}"
+            );
+        } else {
+            assert_ne!(
+                *status, 200,
+                "forged token admitted on /orders during traps"
+            );
+        }
+    }
+    let forwarded = upstream.counter("requests")? - upstream_before;
+    let admitted = orders.iter().filter(|(_, s)| *s == 200).count() as u64;
+    assert_eq!(
+        forwarded, admitted,
+        "upstream saw requests that got no 200 (or the reverse)"
+    );
+    assert!(
+        created(&gateway)? > instances_before,
+        "no instance was recreated"
+    );
+    assert!(gateway.count_log("instance trapped") >= 1);
+    // The fault is the route's configuration, so it never ends for /trap; /orders keeps (or
+    // gets back to) serving valid tokens and refusing forged ones.
+    let healed = eventually(RECOVERY, || {
+        Ok(call_path(&gateway, "/orders", Some(&valid))?.status == 200)
+    })?;
+    assert!(healed, "/orders did not recover after the traps");
+    assert_ne!(call_path(&gateway, "/orders", Some(&forged))?.status, 200);
+    assert_ne!(call_path(&gateway, "/trap", Some(&trap_valid))?.status, 200);
+    assert_ne!(
+        call_path(&gateway, "/trap", Some(&trap_forged))?.status,
+        200
+    );
+    Ok(())
+}
