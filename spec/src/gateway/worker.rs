@@ -288,7 +288,7 @@ async fn serve(w: Rc<Worker>, conn: Conn) {
         .await;
 }
 
-fn json_response(status: u16, message: &str) -> (u16, Vec<(String, Vec<u8>)>, Vec<u8>) {
+fn json_response(status: u16, message: &str) -> Reply {
     let body = serde_json::json!({ "message": message })
         .to_string()
         .into_bytes();
@@ -579,6 +579,7 @@ impl Req {
     }
 
     /// Runs one callback of context `i` with the exchange moved in and back out.
+    #[allow(clippy::too_many_arguments)]
     fn run(
         &mut self,
         i: usize,
