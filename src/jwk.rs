@@ -27,7 +27,8 @@ pub const MAX_RSA_BITS: usize = 8192;
 /// A public key in the form the signature backend wants (see [`crate::signature`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PublicKey {
-    Rsa(rsa::RsaPublicKey),
+    /// RSA with its precomputed Montgomery constants ([`crate::rsa_public`]).
+    Rsa(crate::rsa_public::RsaKey),
     P256(p256::ecdsa::VerifyingKey),
     P384(p384::ecdsa::VerifyingKey),
     Ed25519(ed25519_dalek::VerifyingKey),
@@ -265,8 +266,14 @@ fn rsa_key(obj: &Map<String, Value>) -> Result<(PublicKey, String), JwkError> {
     if e_bytes.last().is_none_or(|b| b & 1 == 0) || e < rsa::BigUint::from(3u32) {
         return Err(JwkError::RsaExponent);
     }
-    let key = rsa::RsaPublicKey::new_with_max_size(n, e, MAX_RSA_BITS)
-        .map_err(|_| JwkError::RsaExponent)?;
+    // Odd, at least 3 and below 2^33 (the bounds the `rsa` crate applied before).
+    let e = e_bytes
+        .iter()
+        .try_fold(0u64, |acc, &b| {
+            acc.checked_mul(256).map(|v| v | u64::from(b))
+        })
+        .ok_or(JwkError::RsaExponent)?;
+    let key = crate::rsa_public::RsaKey::new(&n, e).map_err(|_| JwkError::RsaExponent)?;
     let thumb = format!(r#"{{"e":"{e_text}","kty":"RSA","n":"{n_text}"}}"#);
     Ok((PublicKey::Rsa(key), thumb))
 }

@@ -23,6 +23,7 @@ pub mod keys;
 pub mod metrics;
 pub mod policy;
 pub mod reject;
+pub mod rsa_public;
 pub mod shared;
 pub mod signature;
 pub mod token_cache;

@@ -2,7 +2,8 @@
 //!
 //! All cryptography of token verification lives here, behind `verify` and the
 //! [`PublicKey`] representation, so the backend can be swapped after measurement.
-//! Current backend: RustCrypto (`rsa`, `p256`, `p384`, `ed25519-dalek`).
+//! Backends: RSA in [`crate::rsa_public`] (precomputed Montgomery constants, SIMD128 in wasm);
+//! RustCrypto `p256`, `p384`, `ed25519-dalek` for ECDSA and Ed25519.
 //!
 //! - `RS*`: RSASSA-PKCS1-v1_5 with SHA-256/384/512 (RFC 7518 §3.3). The signature must be
 //!   exactly the modulus length and numerically below the modulus.
@@ -12,53 +13,34 @@
 //!   n`; DER signatures are refused. High-`s` signatures are valid ECDSA and accepted.
 //! - `EdDSA`: Ed25519 with `verify_strict` (canonical `S`, no small-order `R` or key).
 
-use rsa::traits::PublicKeyParts;
-use rsa::{Pkcs1v15Sign, Pss, RsaPublicKey};
-use sha2::{Digest, Sha256, Sha384, Sha512};
+use sha2::{Sha256, Sha384, Sha512};
 
 use crate::alg::Algorithm;
 use crate::jwk::PublicKey;
+use crate::rsa_public::{self, SHA256_PREFIX, SHA384_PREFIX, SHA512_PREFIX};
 
 /// Whether `signature` is a valid `alg` signature of `signing_input` under `key`. A key of the
 /// wrong family for `alg` is simply `false` (the caller checks families first).
 pub fn verify(alg: Algorithm, key: &PublicKey, signing_input: &[u8], signature: &[u8]) -> bool {
     match (alg, key) {
-        (Algorithm::Rs256, PublicKey::Rsa(k)) => rsa_verify(
-            k,
-            Pkcs1v15Sign::new::<Sha256>(),
-            &Sha256::digest(signing_input),
-            signature,
-        ),
-        (Algorithm::Rs384, PublicKey::Rsa(k)) => rsa_verify(
-            k,
-            Pkcs1v15Sign::new::<Sha384>(),
-            &Sha384::digest(signing_input),
-            signature,
-        ),
-        (Algorithm::Rs512, PublicKey::Rsa(k)) => rsa_verify(
-            k,
-            Pkcs1v15Sign::new::<Sha512>(),
-            &Sha512::digest(signing_input),
-            signature,
-        ),
-        (Algorithm::Ps256, PublicKey::Rsa(k)) => rsa_verify(
-            k,
-            Pss::new::<Sha256>(),
-            &Sha256::digest(signing_input),
-            signature,
-        ),
-        (Algorithm::Ps384, PublicKey::Rsa(k)) => rsa_verify(
-            k,
-            Pss::new::<Sha384>(),
-            &Sha384::digest(signing_input),
-            signature,
-        ),
-        (Algorithm::Ps512, PublicKey::Rsa(k)) => rsa_verify(
-            k,
-            Pss::new::<Sha512>(),
-            &Sha512::digest(signing_input),
-            signature,
-        ),
+        (Algorithm::Rs256, PublicKey::Rsa(k)) => {
+            rsa_public::verify_pkcs1v15::<Sha256>(k, SHA256_PREFIX, signing_input, signature)
+        }
+        (Algorithm::Rs384, PublicKey::Rsa(k)) => {
+            rsa_public::verify_pkcs1v15::<Sha384>(k, SHA384_PREFIX, signing_input, signature)
+        }
+        (Algorithm::Rs512, PublicKey::Rsa(k)) => {
+            rsa_public::verify_pkcs1v15::<Sha512>(k, SHA512_PREFIX, signing_input, signature)
+        }
+        (Algorithm::Ps256, PublicKey::Rsa(k)) => {
+            rsa_public::verify_pss::<Sha256>(k, signing_input, signature)
+        }
+        (Algorithm::Ps384, PublicKey::Rsa(k)) => {
+            rsa_public::verify_pss::<Sha384>(k, signing_input, signature)
+        }
+        (Algorithm::Ps512, PublicKey::Rsa(k)) => {
+            rsa_public::verify_pss::<Sha512>(k, signing_input, signature)
+        }
         (Algorithm::Es256, PublicKey::P256(k)) => {
             use p256::ecdsa::signature::Verifier;
             p256::ecdsa::Signature::from_slice(signature)
@@ -78,20 +60,6 @@ pub fn verify(alg: Algorithm, key: &PublicKey, signing_input: &[u8], signature: 
         }
         _ => false,
     }
-}
-
-/// RSA: the signature must have the modulus' length and be below the modulus (no `s + n`
-/// malleability), then the scheme checks the encoding (PSS with its fixed salt length).
-fn rsa_verify<S: rsa::traits::SignatureScheme>(
-    key: &RsaPublicKey,
-    scheme: S,
-    hashed: &[u8],
-    signature: &[u8],
-) -> bool {
-    if signature.len() != key.size() || rsa::BigUint::from_bytes_be(signature) >= *key.n() {
-        return false;
-    }
-    key.verify(scheme, hashed, signature).is_ok()
 }
 
 #[cfg(test)]
