@@ -53,6 +53,12 @@ test: build probe lint
 demo: build spec-tools
 	target/spec/demo
 
+## bench: filter cost in wasm (in-process), natively and in OpenSSL, HTTP throughput (BENCHMARKS.md);
+## figures in target/bench/summary.json. BENCH_ARGS passes options, e.g. BENCH_ARGS="--skip-http".
+BENCH_ARGS ?=
+bench: build spec-tools
+	target/spec/bench $(BENCH_ARGS)
+
 ## fuzz: every cargo-fuzz target (fuzz/) for FUZZ_SECONDS each (default 60), seeded from vectors/;
 ## prints libFuzzer's final line per target (`#N DONE cov: X ft: Y`: executions, coverage).
 ## Crashes land in fuzz/artifacts/<target>/ and make this target fail.

@@ -1,0 +1,988 @@
+//! `make bench`: what the filter costs, measured in one run.
+//!
+//! 1. The release `dist/cloudrun_oidc.wasm` in the spec host, in-process (wasmtime, no network):
+//!    filter time (`proxy_on_request_headers`) per request for a fresh token per algorithm
+//!    (verified-token cache miss), for a repeated token (cache hit), for the hot path (keys
+//!    fetched by `jwks_url`, Google ID token cached, claims mapped to headers), for early
+//!    refusals, and how it grows with JWKS size, number of routes and token size.
+//! 2. The same signatures natively: our code (`cloudrun_oidc::signature` / `verifier`, native
+//!    rlib) and OpenSSL (the reference, through the spec's `jose` module).
+//! 3. HTTP throughput through the Kong stand-in (`gateway`, real loopback HTTP, keep-alive):
+//!    a route without the filter, the filter with one repeated token, a fresh token per request.
+//!
+//! Prints Markdown tables and writes `target/bench/summary.json`. Every loop is bounded in count
+//! and time; nothing here asserts on timings.
+
+#[path = "../bench/driver.rs"]
+mod driver;
+#[path = "../bench/load.rs"]
+mod load;
+#[path = "../bench/stats.rs"]
+mod stats;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use cloudrun_oidc::alg::Algorithm;
+use cloudrun_oidc::jwks::KeySet;
+use cloudrun_oidc::verifier::{self, IssuerRule, Limits};
+use cloudrun_spec::host::context::CallResult;
+use cloudrun_spec::jose::{self, Alg, KeyKind, SigningKey};
+use cloudrun_spec::testkit::gateway::{Gateway, GatewayOpts};
+use cloudrun_spec::testkit::mocks::{CloudRun, CloudRunOptions, GoogleOptions, MockGoogle};
+use cloudrun_spec::testkit::process::repo_root;
+use cloudrun_spec::testkit::stack::filter_meta;
+use driver::{client_headers, ok_response, Driver, Responder};
+use serde_json::{json, Map, Value};
+use stats::{ratio, round, us, Samples, Table};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use wasmtime::{Engine, Module};
+
+const ISSUER: &str = "https://idp.bench.example/realms/bench";
+const AUDIENCE: &str = "orders-api";
+const JWKS_URL: &str = "https://idp.bench.example/realms/bench/jwks";
+const CLOUDRUN_AUDIENCE: &str = "https://orders-bench-uc.a.run.app";
+
+#[derive(Parser, Debug)]
+#[command(about = "cloudrun_oidc benchmark: wasm in-process, native, OpenSSL, HTTP throughput")]
+struct Args {
+    /// Fresh tokens per algorithm for cold verification in wasm (and natively).
+    #[arg(long, default_value_t = 300)]
+    cold: usize,
+    /// Timed repetitions of a repeated token (cache hit, hot path).
+    #[arg(long, default_value_t = 5000)]
+    hot: usize,
+    /// Requests per HTTP scenario without the filter and with a repeated token.
+    #[arg(long, default_value_t = 20_000)]
+    http_requests: usize,
+    /// Requests of the HTTP scenario with a fresh RS256 token each (tokens are minted first).
+    #[arg(long, default_value_t = 4_000)]
+    http_cold: usize,
+    /// Concurrent keep-alive client connections.
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    /// Gateway workers (one wasm instance each).
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Longest any one HTTP scenario may run.
+    #[arg(long, default_value_t = 60)]
+    http_max_seconds: u64,
+    /// The filter to measure.
+    #[arg(long)]
+    wasm: Option<PathBuf>,
+    /// Where the JSON summary goes.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Skip the HTTP scenarios (in-process and native figures only).
+    #[arg(long)]
+    skip_http: bool,
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// The signing keys of the bench IdP.
+struct Keys {
+    rsa: SigningKey,
+    p256: SigningKey,
+    p384: SigningKey,
+    ed25519: SigningKey,
+    /// Same `kid` as `rsa`, not published: bad signatures.
+    attacker: SigningKey,
+}
+
+impl Keys {
+    fn generate() -> Result<Keys> {
+        Ok(Keys {
+            rsa: SigningKey::generate(KeyKind::Rsa(2048), "rsa-1")?,
+            p256: SigningKey::generate(KeyKind::P256, "ec256-1")?,
+            p384: SigningKey::generate(KeyKind::P384, "ec384-1")?,
+            ed25519: SigningKey::generate(KeyKind::Ed25519, "ed25519-1")?,
+            attacker: SigningKey::generate(KeyKind::Rsa(2048), "rsa-1")?,
+        })
+    }
+
+    fn for_alg(&self, alg: Alg) -> &SigningKey {
+        match alg {
+            Alg::ES256 => &self.p256,
+            Alg::ES384 => &self.p384,
+            Alg::EdDSA => &self.ed25519,
+            _ => &self.rsa,
+        }
+    }
+
+    /// The published JWKs, as mock-idp publishes them (RSA without `alg`: it serves RS* and PS*);
+    /// `fillers` extra P-256 keys go first so a lookup walks past them.
+    fn jwks(&self, fillers: &[SigningKey]) -> Value {
+        let mut keys: Vec<Value> = fillers.iter().map(SigningKey::public_jwk).collect();
+        keys.push(self.rsa.public_jwk_for(None));
+        keys.push(self.p256.public_jwk());
+        keys.push(self.p384.public_jwk());
+        keys.push(self.ed25519.public_jwk());
+        json!({ "keys": keys })
+    }
+}
+
+/// Claims of token `i` (distinct `sub` and `jti`, so every token is a cache miss).
+fn claims(i: usize, run: u64, big: bool) -> Value {
+    let now = now_secs();
+    let mut c = json!({
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": format!("user-{i:06}"),
+        "jti": format!("{run:x}-{i}"),
+        "email": format!("user-{i:06}@example.com"),
+        "azp": "bench-client",
+        "scope": "openid profile orders.read",
+        "realm_access": {"roles": ["user", "orders-reader"]},
+        "iat": now,
+        "exp": now + 3600,
+    });
+    if big {
+        // About 4 KB of claims: groups and a profile blob, as fat enterprise tokens carry.
+        let groups: Vec<String> = (0..60).map(|g| format!("group-{g:03}-orders")).collect();
+        c["groups"] = json!(groups);
+        c["profile"] = json!("p".repeat(2800));
+    }
+    c
+}
+
+/// `n` tokens signed with `alg`, minted on two threads (RSA signing is the slow part).
+fn mint(
+    keys: &Keys,
+    alg: Alg,
+    n: usize,
+    run: u64,
+    offset: usize,
+    big: bool,
+) -> Result<Vec<String>> {
+    let key = keys.for_alg(alg);
+    let half = n / 2;
+    std::thread::scope(|s| {
+        let a = s.spawn(|| -> Result<Vec<String>> {
+            (0..half)
+                .map(|i| jose::sign_jwt(key, alg, &claims(offset + i, run, big)))
+                .collect()
+        });
+        let b: Result<Vec<String>> = (half..n)
+            .map(|i| jose::sign_jwt(key, alg, &claims(offset + i, run, big)))
+            .collect();
+        let mut a = a
+            .join()
+            .map_err(|_| anyhow::anyhow!("minting thread panicked"))??;
+        a.extend(b?);
+        Ok(a)
+    })
+}
+
+fn base_config(jwks: &Value) -> Value {
+    json!({
+        "issuers": [{"issuer": ISSUER, "audiences": [AUDIENCE], "jwks": jwks}],
+        "claims_to_headers": {"sub": "x-user-id", "email": "x-user-email"},
+    })
+}
+
+/// Answers the filter's callouts: the JWKS for `jwks_url`, a Google ID token from the metadata
+/// server. Counts what it answered.
+fn responder(jwks: Value, google_key: SigningKey) -> Responder {
+    Box::new(move |spec| {
+        if spec.path.starts_with("/computeMetadata/") {
+            let now = now_secs();
+            let claims = json!({
+                "iss": "https://accounts.google.com",
+                "aud": CLOUDRUN_AUDIENCE,
+                "azp": "1234567890",
+                "sub": "1234567890",
+                "email": "gateway@bench.iam.gserviceaccount.com",
+                "email_verified": true,
+                "iat": now,
+                "exp": now + 3600,
+            });
+            match jose::sign_jwt(&google_key, Alg::RS256, &claims) {
+                Ok(t) => ok_response("text/html", t.into_bytes()),
+                Err(_) => CallResult {
+                    headers: vec![(":status".into(), b"500".to_vec())],
+                    ..CallResult::default()
+                },
+            }
+        } else {
+            ok_response("application/json", jwks.to_string().into_bytes())
+        }
+    })
+}
+
+fn driver(module: &Module, configs: &[Value], keys: &Keys, jwks: &Value) -> Result<Driver> {
+    let texts: Vec<String> = configs.iter().map(Value::to_string).collect();
+    Driver::new(module, &texts, responder(jwks.clone(), keys.rsa.clone()))
+}
+
+/// Filter time for each token once (cold: every token is new). All must be allowed.
+fn run_cold(d: &mut Driver, route: usize, tokens: &[String], warm: usize) -> Result<Samples> {
+    let mut s = Samples::default();
+    for (i, t) in tokens.iter().enumerate() {
+        let out = d.request(route, &client_headers(t))?;
+        if out.status != 200 || out.calls != 0 {
+            bail!(
+                "cold token {i} got {} ({} callouts): the bench setup is wrong",
+                out.status,
+                out.calls
+            );
+        }
+        if i >= warm {
+            s.push(out.headers);
+        }
+    }
+    Ok(s)
+}
+
+/// Filter time of the same request `n` times after `warm` untimed ones; every answer must be
+/// `status` without callouts.
+fn run_repeat(
+    d: &mut Driver,
+    route: usize,
+    headers: &[(String, Vec<u8>)],
+    warm: usize,
+    n: usize,
+    status: u16,
+) -> Result<Samples> {
+    let mut s = Samples::default();
+    for i in 0..warm + n {
+        let out = d.request(route, headers)?;
+        if out.status != status || out.calls != 0 {
+            bail!(
+                "repeated request got {} ({} callouts), expected {status}",
+                out.status,
+                out.calls
+            );
+        }
+        if i >= warm {
+            s.push(out.headers);
+        }
+    }
+    Ok(s)
+}
+
+/// Distinct requests, each refused with `status`.
+fn run_refusals(d: &mut Driver, tokens: &[String], status: u16) -> Result<Samples> {
+    let mut s = Samples::default();
+    for (i, t) in tokens.iter().enumerate() {
+        let out = d.request(0, &client_headers(t))?;
+        if out.status != status {
+            bail!("refusal {i}: got {}, expected {status}", out.status);
+        }
+        if i >= 10 {
+            s.push(out.headers);
+        }
+    }
+    Ok(s)
+}
+
+/// Native timings of `f` over `items`, repeated until `budget` is spent (at least one pass).
+fn native<T>(
+    items: &[T],
+    budget: Duration,
+    mut f: impl FnMut(&T) -> Result<bool>,
+) -> Result<Samples> {
+    let mut s = Samples::default();
+    for item in items.iter().take(5) {
+        if !f(item)? {
+            bail!("native verification refused a valid token");
+        }
+    }
+    let start = Instant::now();
+    let mut passes = 0;
+    while passes == 0 || (start.elapsed() < budget && passes < 50) {
+        for item in items {
+            let t = Instant::now();
+            let ok = f(item)?;
+            s.push(t.elapsed());
+            if !ok {
+                bail!("native verification refused a valid token");
+            }
+        }
+        passes += 1;
+    }
+    Ok(s)
+}
+
+struct AlgFigures {
+    alg: Alg,
+    wasm_cold: Samples,
+    wasm_hit: Samples,
+    native_sig: Samples,
+    native_verifier: Samples,
+    openssl: Samples,
+}
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let cmd = |c: &str, args: &[&str]| -> String {
+        std::process::Command::new(c)
+            .args(args)
+            .current_dir(repo_root())
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    json!({
+        "cpu": cpu,
+        "cores": cores,
+        "kernel": cmd("uname", &["-sr"]),
+        "rustc": cmd("rustc", &["-V"]),
+        "openssl": openssl::version::version(),
+        "wasmtime": "36 (Engine::default, cranelift)",
+        "commit": cmd("git", &["rev-parse", "--short", "HEAD"]),
+        "dirty": !cmd("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty(),
+        "date_utc": cmd("date", &["-u", "+%Y-%m-%d %H:%M"]),
+    })
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let root = repo_root();
+    let wasm_path = args
+        .wasm
+        .clone()
+        .unwrap_or_else(|| root.join("dist/cloudrun_oidc.wasm"));
+    if !wasm_path.is_file() {
+        bail!("{} is missing: run `make build`", wasm_path.display());
+    }
+    let out_path = args
+        .out
+        .clone()
+        .unwrap_or_else(|| root.join("target/bench/summary.json"));
+    let started = Instant::now();
+    let run = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let wasm_bytes = std::fs::metadata(&wasm_path)?.len();
+    let machine = machine();
+    eprintln!(
+        "bench: {} ({wasm_bytes} bytes) on {} ({} cores)",
+        wasm_path.display(),
+        machine["cpu"].as_str().unwrap_or("?"),
+        machine["cores"]
+    );
+
+    let mut summary = Map::new();
+    let mut put = |k: &str, v: f64| {
+        summary.insert(k.to_string(), json!(round(v)));
+    };
+
+    let engine = Engine::default();
+    let t = Instant::now();
+    let module = Module::from_file(&engine, &wasm_path).context("compiling the filter")?;
+    let compile_ms = t.elapsed().as_secs_f64() * 1000.0;
+    eprintln!("bench: compiled in {compile_ms:.0} ms; generating keys and tokens");
+
+    let keys = Keys::generate()?;
+    let jwks = keys.jwks(&[]);
+    let cold_n = args.cold.max(20);
+    let warm_cold = 10.min(cold_n / 4);
+    let hot_n = args.hot.max(100);
+
+    // ---- 1. cold verification per algorithm: wasm, native ours, OpenSSL ----
+    let algs = [Alg::RS256, Alg::PS256, Alg::ES256, Alg::ES384, Alg::EdDSA];
+    let mut d = driver(&module, &[base_config(&jwks)], &keys, &jwks)?;
+    let set = KeySet::parse(jwks.to_string().as_bytes()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let rules = vec![IssuerRule {
+        issuer: ISSUER.into(),
+        audiences: vec![AUDIENCE.into()],
+        algorithms: algs
+            .iter()
+            .filter_map(|a| Algorithm::from_name(a.name()))
+            .collect(),
+    }];
+    let limits = Limits {
+        max_token_bytes: 8192,
+        clock_skew_secs: 60,
+    };
+    let mut figures = Vec::new();
+    for (k, alg) in algs.into_iter().enumerate() {
+        eprintln!("bench: {} cold x{cold_n}", alg.name());
+        let tokens = mint(&keys, alg, cold_n, run, k * 1_000_000, false)?;
+        let wasm_cold = run_cold(&mut d, 0, &tokens, warm_cold)?;
+        let hit_token = mint(&keys, alg, 1, run, k * 1_000_000 + 900_000, false)?;
+        let hit_headers = client_headers(hit_token.first().map(String::as_str).unwrap_or(""));
+        let wasm_hit = run_repeat(&mut d, 0, &hit_headers, 100, hot_n, 200)?;
+
+        let ours_alg = Algorithm::from_name(alg.name()).context("alg")?;
+        let decoded: Vec<jose::Decoded> = tokens
+            .iter()
+            .map(|t| jose::decode(t))
+            .collect::<Result<_>>()?;
+        let kid = keys.for_alg(alg).kid.clone();
+        let jwk = set
+            .find(Some(&kid), ours_alg)
+            .map_err(|e| anyhow::anyhow!("our key set has no {kid}: {e:?}"))?;
+        let budget = Duration::from_millis(300);
+        let native_sig = native(&decoded, budget, |t| {
+            Ok(cloudrun_oidc::signature::verify(
+                ours_alg,
+                &jwk.key,
+                t.signing_input.as_bytes(),
+                &t.signature,
+            ))
+        })?;
+        let now = now_secs();
+        let native_verifier = native(&tokens, budget, |t| {
+            let pre = verifier::precheck(t, &rules, &limits, now)
+                .map_err(|e| anyhow::anyhow!("precheck: {e:?}"))?;
+            Ok(verifier::verify_signature(pre, &set).is_ok())
+        })?;
+        let public_jwk = jwks["keys"]
+            .as_array()
+            .and_then(|ks| ks.iter().find(|j| j["kid"] == kid.as_str()))
+            .cloned()
+            .context("jwk")?;
+        let ossl_key = jose::PublicKey::from_jwk(&public_jwk)?;
+        let openssl = native(&decoded, budget, |t| {
+            ossl_key.verify(alg, t.signing_input.as_bytes(), &t.signature)
+        })?;
+        figures.push(AlgFigures {
+            alg,
+            wasm_cold,
+            wasm_hit,
+            native_sig,
+            native_verifier,
+            openssl,
+        });
+    }
+
+    // ---- 2. hot path and early refusals (filter time in wasm) ----
+    eprintln!("bench: hot path and refusals");
+    let mut hot_cfg = base_config(&jwks);
+    hot_cfg["issuers"][0]
+        .as_object_mut()
+        .context("issuer")?
+        .remove("jwks");
+    hot_cfg["issuers"][0]["jwks_url"] = json!(JWKS_URL);
+    hot_cfg["google_id_token"] = json!({"audience": CLOUDRUN_AUDIENCE, "source": "metadata"});
+    let mut hot = driver(&module, &[hot_cfg.clone()], &keys, &jwks)?;
+    let hot_token = mint(&keys, Alg::RS256, 1, run, 5_000_000, false)?;
+    let hot_headers = client_headers(hot_token.first().map(String::as_str).unwrap_or(""));
+    let first = hot.request(0, &hot_headers)?;
+    let has = |name: &str| first.upstream_headers.iter().any(|(k, _)| k == name);
+    if first.status != 200
+        || first.calls != 2
+        || !has("x-user-id")
+        || !has("x-forwarded-authorization")
+    {
+        bail!(
+            "hot-path warm-up: status {}, {} callouts, headers {:?}",
+            first.status,
+            first.calls,
+            first
+                .upstream_headers
+                .iter()
+                .map(|(k, _)| k)
+                .collect::<Vec<_>>()
+        );
+    }
+    let warm_first_us = (first.headers + first.callouts).as_secs_f64() * 1e6;
+    let hot_path = run_repeat(&mut hot, 0, &hot_headers, 200, hot_n, 200)?;
+    // Fresh tokens on the hot configuration: a cold request in production (fetched keys + Google).
+    let cold_hotcfg_tokens = mint(&keys, Alg::RS256, cold_n, run, 5_100_000, false)?;
+    let cold_hotcfg = run_cold(&mut hot, 0, &cold_hotcfg_tokens, warm_cold)?;
+
+    let refusal_n = cold_n;
+    let no_token = run_repeat(&mut d, 0, &client_headers("")[..4], 100, hot_n, 401)?;
+    let expired: Vec<String> = (0..refusal_n)
+        .map(|i| {
+            let mut c = claims(6_000_000 + i, run, false);
+            c["exp"] = json!(now_secs() - 3600);
+            jose::sign_jwt(&keys.ed25519, Alg::EdDSA, &c)
+        })
+        .collect::<Result<_>>()?;
+    let expired = run_refusals(&mut d, &expired, 401)?;
+    let wrong_aud: Vec<String> = (0..refusal_n)
+        .map(|i| {
+            let mut c = claims(6_100_000 + i, run, false);
+            c["aud"] = json!("someone-else");
+            jose::sign_jwt(&keys.ed25519, Alg::EdDSA, &c)
+        })
+        .collect::<Result<_>>()?;
+    let wrong_aud = run_refusals(&mut d, &wrong_aud, 401)?;
+    let unknown_kid: Vec<String> = (0..refusal_n)
+        .map(|i| {
+            let h = json!({"alg": "EdDSA", "kid": format!("nope-{i}"), "typ": "JWT"});
+            jose::sign_compact(
+                &keys.ed25519,
+                Alg::EdDSA,
+                &h,
+                &claims(6_200_000 + i, run, false),
+            )
+        })
+        .collect::<Result<_>>()?;
+    let unknown_kid = run_refusals(&mut d, &unknown_kid, 401)?;
+    let bad_sig_n = (cold_n / 2).max(20);
+    let bad_sig: Vec<String> = (0..bad_sig_n)
+        .map(|i| {
+            jose::sign_jwt(
+                &keys.attacker,
+                Alg::RS256,
+                &claims(6_300_000 + i, run, false),
+            )
+        })
+        .collect::<Result<_>>()?;
+    let bad_sig = run_refusals(&mut d, &bad_sig, 401)?;
+
+    // ---- 3. scaling: JWKS size, routes, token size (RS256) ----
+    eprintln!("bench: scaling");
+    let scale_n = (cold_n / 2).max(20);
+    let scale_hot = (hot_n / 2).max(100);
+    let mut scaling: Vec<(String, String, Samples, Samples)> = Vec::new();
+    let mut scale_case = |what: &str,
+                          label: &str,
+                          d: &mut Driver,
+                          route: usize,
+                          big: bool,
+                          offset: usize|
+     -> Result<()> {
+        let tokens = mint(&keys, Alg::RS256, scale_n + 1, run, offset, big)?;
+        let (hit, cold) = tokens.split_at(1);
+        let cold = run_cold(d, route, cold, warm_cold)?;
+        let hit_headers = client_headers(hit.first().map(String::as_str).unwrap_or(""));
+        let hit = run_repeat(d, route, &hit_headers, 100, scale_hot, 200)?;
+        scaling.push((what.to_string(), label.to_string(), cold, hit));
+        Ok(())
+    };
+    let mut fillers = Vec::new();
+    for n_keys in [1usize, 10, 100] {
+        // The RS256 key plus (n - 1) others; here the other published keys are P-256 fillers.
+        while fillers.len() + 1 < n_keys {
+            fillers.push(SigningKey::generate(
+                KeyKind::P256,
+                &format!("filler-{:03}", fillers.len()),
+            )?);
+        }
+        let mut ks: Vec<Value> = fillers
+            .iter()
+            .take(n_keys - 1)
+            .map(SigningKey::public_jwk)
+            .collect();
+        ks.push(keys.rsa.public_jwk_for(None));
+        let set_json = json!({ "keys": ks });
+        let mut dn = driver(&module, &[base_config(&set_json)], &keys, &set_json)?;
+        scale_case(
+            "JWKS size",
+            &format!("{n_keys} key(s)"),
+            &mut dn,
+            0,
+            false,
+            7_000_000 + n_keys * 10_000,
+        )?;
+    }
+    for n_routes in [1usize, 10] {
+        let configs: Vec<Value> = (0..n_routes).map(|_| base_config(&jwks)).collect();
+        let mut dr = driver(&module, &configs, &keys, &jwks)?;
+        scale_case(
+            "routes",
+            &format!("{n_routes} route(s), request on the last"),
+            &mut dr,
+            n_routes - 1,
+            false,
+            8_000_000 + n_routes * 10_000,
+        )?;
+    }
+    let mut small_big = driver(&module, &[base_config(&jwks)], &keys, &jwks)?;
+    let big_len = mint(&keys, Alg::EdDSA, 1, run, 9_900_000, true)?
+        .first()
+        .map(String::len)
+        .unwrap_or(0);
+    let small_len = hot_token.first().map(String::len).unwrap_or(0);
+    scale_case(
+        "token size",
+        &format!("small ({small_len} B)"),
+        &mut small_big,
+        0,
+        false,
+        9_000_000,
+    )?;
+    scale_case(
+        "token size",
+        &format!("large ({big_len} B)"),
+        &mut small_big,
+        0,
+        true,
+        9_100_000,
+    )?;
+
+    // ---- 4. HTTP throughput through the gateway ----
+    let http = if args.skip_http {
+        None
+    } else {
+        Some(http_scenarios(&args, &keys, &jwks, run)?)
+    };
+
+    // ---- tables and summary ----
+    let mut out = String::new();
+    let mut t1 = Table::new(
+        "Cold verification per algorithm (µs, median; wasm = filter time in proxy_on_request_headers)",
+        &[
+            "alg",
+            "wasm cold",
+            "wasm hit",
+            "wasm cold−hit",
+            "native ours (sig)",
+            "native ours (verifier)",
+            "OpenSSL",
+            "wasm cold / OpenSSL",
+            "(cold−hit) / OpenSSL",
+            "native ours / OpenSSL",
+        ],
+    );
+    for f in &figures {
+        let cold = f.wasm_cold.median_us();
+        let hit = f.wasm_hit.median_us();
+        let sig = (cold - hit).max(0.0);
+        let ossl = f.openssl.median_us();
+        let ours = f.native_sig.median_us();
+        let name = f.alg.name().to_ascii_lowercase();
+        put(&format!("{name}_wasm_us"), cold);
+        put(&format!("{name}_wasm_p90_us"), f.wasm_cold.p90_us());
+        put(&format!("{name}_wasm_hit_us"), hit);
+        put(&format!("{name}_wasm_sig_us"), sig);
+        put(&format!("{name}_native_us"), ours);
+        put(
+            &format!("{name}_native_verifier_us"),
+            f.native_verifier.median_us(),
+        );
+        put(&format!("{name}_openssl_us"), ossl);
+        put(&format!("{name}_wasm_vs_openssl"), cold / ossl);
+        put(&format!("{name}_wasm_sig_vs_openssl"), sig / ossl);
+        put(&format!("{name}_native_vs_openssl"), ours / ossl);
+        t1.row(vec![
+            f.alg.name().to_string(),
+            us(cold),
+            us(hit),
+            us(sig),
+            us(ours),
+            us(f.native_verifier.median_us()),
+            us(ossl),
+            ratio(cold / ossl),
+            ratio(sig / ossl),
+            ratio(ours / ossl),
+        ]);
+    }
+    out.push_str(&t1.render());
+    out.push_str(&format!(
+        "\nwasm: {} fresh tokens per algorithm ({} timed), inline JWKS (4 keys), claims→headers, \
+         no google_id_token; hit: one token repeated {hot_n}×. Native: the same tokens, \
+         ≥300 ms per figure.\n\n",
+        cold_n,
+        cold_n - warm_cold
+    ));
+
+    let mut t2 = Table::new(
+        "Per-request filter time in wasm (µs)",
+        &["case", "median", "p90", "mean", "n"],
+    );
+    let mut row2 = |name: &str, s: &Samples| {
+        t2.row(vec![
+            name.to_string(),
+            us(s.median_us()),
+            us(s.p90_us()),
+            us(s.mean_us()),
+            s.len().to_string(),
+        ]);
+    };
+    row2(
+        "hot path: repeated RS256 token, jwks_url keys, Google token cached, 2 claims→headers",
+        &hot_path,
+    );
+    row2(
+        "cold on the same route: fresh RS256 token each (keys and Google token cached)",
+        &cold_hotcfg,
+    );
+    row2("refused: no token (401)", &no_token);
+    row2("refused: expired (401, before any key work)", &expired);
+    row2("refused: wrong aud (401, before any key work)", &wrong_aud);
+    row2(
+        "refused: unknown kid (401, inline keys: no refetch)",
+        &unknown_kid,
+    );
+    row2(
+        "refused: bad RS256 signature (401, full verification)",
+        &bad_sig,
+    );
+    out.push_str(&t2.render());
+    out.push_str(&format!(
+        "\nFirst request on a fresh worker (JWKS fetch + Google mint, callouts answered in-process): \
+         {} µs of filter time.\n\n",
+        us(warm_first_us)
+    ));
+    put("hot_path_us", hot_path.median_us());
+    put("hot_path_p90_us", hot_path.p90_us());
+    put("hot_path_mean_us", hot_path.mean_us());
+    put("cold_rs256_hot_config_us", cold_hotcfg.median_us());
+    put("first_request_us", warm_first_us);
+    put("reject_no_token_us", no_token.median_us());
+    put("reject_expired_us", expired.median_us());
+    put("reject_wrong_aud_us", wrong_aud.median_us());
+    put("reject_unknown_kid_us", unknown_kid.median_us());
+    put("reject_bad_signature_us", bad_sig.median_us());
+
+    let mut t3 = Table::new(
+        "Scaling (RS256, wasm filter time, µs median)",
+        &["dimension", "case", "cold", "hit"],
+    );
+    for (what, label, cold, hit) in &scaling {
+        t3.row(vec![
+            what.clone(),
+            label.clone(),
+            us(cold.median_us()),
+            us(hit.median_us()),
+        ]);
+        let key = format!(
+            "scale_{}_{}",
+            what.replace(' ', "_").to_ascii_lowercase(),
+            label
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_ascii_lowercase()
+        );
+        put(&format!("{key}_cold_us"), cold.median_us());
+        put(&format!("{key}_hit_us"), hit.median_us());
+    }
+    out.push_str(&t3.render());
+    out.push('\n');
+
+    if let Some(h) = &http {
+        let base = h.no_filter.rps();
+        let mut t4 = Table::new(
+            &format!(
+                "HTTP throughput through the gateway ({} workers, {} keep-alive connections, \
+                 client and upstream on the same {} cores)",
+                args.workers, args.connections, machine["cores"]
+            ),
+            &[
+                "scenario",
+                "requests",
+                "req/s",
+                "vs no filter",
+                "p50 ms",
+                "p99 ms",
+                "non-200",
+            ],
+        );
+        for (name, r) in [
+            ("no filter", &h.no_filter),
+            ("filter, one repeated token (hot)", &h.hot),
+            ("filter, fresh RS256 token per request (cold)", &h.cold),
+        ] {
+            t4.row(vec![
+                name.to_string(),
+                r.sent.to_string(),
+                format!("{:.0}", r.rps()),
+                format!("{:.0}%", r.rps() / base * 100.0),
+                format!("{:.2}", r.latency.median_us() / 1000.0),
+                format!("{:.2}", r.latency.quantile_us(0.99) / 1000.0),
+                r.errors.to_string(),
+            ]);
+        }
+        out.push_str(&t4.render());
+        out.push_str(
+            "\nThe gateway opens a new upstream connection per request (Kong pools them): \
+             the no-filter baseline carries that cost too.\n\n",
+        );
+        put("rps_no_filter", base);
+        put("rps_hot", h.hot.rps());
+        put("rps_cold", h.cold.rps());
+        put("rps_hot_vs_no_filter", h.hot.rps() / base);
+        put("rps_cold_vs_no_filter", h.cold.rps() / base);
+        put(
+            "http_non_200",
+            (h.no_filter.errors + h.hot.errors + h.cold.errors) as f64,
+        );
+    }
+
+    put("wasm_bytes", wasm_bytes as f64);
+    put("wasm_compile_ms", compile_ms);
+    out.push_str(&format!(
+        "Filter: {} = {wasm_bytes} bytes (cranelift compile {compile_ms:.0} ms).\n",
+        wasm_path
+            .strip_prefix(&root)
+            .unwrap_or(&wasm_path)
+            .display()
+    ));
+    put("bench_seconds", started.elapsed().as_secs_f64());
+
+    println!("{out}");
+    summary.insert("machine".into(), machine);
+    summary.insert(
+        "params".into(),
+        json!({
+            "cold_tokens_per_alg": cold_n,
+            "hot_repetitions": hot_n,
+            "http_requests": args.http_requests,
+            "http_cold_requests": args.http_cold,
+            "connections": args.connections,
+            "workers": args.workers,
+            "http": !args.skip_http,
+        }),
+    );
+    if let Some(dir) = out_path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&out_path, serde_json::to_string_pretty(&summary)? + "\n")?;
+    std::fs::write(out_path.with_file_name("table.md"), &out)?;
+    eprintln!(
+        "bench: wrote {} and table.md ({:.0} s)",
+        out_path.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+struct HttpFigures {
+    no_filter: load::LoadResult,
+    hot: load::LoadResult,
+    cold: load::LoadResult,
+}
+
+fn http_scenarios(args: &Args, keys: &Keys, jwks: &Value, run: u64) -> Result<HttpFigures> {
+    eprintln!("bench: HTTP: minting {} tokens", args.http_cold + 400);
+    let cold_warm = 400usize.min(args.http_cold / 4 + 1);
+    let mut cold_tokens = mint(
+        keys,
+        Alg::RS256,
+        args.http_cold + cold_warm,
+        run,
+        20_000_000,
+        false,
+    )?;
+    let cold_measured = cold_tokens.split_off(cold_warm);
+    let hot_token = mint(keys, Alg::RS256, 1, run, 19_000_000, false)?;
+
+    let cloudrun = CloudRun::start(CloudRunOptions {
+        no_auth: true,
+        ..CloudRunOptions::default()
+    })?;
+    let google = MockGoogle::start(GoogleOptions::default())?;
+    let mut config = base_config(jwks);
+    config["google_id_token"] = json!({
+        "audience": cloudrun.audience(),
+        "source": "metadata",
+        "metadata_host": google.http_addr(),
+    });
+    let meta = filter_meta();
+    let config_yaml = match &meta {
+        Some(_) => config.to_string(),
+        None => serde_json::to_string(&config.to_string())?,
+    };
+    let upstream = cloudrun.http_addr();
+    let kong_yml = format!(
+        r#"_format_version: "3.0"
+services:
+  - name: plain
+    url: http://{upstream}
+    routes:
+      - name: plain
+        paths: ["/plain"]
+        strip_path: false
+  - name: orders
+    url: http://{upstream}
+    routes:
+      - name: orders
+        paths: ["/orders"]
+        strip_path: false
+        filter_chains:
+          - filters:
+              - name: cloudrun_oidc
+                config: {config_yaml}
+"#
+    );
+    let wasm = args
+        .wasm
+        .clone()
+        .unwrap_or_else(|| repo_root().join("dist/cloudrun_oidc.wasm"));
+    let gateway = Gateway::start(&GatewayOpts {
+        kong_yml,
+        filters: vec![("cloudrun_oidc".into(), wasm, meta)],
+        workers: args.workers,
+        shm_kv: vec!["cloudrun_oidc=12m".into()],
+        lua_resolver: true,
+        ..GatewayOpts::default()
+    })
+    .context("starting the gateway")?;
+
+    let max_time = Duration::from_secs(args.http_max_seconds);
+    let scenario = |path: &str, tokens: Vec<String>, requests: usize| load::Load {
+        addr: gateway.http.clone(),
+        path: path.to_string(),
+        tokens: Rc::new(tokens),
+        requests,
+        connections: args.connections,
+        max_time,
+    };
+    let check = |name: &str, r: &load::LoadResult| -> Result<()> {
+        if r.sent == 0 || r.errors * 100 > r.sent {
+            let log = gateway.stderr_lines();
+            let tail = log.get(log.len().saturating_sub(20)..).unwrap_or_default();
+            bail!(
+                "HTTP {name}: {} of {} requests failed (first status {:?}); gateway log:\n{}",
+                r.errors,
+                r.sent,
+                r.first_error,
+                tail.join("\n")
+            );
+        }
+        Ok(())
+    };
+    let warm_n = (args.http_requests / 10).clamp(100, 2_000);
+
+    eprintln!("bench: HTTP no filter x{}", args.http_requests);
+    check(
+        "warm-up",
+        &load::run(&scenario("/plain", Vec::new(), warm_n))?,
+    )?;
+    let no_filter = load::run(&scenario("/plain", Vec::new(), args.http_requests))?;
+    check("no filter", &no_filter)?;
+
+    eprintln!("bench: HTTP hot x{}", args.http_requests);
+    // The first requests on each worker fetch the Google token from mock-google.
+    check(
+        "warm-up",
+        &load::run(&scenario("/orders", hot_token.clone(), warm_n))?,
+    )?;
+    let hot = load::run(&scenario("/orders", hot_token, args.http_requests))?;
+    check("hot", &hot)?;
+
+    eprintln!("bench: HTTP cold x{}", args.http_cold);
+    let cold_warm_n = cold_tokens.len();
+    check(
+        "warm-up",
+        &load::run(&scenario("/orders", cold_tokens, cold_warm_n))?,
+    )?;
+    let n = cold_measured.len();
+    let cold = load::run(&scenario("/orders", cold_measured, n))?;
+    check("cold", &cold)?;
+    drop(gateway);
+    drop(google);
+    drop(cloudrun);
+    Ok(HttpFigures {
+        no_filter,
+        hot,
+        cold,
+    })
+}
