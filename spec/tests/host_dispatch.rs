@@ -432,3 +432,37 @@ fn an_unknown_name_is_a_resolver_failure() -> R {
     );
     Ok(())
 }
+
+#[test]
+fn a_response_head_over_8_kb_is_a_reader_failure() -> R {
+    let server = TestServer::start()?;
+    let gw = gateway(&server, get(&server.addr, "/big-head"))?;
+    let seen = probe_seen(&gw.get("/front", &[])?);
+    assert_eq!(
+        failure(&seen),
+        (
+            Some("-".into()),
+            Some("reader failure".into()),
+            Some("0:0".into())
+        ),
+        "{seen:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_chunked_response_body_is_decoded() -> R {
+    let server = TestServer::start()?;
+    let gw = gateway(&server, get(&server.addr, "/chunked"))?;
+    let seen = probe_seen(&gw.get("/front", &[])?);
+    assert_eq!(
+        seen_value(&seen, "call_status").as_deref(),
+        Some("200"),
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen_value(&seen, "call_body").as_deref(),
+        Some("hello world")
+    );
+    Ok(())
+}

@@ -22,7 +22,8 @@
 //! records `mark=value`), `append_header` (`name`, `value`: appends `,value` to a request header),
 //! `trap_if_header` (`name`: traps when the request has that header), `get_metric` (`name`),
 //! `wasi` (clocks, random_get, environment, arguments, stdout/stderr through WASI),
-//! `wasi_nyi` (calls a WASI import the host does not implement).
+//! `wasi_nyi` (calls a WASI import the host does not implement), `bad_pointer` (`proxy_log` with
+//! an out-of-bounds pointer), `huge_random` (`random_get` of 2 GB into a small buffer).
 //! `$ctx` in a `value` or a shared-data `key` is replaced by the current context id.
 
 use proxy_wasm::hostcalls;
@@ -349,6 +350,17 @@ fn run(list: Vec<&Value>, ctx_id: u32, seen: &mut Vec<String>) {
                 ));
             }
             "wasi" => wasi_basics(seen),
+            "bad_pointer" => {
+                // A host call with a pointer past the end of memory: the host must trap.
+                let r = unsafe { raw_env::proxy_log(3, 0xffff_fff0usize as *const u8, 100) };
+                seen.push(format!("bad_pointer={r}"));
+            }
+            "huge_random" => {
+                // random_get of 2 GB into a 16-byte buffer: the host must trap, not allocate.
+                let mut b = [0u8; 16];
+                let r = unsafe { wasi_nyi::random_get(b.as_mut_ptr(), 0x7fff_ffff) };
+                seen.push(format!("huge_random={r}"));
+            }
             "wasi_nyi" => {
                 // An import the host does not implement: calling it traps.
                 let mut buf = [0u8; 64];
@@ -357,6 +369,12 @@ fn run(list: Vec<&Value>, ctx_id: u32, seen: &mut Vec<String>) {
             }
             other => seen.push(format!("unknown_action={other}")),
         }
+    }
+}
+
+mod raw_env {
+    extern "C" {
+        pub fn proxy_log(level: u32, ptr: *const u8, len: usize) -> u32;
     }
 }
 

@@ -21,6 +21,16 @@ pub fn read<T>(caller: &mut Caller<'_, T>, ptr: i32, len: i32) -> Result<Vec<u8>
         .ok_or_else(|| anyhow!("invalid memory access: {len} bytes at {ptr:#x}"))
 }
 
+/// Checks that `len` bytes at `ptr` lie inside guest memory (without copying them).
+pub fn check<T>(caller: &mut Caller<'_, T>, ptr: i32, len: i32) -> Result<()> {
+    let mem = memory(caller)?;
+    let (_, end) = span(ptr, len)?;
+    if end > mem.data_size(&*caller) {
+        bail!("invalid memory access: {len} bytes at {ptr:#x}");
+    }
+    Ok(())
+}
+
 /// Reads `len` bytes at `ptr`, or `None` when `ptr` is null (a "no value" argument).
 pub fn read_opt<T>(caller: &mut Caller<'_, T>, ptr: i32, len: i32) -> Result<Option<Vec<u8>>> {
     if ptr == 0 {

@@ -33,6 +33,9 @@ impl Default for WasiState {
 
 const M: &str = "wasi_snapshot_preview1";
 
+/// Most bytes of stdout/stderr one `fd_write` puts into the log (and a partial line may hold).
+const MAX_LOG_BYTES: usize = 64 * 1024;
+
 /// Registers the WASI group of imports.
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> Result<()> {
     linker.func_wrap(M, "fd_write", fd_write)?;
@@ -40,6 +43,8 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> Result<()> {
         M,
         "random_get",
         |mut c: Caller<'_, HostState>, ptr: i32, len: i32| -> Result<i32> {
+            // Bounds first: the length is the guest's to choose.
+            memory::check(&mut c, ptr, len)?;
             let mut buf = vec![0u8; len as u32 as usize];
             openssl::rand::rand_bytes(&mut buf)?;
             memory::write(&mut c, ptr, &buf)?;
@@ -158,13 +163,21 @@ fn fd_write(
         bail!("fd_write: bad iovec count {iovs_len}");
     }
     let raw = memory::read(&mut c, iovs, iovs_len * 8)?;
+    // Every iovec is bounds-checked and counted; at most MAX_LOG_BYTES per call are copied (the
+    // same region may be listed 1024 times).
     let mut out = Vec::new();
+    let mut written: u32 = 0;
     for iov in raw.chunks_exact(8) {
         let ptr = i32::from_le_bytes([iov[0], iov[1], iov[2], iov[3]]);
         let len = i32::from_le_bytes([iov[4], iov[5], iov[6], iov[7]]);
-        out.extend(memory::read(&mut c, ptr, len)?);
+        memory::check(&mut c, ptr, len)?;
+        written = written.saturating_add(len as u32);
+        let room = MAX_LOG_BYTES.saturating_sub(out.len());
+        let take = (len as u32 as usize).min(room);
+        if take > 0 {
+            out.extend(memory::read(&mut c, ptr, take as i32)?);
+        }
     }
-    let written = out.len() as u32;
     let state = c.data_mut();
     let buf = if fd == 1 {
         &mut state.wasi.stdout
@@ -172,6 +185,10 @@ fn fd_write(
         &mut state.wasi.stderr
     };
     buf.extend_from_slice(&out);
+    // A partial line never grows without bound: past the limit it is logged as is.
+    if buf.len() > MAX_LOG_BYTES && !buf.contains(&b'\n') {
+        buf.push(b'\n');
+    }
     let mut lines = Vec::new();
     while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
         let line: Vec<u8> = buf.drain(..=nl).collect();

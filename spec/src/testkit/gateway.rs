@@ -343,7 +343,8 @@ impl Recorded {
 
 /// A small HTTP/1.1 server on 127.0.0.1 (port 0) that records every request and answers by path:
 /// `/hang...` holds the connection unanswered (until the server is dropped), `/close...` closes
-/// it unanswered, `/delay/MS...` answers after MS milliseconds, anything else answers at once.
+/// it unanswered, `/delay/MS...` answers after MS milliseconds, `/big-head...` answers with a 9 KB
+/// header, `/chunked...` answers `hello world` chunked, anything else answers at once.
 /// Answers are `200` with `x-test-server: yes` and a JSON body `{"method","target","body"}`, one
 /// request per connection (`Connection: close`). With [`TestServer::start_tls`] it speaks TLS with
 /// a certificate for `tls.test` signed by a CA written to `ca_file`.
@@ -588,6 +589,19 @@ fn exchange<S: Conn>(mut s: S, ctx: &Ctx<'_>) -> Result<()> {
         .and_then(|ms| ms.parse::<u64>().ok())
     {
         std::thread::sleep(Duration::from_millis(ms));
+    }
+    if target.starts_with("/big-head") {
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nX-Big: {}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+            "b".repeat(9000)
+        );
+        s.write_all(resp.as_bytes())?;
+        return Ok(());
+    }
+    if target.starts_with("/chunked") {
+        let resp = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+        s.write_all(resp.as_bytes())?;
+        return Ok(());
     }
     let out = serde_json::json!({
         "method": method,
