@@ -193,7 +193,7 @@ pub fn openssl_verifies(alg: Algorithm, key: &PKey<Public>, input: &[u8], sig: &
     } else {
         // JWS carries ECDSA as raw r‖s; OpenSSL wants DER.
         let half = sig.len() / 2;
-        if sig.is_empty() || sig.len() % 2 != 0 {
+        if sig.is_empty() || !sig.len().is_multiple_of(2) {
             return false;
         }
         let (Ok(r), Ok(s)) = (

@@ -590,3 +590,70 @@ fn instance_trap_mid_traffic_is_500_never_200_and_the_other_route_survives() -> 
     );
     Ok(())
 }
+
+#[test]
+fn log_injection_through_an_unverified_kid_is_escaped_and_capped() -> Result<()> {
+    // The `kid` of a refused token reaches the log (DESIGN.md: iss, kid and the reason are
+    // logged); it is attacker-controlled, so it must not be able to start a line of its own,
+    // carry terminal escapes, or flood the log.
+    let idp = MockIdp::start(IdpOptions {
+        token_audience: Some(AUDIENCE.into()),
+        ..IdpOptions::default()
+    })?;
+    let upstream = CloudRun::start(CloudRunOptions {
+        no_auth: true,
+        ..CloudRunOptions::default()
+    })?;
+    let config = json!({"issuers": [{"issuer": idp.issuer(), "audiences": [AUDIENCE]}]});
+    let kong_yml = format!(
+        "_format_version: \"3.0\"\nservices:\n  - name: orders\n    url: http://{}\n    routes:\n      - name: orders\n        paths: [\"/orders\"]\n        filter_chains:\n          - filters:\n              - name: cloudrun_oidc\n                config: {}\n",
+        upstream.http_addr(),
+        if filter_meta().is_some() {
+            config.to_string()
+        } else {
+            serde_json::to_string(&config.to_string())?
+        }
+    );
+    let gateway = Gateway::start(&GatewayOpts {
+        kong_yml,
+        filters: vec![("cloudrun_oidc".into(), filter_wasm()?, filter_meta())],
+        workers: 1,
+        shm_kv: vec!["cloudrun_oidc=12m".into()],
+        lua_resolver: true,
+        log_level: Some("info".into()),
+        ..GatewayOpts::default()
+    })?;
+    let good = idp.mint(&MintRequest::new("RS256").claim("aud", AUDIENCE))?;
+    assert_eq!(call_path(&gateway, "/orders", Some(&good))?.status, 200);
+    let evil = format!("x\n[emerg] forged-line \u{1b}[31mred {}", "A".repeat(300));
+    let token = idp.mint(
+        &MintRequest::new("RS256")
+            .kid("rsa-1")
+            .header("kid", evil)
+            .claim("aud", AUDIENCE),
+    )?;
+    assert_eq!(call_path(&gateway, "/orders", Some(&token))?.status, 401);
+    assert!(
+        gateway.wait_for_log("forged-line", Duration::from_secs(10)),
+        "the refusal was not logged with its kid"
+    );
+    let lines = gateway.stderr_lines();
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.trim_start().starts_with("[emerg] forged-line")),
+        "the kid started a log line of its own"
+    );
+    let line = lines
+        .iter()
+        .find(|l| l.contains("forged-line"))
+        .context("log line")?;
+    assert!(
+        line.contains(r#"kid="x\n[emerg] forged-line \u{1b}[31mred A"#),
+        "kid not escaped: {line}"
+    );
+    assert!(!line.contains('\u{1b}'), "raw escape in the log: {line}");
+    assert!(!line.contains(&"A".repeat(120)), "kid not capped: {line}");
+    assert!(!line.contains(&good), "a token reached the log");
+    Ok(())
+}

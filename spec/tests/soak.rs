@@ -34,8 +34,8 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(20);
 const OUTAGE_GRACE_MS: u64 = 5000;
 /// Fresh valid tokens kept for reuse (minted continuously by one thread).
 const FRESH_POOL: usize = 256;
-/// IdP flap cycle (full soak): faulted for 1.5 s, then healthy for 3.5 s.
-const FULL_FLAP_MS: (u64, u64) = (1500, 3500);
+/// IdP flap cycle (full soak): faulted for 1 s, then healthy for 2 s.
+const FULL_FLAP_MS: (u64, u64) = (1000, 2000);
 /// The short soak lasts seconds: flap faster so every fault kind comes up.
 const SHORT_FLAP_MS: (u64, u64) = (300, 500);
 /// Faults the IdP cycles through (all endpoints but the control port).
