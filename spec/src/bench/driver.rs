@@ -41,6 +41,9 @@ pub struct Outcome {
     pub callouts: Duration,
     /// Callouts answered.
     pub calls: usize,
+    /// Time inside every guest callback of the request, as the gateway runs them: context
+    /// create, request headers, callout answers, response headers and body, log, done, delete.
+    pub lifecycle: Duration,
     /// 200 when the request would go upstream, else the local response status.
     pub status: u16,
     /// Request headers after the filter (what would go upstream).
@@ -119,6 +122,7 @@ impl Driver {
             root_id,
             ..Exec::default()
         };
+        let start = Instant::now();
         inst.call(
             &mut exec,
             Step::Init,
@@ -126,6 +130,7 @@ impl Driver {
             &[id as i32, root_id as i32],
         )
         .map_err(|t| anyhow!("trap in context create: {}", t.0))?;
+        let mut lifecycle = start.elapsed();
 
         let n = headers.len().min(cloudrun_spec::host::MAX_HEADER_PAIRS) as i32;
         let mut exec = Exec {
@@ -189,13 +194,34 @@ impl Driver {
             None if action == 0 || resumed => 200,
             None => bail!("request left paused with no callout pending"),
         };
-        // The rest of the lifecycle, untimed: the filter may keep state until on_delete.
-        ex.resp_status = status;
+        lifecycle += headers_time + callouts;
+        // The rest of the lifecycle, as the gateway runs it after the upstream answered.
+        let upstream_headers = ex.req_headers.clone();
+        if ex.local.is_none() {
+            ex.resp_status = 200;
+            ex.resp_headers = vec![
+                ("content-type".into(), b"application/json".to_vec()),
+                ("content-length".into(), b"64".to_vec()),
+            ];
+            ex.resp_body = vec![b' '; 64];
+        }
         ex.response_started = true;
-        for (step, name) in [
-            (Step::Log, "proxy_on_log"),
-            (Step::Done, "proxy_on_done"),
-            (Step::Done, "proxy_on_delete"),
+        let nresp = ex.resp_headers.len() as i32;
+        let nbody = ex.resp_body.len() as i32;
+        for (step, name, args) in [
+            (
+                Step::ResponseHeaders,
+                "proxy_on_response_headers",
+                vec![id as i32, nresp, 0],
+            ),
+            (
+                Step::ResponseBody,
+                "proxy_on_response_body",
+                vec![id as i32, nbody, 1],
+            ),
+            (Step::Log, "proxy_on_log", vec![id as i32]),
+            (Step::Done, "proxy_on_done", vec![id as i32]),
+            (Step::Done, "proxy_on_delete", vec![id as i32]),
         ] {
             let mut exec = Exec {
                 context_id: id,
@@ -203,8 +229,10 @@ impl Driver {
                 exchange: Some(std::mem::take(&mut ex)),
                 ..Exec::default()
             };
-            inst.call(&mut exec, step, name, &[id as i32])
-                .map_err(|t| anyhow!("trap in {name}: {}", t.0))?;
+            let start = Instant::now();
+            let called = inst.call(&mut exec, step, name, &args);
+            lifecycle += start.elapsed();
+            called.map_err(|t| anyhow!("trap in {name}: {}", t.0))?;
             ex = exec.exchange.take().unwrap_or_default();
         }
         if self.slot.generation != generation_before {
@@ -214,8 +242,9 @@ impl Driver {
             headers: headers_time,
             callouts,
             calls,
+            lifecycle,
             status,
-            upstream_headers: ex.req_headers,
+            upstream_headers,
         })
     }
 }

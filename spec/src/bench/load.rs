@@ -24,7 +24,7 @@ pub struct Load {
 }
 
 /// What a scenario measured.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct LoadResult {
     pub sent: usize,
     pub ok: usize,
@@ -38,6 +38,18 @@ pub struct LoadResult {
 impl LoadResult {
     pub fn rps(&self) -> f64 {
         self.sent as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Adds another run of the same scenario (requests and time add up).
+    pub fn add(&mut self, other: LoadResult) {
+        self.sent += other.sent;
+        self.ok += other.ok;
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        self.elapsed += other.elapsed;
+        self.latency.extend(&other.latency);
     }
 }
 
@@ -71,14 +83,7 @@ async fn run_async(load: &Load) -> Result<LoadResult> {
         let path = load.path.clone();
         let total = load.requests;
         tasks.push(tokio::task::spawn_local(async move {
-            let mut out = LoadResult {
-                sent: 0,
-                ok: 0,
-                errors: 0,
-                first_error: None,
-                elapsed: Duration::ZERO,
-                latency: Samples::default(),
-            };
+            let mut out = LoadResult::default();
             loop {
                 let i = next.get();
                 if i >= total || Instant::now() >= deadline {
@@ -116,23 +121,9 @@ async fn run_async(load: &Load) -> Result<LoadResult> {
             Ok::<_, anyhow::Error>(out)
         }));
     }
-    let mut total = LoadResult {
-        sent: 0,
-        ok: 0,
-        errors: 0,
-        first_error: None,
-        elapsed: Duration::ZERO,
-        latency: Samples::default(),
-    };
+    let mut total = LoadResult::default();
     for task in tasks {
-        let r = task.await.map_err(|e| anyhow!("load task: {e}"))??;
-        total.sent += r.sent;
-        total.ok += r.ok;
-        total.errors += r.errors;
-        if total.first_error.is_none() {
-            total.first_error = r.first_error;
-        }
-        total.latency.extend(&r.latency);
+        total.add(task.await.map_err(|e| anyhow!("load task: {e}"))??);
     }
     total.elapsed = start.elapsed();
     Ok(total)

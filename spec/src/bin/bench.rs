@@ -43,6 +43,8 @@ const ISSUER: &str = "https://idp.bench.example/realms/bench";
 const AUDIENCE: &str = "orders-api";
 const JWKS_URL: &str = "https://idp.bench.example/realms/bench/jwks";
 const CLOUDRUN_AUDIENCE: &str = "https://orders-bench-uc.a.run.app";
+/// HTTP scenarios run interleaved in this many rounds.
+const HTTP_ROUNDS: usize = 4;
 
 #[derive(Parser, Debug)]
 #[command(about = "cloudrun_oidc benchmark: wasm in-process, native, OpenSSL, HTTP throughput")]
@@ -250,7 +252,20 @@ fn run_repeat(
     n: usize,
     status: u16,
 ) -> Result<Samples> {
+    Ok(run_repeat_lifecycle(d, route, headers, warm, n, status)?.0)
+}
+
+/// [`run_repeat`], also returning the time of every callback of each request.
+fn run_repeat_lifecycle(
+    d: &mut Driver,
+    route: usize,
+    headers: &[(String, Vec<u8>)],
+    warm: usize,
+    n: usize,
+    status: u16,
+) -> Result<(Samples, Samples)> {
     let mut s = Samples::default();
+    let mut all = Samples::default();
     for i in 0..warm + n {
         let out = d.request(route, headers)?;
         if out.status != status || out.calls != 0 {
@@ -262,9 +277,10 @@ fn run_repeat(
         }
         if i >= warm {
             s.push(out.headers);
+            all.push(out.lifecycle);
         }
     }
-    Ok(s)
+    Ok((s, all))
 }
 
 /// Distinct requests, each refused with `status`.
@@ -498,7 +514,8 @@ fn main() -> Result<()> {
         );
     }
     let warm_first_us = (first.headers + first.callouts).as_secs_f64() * 1e6;
-    let hot_path = run_repeat(&mut hot, 0, &hot_headers, 200, hot_n, 200)?;
+    let (hot_path, hot_lifecycle) =
+        run_repeat_lifecycle(&mut hot, 0, &hot_headers, 200, hot_n, 200)?;
     // Fresh tokens on the hot configuration: a cold request in production (fetched keys + Google).
     let cold_hotcfg_tokens = mint(&keys, Alg::RS256, cold_n, run, 5_100_000, false)?;
     let cold_hotcfg = run_cold(&mut hot, 0, &cold_hotcfg_tokens, warm_cold)?;
@@ -710,6 +727,10 @@ fn main() -> Result<()> {
         &hot_path,
     );
     row2(
+        "hot path, every callback of the request (context create … on_delete)",
+        &hot_lifecycle,
+    );
+    row2(
         "cold on the same route: fresh RS256 token each (keys and Google token cached)",
         &cold_hotcfg,
     );
@@ -733,6 +754,7 @@ fn main() -> Result<()> {
     put("hot_path_us", hot_path.median_us());
     put("hot_path_p90_us", hot_path.p90_us());
     put("hot_path_mean_us", hot_path.mean_us());
+    put("hot_path_lifecycle_us", hot_lifecycle.median_us());
     put("cold_rs256_hot_config_us", cold_hotcfg.median_us());
     put("first_request_us", warm_first_us);
     put("reject_no_token_us", no_token.median_us());
@@ -951,32 +973,42 @@ services:
     };
     let warm_n = (args.http_requests / 10).clamp(100, 2_000);
 
-    eprintln!("bench: HTTP no filter x{}", args.http_requests);
+    // Warm-up, untimed: the first requests on each worker fetch the Google token.
     check(
         "warm-up",
-        &load::run(&scenario("/plain", Vec::new(), warm_n))?,
+        &load::run(&scenario("/plain", hot_token.clone(), warm_n))?,
     )?;
-    let no_filter = load::run(&scenario("/plain", Vec::new(), args.http_requests))?;
-    check("no filter", &no_filter)?;
-
-    eprintln!("bench: HTTP hot x{}", args.http_requests);
-    // The first requests on each worker fetch the Google token from mock-google.
     check(
         "warm-up",
         &load::run(&scenario("/orders", hot_token.clone(), warm_n))?,
     )?;
-    let hot = load::run(&scenario("/orders", hot_token, args.http_requests))?;
-    check("hot", &hot)?;
+    let n = cold_tokens.len();
+    check("warm-up", &load::run(&scenario("/orders", cold_tokens, n))?)?;
 
-    eprintln!("bench: HTTP cold x{}", args.http_cold);
-    let cold_warm_n = cold_tokens.len();
-    check(
-        "warm-up",
-        &load::run(&scenario("/orders", cold_tokens, cold_warm_n))?,
-    )?;
-    let n = cold_measured.len();
-    let cold = load::run(&scenario("/orders", cold_measured, n))?;
-    check("cold", &cold)?;
+    // Interleaved rounds, so that drift on a shared machine hits every scenario alike.
+    let rounds = HTTP_ROUNDS;
+    let per_round = args.http_requests.div_ceil(rounds);
+    let cold_per_round = cold_measured.len().div_ceil(rounds);
+    let mut no_filter = load::LoadResult::default();
+    let mut hot = load::LoadResult::default();
+    let mut cold = load::LoadResult::default();
+    for (round, cold_chunk) in cold_measured.chunks(cold_per_round.max(1)).enumerate() {
+        eprintln!(
+            "bench: HTTP round {}/{rounds}: no filter x{per_round}, hot x{per_round}, cold x{}",
+            round + 1,
+            cold_chunk.len()
+        );
+        // The no-filter route gets the same request (its token is ignored there).
+        let r = load::run(&scenario("/plain", hot_token.clone(), per_round))?;
+        check("no filter", &r)?;
+        no_filter.add(r);
+        let r = load::run(&scenario("/orders", hot_token.clone(), per_round))?;
+        check("hot", &r)?;
+        hot.add(r);
+        let r = load::run(&scenario("/orders", cold_chunk.to_vec(), cold_chunk.len()))?;
+        check("cold", &r)?;
+        cold.add(r);
+    }
     drop(gateway);
     drop(google);
     drop(cloudrun);
