@@ -10,7 +10,7 @@
 //!     target/wasm32-wasip1/release/examples/verify_bench.wasm
 //! ```
 //!
-//! Output: one line per operation, `name<TAB>µs per operation` (median of batches).
+//! Output: one line per operation, `name<TAB>µs per operation` (fastest batch).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::hint::black_box;
@@ -25,12 +25,13 @@ use serde_json::Value;
 const JWKS: &str = include_str!("../vectors/idp/node-oidc-provider/samples/jwks.json");
 const TOKENS: &str = include_str!("../vectors/idp/node-oidc-provider/samples/tokens.json");
 
-/// Median µs per call of `f`, over batches of about 20 ms for about `budget`.
+/// µs per call of `f`: the fastest of batches of about 5 ms run for about `budget` (the
+/// minimum is the figure least disturbed by other load on a shared machine).
 fn time(budget: Duration, mut f: impl FnMut() -> bool) -> f64 {
     // Warm up and size a batch.
     let start = Instant::now();
     let mut n = 0u32;
-    while start.elapsed() < Duration::from_millis(20) {
+    while start.elapsed() < Duration::from_millis(5) {
         assert!(f());
         n += 1;
     }
@@ -45,7 +46,7 @@ fn time(budget: Duration, mut f: impl FnMut() -> bool) -> f64 {
         samples.push(t.elapsed().as_secs_f64() * 1e6 / f64::from(batch));
     }
     samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    samples[samples.len() / 2]
+    samples[0]
 }
 
 fn main() {
