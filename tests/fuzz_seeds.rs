@@ -22,7 +22,7 @@ use cloudrun_oidc::verifier;
 use serde_json::{json, Value};
 
 /// Mutations per target.
-const MUTATIONS: usize = 5000;
+const MUTATIONS: usize = 20_000;
 
 /// xorshift64*: deterministic, so a failure reproduces.
 struct Rng(u64);
