@@ -159,6 +159,15 @@ fn start_google_world(
     mode: GoogleMode,
     fault: impl FnOnce(&MockGoogle) -> Result<()>,
 ) -> Result<Stack> {
+    start_google_world_with(mode, fault, |_| {})
+}
+
+/// [`start_google_world`] with a last edit of the filter configuration.
+fn start_google_world_with(
+    mode: GoogleMode,
+    fault: impl FnOnce(&MockGoogle) -> Result<()>,
+    tweak: impl FnOnce(&mut Value),
+) -> Result<Stack> {
     let idp = MockIdp::start(IdpOptions {
         token_audience: Some(AUDIENCE.into()),
         ..IdpOptions::default()
@@ -182,12 +191,13 @@ fn start_google_world(
             "token_url": google.token_url(),
         })
     };
-    let config = json!({
+    let mut config = json!({
         "issuers": [{"issuer": idp.issuer(), "audiences": [AUDIENCE]}],
         "claims_to_headers": {"sub": "x-user-id"},
         "callout_timeout_ms": 1000,
         "google_id_token": source,
     });
+    tweak(&mut config);
     fault(&google)?;
     let gateway = start_gateway(&config, cloudrun.http_addr(), 2)?;
     Ok(Stack {
@@ -207,6 +217,57 @@ fn metadata_server_faults_give_503_then_recover() -> Result<()> {
 #[test]
 fn token_endpoint_faults_give_503_then_recover() -> Result<()> {
     google_faults_cold(GoogleMode::ServiceAccount)
+}
+
+#[test]
+fn google_callout_failures_give_503_and_name_the_dispatch_status() -> Result<()> {
+    // The metadata server's name does not resolve, or its port refuses; the token endpoint's
+    // too. Valid callers get 503, nothing reaches Cloud Run, the log names the failure.
+    let port = closed_port()?;
+    let cases: [(GoogleMode, &str, Value); 4] = [
+        (
+            GoogleMode::Metadata,
+            "resolver failure",
+            json!({"metadata_host": "no-such-metadata.invalid"}),
+        ),
+        (
+            GoogleMode::Metadata,
+            "broken connection",
+            json!({"metadata_host": format!("127.0.0.1:{port}")}),
+        ),
+        (
+            GoogleMode::ServiceAccount,
+            "resolver failure",
+            json!({"token_url": "http://no-such-oauth.invalid/token"}),
+        ),
+        (
+            GoogleMode::ServiceAccount,
+            "broken connection",
+            json!({"token_url": format!("http://127.0.0.1:{port}/token")}),
+        ),
+    ];
+    for (mode, kind, edit) in cases {
+        let what = format!("{mode:?} {kind}");
+        let stack = start_google_world_with(
+            mode,
+            |_| Ok(()),
+            |c| {
+                for (k, v) in edit.as_object().into_iter().flatten() {
+                    c["google_id_token"][k] = v.clone();
+                }
+            },
+        )?;
+        for _ in 0..3 {
+            assert_unavailable(&call(&stack, Some(&stack.valid_token()?))?, &what);
+        }
+        assert_eq!(stack.upstream_requests()?, 0, "{what}: reached Cloud Run");
+        let needle = format!("callout failed: {kind}");
+        assert!(
+            stack.gateway.wait_for_log(&needle, Duration::from_secs(10)),
+            "{what}: the log never said {needle:?}"
+        );
+    }
+    Ok(())
 }
 
 /// A port nothing listens on (bound, then released).
