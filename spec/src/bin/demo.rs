@@ -59,11 +59,14 @@ impl Demo {
     }
 
     fn line(&self, label: &str, value: &str) {
-        println!("   {label:<LABEL$} {value}");
+        println!("{}", format!("   {label:<LABEL$} {value}").trim_end());
     }
 
     fn sub(&self, label: &str, value: &str) {
-        println!("     {label:<w$} {value}", w = LABEL - 2);
+        println!(
+            "{}",
+            format!("     {label:<w$} {value}", w = LABEL - 2).trim_end()
+        );
     }
 
     /// Records an expectation and prints it with ✓ / ✗.
@@ -429,7 +432,7 @@ fn run(world: &World, demo: &mut Demo) -> Result<()> {
                 .filter(|(_, v)| v.as_f64().unwrap_or(0.0) != 0.0)
                 .collect();
             if nonzero.is_empty() {
-                demo.line("(none)", "");
+                demo.line("(none yet)", "");
             }
             for (name, value) in nonzero {
                 println!("   {name:<48} {}", show(&value));
