@@ -44,7 +44,7 @@ const AUDIENCE: &str = "orders-api";
 const JWKS_URL: &str = "https://idp.bench.example/realms/bench/jwks";
 const CLOUDRUN_AUDIENCE: &str = "https://orders-bench-uc.a.run.app";
 /// HTTP scenarios run interleaved in this many rounds.
-const HTTP_ROUNDS: usize = 4;
+const HTTP_ROUNDS: usize = 10;
 
 #[derive(Parser, Debug)]
 #[command(about = "cloudrun_oidc benchmark: wasm in-process, native, OpenSSL, HTTP throughput")]
@@ -832,6 +832,28 @@ fn main() -> Result<()> {
         put("rps_cold", h.cold.rps());
         put("rps_hot_vs_no_filter", h.hot.rps() / base);
         put("rps_cold_vs_no_filter", h.cold.rps() / base);
+        // Per-round ratios: each round runs the scenarios back to back, so their median is the
+        // figure least moved by other load on a shared machine.
+        let median = |mut v: Vec<f64>| -> f64 {
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+        };
+        let hot_ratio = median(h.rounds.iter().map(|r| r.1 / r.0).collect());
+        let cold_ratio = median(h.rounds.iter().map(|r| r.2 / r.0).collect());
+        put("rps_hot_vs_no_filter_round_median", hot_ratio);
+        put("rps_cold_vs_no_filter_round_median", cold_ratio);
+        out.push_str(&format!(
+            "Median over {} interleaved rounds of the per-round ratio: hot {:.0}% and cold {:.0}% \
+             of no filter. Per-round req/s (no filter / hot / cold): {}.\n\n",
+            h.rounds.len(),
+            hot_ratio * 100.0,
+            cold_ratio * 100.0,
+            h.rounds
+                .iter()
+                .map(|r| format!("{:.0}/{:.0}/{:.0}", r.0, r.1, r.2))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
         put(
             "http_non_200",
             (h.no_filter.errors + h.hot.errors + h.cold.errors) as f64,
@@ -877,6 +899,8 @@ fn main() -> Result<()> {
 }
 
 struct HttpFigures {
+    /// Per round: (no filter, hot, cold) requests per second.
+    rounds: Vec<(f64, f64, f64)>,
     no_filter: load::LoadResult,
     hot: load::LoadResult,
     cold: load::LoadResult,
@@ -992,6 +1016,7 @@ services:
     let mut no_filter = load::LoadResult::default();
     let mut hot = load::LoadResult::default();
     let mut cold = load::LoadResult::default();
+    let mut per_round_rps = Vec::new();
     for (round, cold_chunk) in cold_measured.chunks(cold_per_round.max(1)).enumerate() {
         eprintln!(
             "bench: HTTP round {}/{rounds}: no filter x{per_round}, hot x{per_round}, cold x{}",
@@ -1001,18 +1026,22 @@ services:
         // The no-filter route gets the same request (its token is ignored there).
         let r = load::run(&scenario("/plain", hot_token.clone(), per_round))?;
         check("no filter", &r)?;
+        let nf_rps = r.rps();
         no_filter.add(r);
         let r = load::run(&scenario("/orders", hot_token.clone(), per_round))?;
+        let hot_rps = r.rps();
         check("hot", &r)?;
         hot.add(r);
         let r = load::run(&scenario("/orders", cold_chunk.to_vec(), cold_chunk.len()))?;
         check("cold", &r)?;
+        per_round_rps.push((nf_rps, hot_rps, r.rps()));
         cold.add(r);
     }
     drop(gateway);
     drop(google);
     drop(cloudrun);
     Ok(HttpFigures {
+        rounds: per_round_rps,
         no_filter,
         hot,
         cold,
