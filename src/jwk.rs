@@ -29,8 +29,10 @@ pub const MAX_RSA_BITS: usize = 8192;
 pub enum PublicKey {
     /// RSA with its precomputed Montgomery constants ([`crate::rsa_public`]).
     Rsa(crate::rsa_public::RsaKey),
-    P256(p256::ecdsa::VerifyingKey),
-    P384(p384::ecdsa::VerifyingKey),
+    /// P-256 with its comb table ([`crate::ecdsa_comb`]).
+    P256(crate::ecdsa_comb::p256::Key),
+    /// P-384 with its comb table ([`crate::ecdsa_comb`]).
+    P384(crate::ecdsa_comb::p384::Key),
     Ed25519(ed25519_dalek::VerifyingKey),
 }
 
@@ -288,8 +290,8 @@ fn ec_key(obj: &Map<String, Value>) -> Result<(PublicKey, String), JwkError> {
                 return Err(JwkError::InvalidKey);
             }
             PublicKey::P256(
-                p256::ecdsa::VerifyingKey::from_sec1_bytes(&uncompressed_point(&x, &y))
-                    .map_err(|_| JwkError::InvalidKey)?,
+                crate::ecdsa_comb::p256::Key::from_sec1_bytes(&uncompressed_point(&x, &y))
+                    .ok_or(JwkError::InvalidKey)?,
             )
         }
         "P-384" => {
@@ -297,8 +299,8 @@ fn ec_key(obj: &Map<String, Value>) -> Result<(PublicKey, String), JwkError> {
                 return Err(JwkError::InvalidKey);
             }
             PublicKey::P384(
-                p384::ecdsa::VerifyingKey::from_sec1_bytes(&uncompressed_point(&x, &y))
-                    .map_err(|_| JwkError::InvalidKey)?,
+                crate::ecdsa_comb::p384::Key::from_sec1_bytes(&uncompressed_point(&x, &y))
+                    .ok_or(JwkError::InvalidKey)?,
             )
         }
         _ => return Err(JwkError::Skipped(SkipReason::UnsupportedCurve)),

@@ -11,6 +11,7 @@ pub mod b64;
 pub mod claims;
 pub mod config;
 pub mod discovery;
+pub mod ecdsa_comb;
 pub mod extractor;
 pub mod google;
 pub mod host;

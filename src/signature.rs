@@ -3,7 +3,8 @@
 //! All cryptography of token verification lives here, behind `verify` and the
 //! [`PublicKey`] representation, so the backend can be swapped after measurement.
 //! Backends: RSA in [`crate::rsa_public`] (precomputed Montgomery constants, SIMD128 in wasm);
-//! RustCrypto `p256`, `p384`, `ed25519-dalek` for ECDSA and Ed25519.
+//! ECDSA in [`crate::ecdsa_comb`] (comb tables over RustCrypto `p256`/`p384` arithmetic);
+//! `ed25519-dalek` for Ed25519.
 //!
 //! - `RS*`: RSASSA-PKCS1-v1_5 with SHA-256/384/512 (RFC 7518 §3.3). The signature must be
 //!   exactly the modulus length and numerically below the modulus.
@@ -41,16 +42,8 @@ pub fn verify(alg: Algorithm, key: &PublicKey, signing_input: &[u8], signature: 
         (Algorithm::Ps512, PublicKey::Rsa(k)) => {
             rsa_public::verify_pss::<Sha512>(k, signing_input, signature)
         }
-        (Algorithm::Es256, PublicKey::P256(k)) => {
-            use p256::ecdsa::signature::Verifier;
-            p256::ecdsa::Signature::from_slice(signature)
-                .is_ok_and(|sig| k.verify(signing_input, &sig).is_ok())
-        }
-        (Algorithm::Es384, PublicKey::P384(k)) => {
-            use p384::ecdsa::signature::Verifier;
-            p384::ecdsa::Signature::from_slice(signature)
-                .is_ok_and(|sig| k.verify(signing_input, &sig).is_ok())
-        }
+        (Algorithm::Es256, PublicKey::P256(k)) => k.verify(signing_input, signature),
+        (Algorithm::Es384, PublicKey::P384(k)) => k.verify(signing_input, signature),
         (Algorithm::EdDsa, PublicKey::Ed25519(k)) => {
             let Ok(bytes) = <[u8; 64]>::try_from(signature) else {
                 return false;
