@@ -48,14 +48,14 @@ fn a_trap_destroys_the_instance_and_the_next_request_gets_a_fresh_one() -> R {
     assert_eq!(statics(&gw)?, "1");
     assert_eq!(statics(&gw)?, "2");
     assert_eq!(gw.instances_created(0, "probe")?, 1);
-    assert_eq!(gw.count_log("probe on_configure root #1"), 1);
+    assert_eq!(gw.wait_log_count("probe on_configure root #1", 1), 1);
     assert_eq!(gw.get("/boom", &[("x-trap", "1")])?.status, 500);
     // In-instance state is gone: the static counter starts over.
     assert_eq!(statics(&gw)?, "1");
     assert_eq!(gw.instances_created(0, "probe")?, 2);
     // on_configure ran again, on_vm_start did not.
-    assert_eq!(gw.count_log("probe on_configure root #1"), 2);
-    assert_eq!(gw.count_log("probe on_vm_start root #1"), 1);
+    assert_eq!(gw.wait_log_count("probe on_configure root #1", 2), 2);
+    assert_eq!(gw.wait_log_count("probe on_vm_start root #1", 1), 1);
     Ok(())
 }
 
@@ -74,6 +74,11 @@ fn a_trap_in_a_call_response_lets_the_request_through_and_logs_loudly() -> R {
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(server.requests_to("/front").len(), 1);
     assert!(gw.wait_for_log("panicked at on_http_call_response", WAIT));
+    assert!(
+        gw.wait_for_log("fail-open", WAIT),
+        "{:#?}",
+        gw.stderr_lines()
+    );
     let loud = gw
         .stderr_lines()
         .into_iter()
@@ -129,8 +134,8 @@ fn a_trap_on_one_route_resets_state_shared_with_other_routes() -> R {
     assert_eq!(gw.get("/boom", &[])?.status, 500);
     assert_eq!(c(&gw)?, "1");
     // Both roots were configured again.
-    assert_eq!(gw.count_log("probe on_configure root #1"), 2);
-    assert_eq!(gw.count_log("probe on_configure root #2"), 2);
+    assert_eq!(gw.wait_log_count("probe on_configure root #1", 2), 2);
+    assert_eq!(gw.wait_log_count("probe on_configure root #2", 2), 2);
     Ok(())
 }
 

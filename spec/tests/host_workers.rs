@@ -158,6 +158,8 @@ fn each_chain_entry_has_its_own_root_context_and_config_on_every_worker() -> R {
         assert_eq!(seen_value(&b, "mark").as_deref(), Some("config-b"), "{b:?}");
     }
     // on_configure ran once per root context per worker: roots #1 and #2 on workers 0 and 1.
+    assert_eq!(gw.wait_log_count("probe on_configure root #", 4), 4);
+    assert_eq!(gw.wait_log_count("probe on_vm_start", 4), 4);
     let lines = gw.stderr_lines();
     let mut configured = BTreeSet::new();
     for l in lines

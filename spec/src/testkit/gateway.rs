@@ -187,12 +187,13 @@ impl Gateway {
         })
     }
 
-    /// Starts a gateway that is expected to refuse to start; returns its error output.
+    /// Starts a gateway that is expected to refuse to start; returns its whole stderr once it
+    /// has exited (an error if it prints its listening line instead, or runs for 60 s).
     pub fn start_failure(opts: &GatewayOpts) -> Result<String> {
-        match Gateway::start(opts) {
-            Ok(_) => bail!("gateway started but was expected to refuse"),
-            Err(e) => Ok(format!("{e:#}")),
-        }
+        let dir = temp_dir()?;
+        let result = run_to_failure(opts, &dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        result
     }
 
     /// `http://127.0.0.1:PORT{path}` on the proxy listener.
@@ -231,6 +232,20 @@ impl Gateway {
             body,
             Duration::from_secs(30),
         )?)
+    }
+
+    /// Waits (up to 60 s) until at least `n` log lines contain `needle`, then returns how many
+    /// do. The log arrives through a pipe read by another thread: a line the gateway wrote before
+    /// answering may not be here yet when the answer is, so exact counts must wait for it.
+    pub fn wait_log_count(&self, needle: &str, n: usize) -> usize {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let count = self.count_log(needle);
+            if count >= n || std::time::Instant::now() > deadline {
+                return count;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// How many log lines so far contain `needle`.
@@ -278,6 +293,46 @@ impl Gateway {
             std::thread::sleep(Duration::from_millis(20));
         }
         false
+    }
+}
+
+fn run_to_failure(opts: &GatewayOpts, dir: &Path) -> Result<String> {
+    let args = write_setup(opts, dir)?;
+    let mut child = std::process::Command::new(super::process::bin_path("gateway")?)
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("spawn gateway")?;
+    let mut stdout = child.stdout.take().context("no stdout")?;
+    let mut stderr = child.stderr.take().context("no stderr")?;
+    let out = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
+    // Reading stderr to its end returns once the process has exited (or closed it).
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        let _ = tx.send(text);
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(err) => {
+            let status = child.wait()?;
+            let out = out.join().unwrap_or_default();
+            if status.success() || out.contains("listening") {
+                bail!("gateway did not refuse to start ({status}): {out}{err}");
+            }
+            Ok(err)
+        }
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("gateway neither started nor exited within 60 s")
+        }
     }
 }
 
