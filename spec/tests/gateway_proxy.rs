@@ -83,3 +83,23 @@ fn a_local_response_does_not_go_upstream() -> R {
     assert!(server.requests().is_empty());
     Ok(())
 }
+
+#[test]
+fn an_https_service_is_reached_over_tls_without_verification_like_kongs_default() -> R {
+    let tls = TestServer::start_tls()?;
+    let url = format!("https://tls.test:{}/base", tls.port());
+    let gw = Gateway::start(
+        &GatewayOpts::with_probe(probe_kong_yml(&url, &json!({})))?.resolve("tls.test=127.0.0.1"),
+    )?;
+    let resp = gw.get("/x", &[])?;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.header("x-test-server"), Some("yes"));
+    let reqs = tls.requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].target, "/base/x");
+    assert_eq!(
+        reqs[0].header("host"),
+        Some(format!("tls.test:{}", tls.port()).as_str())
+    );
+    Ok(())
+}

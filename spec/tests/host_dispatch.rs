@@ -466,3 +466,26 @@ fn a_chunked_response_body_is_decoded() -> R {
     );
     Ok(())
 }
+
+#[test]
+fn a_dispatch_from_request_body_is_allowed_and_waited_for() -> R {
+    let server = TestServer::start()?;
+    let config = json!({
+        "on_request_body": [get(&server.addr, "/from-body")],
+        "on_http_call_response": [{"do": "record_call"}],
+    });
+    let yml = probe_kong_yml(&server.url(), &config);
+    let gw = Gateway::start(&GatewayOpts::with_probe(yml)?)?;
+    let resp = gw.post("/front", b"payload")?;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let seen = probe_seen(&resp);
+    assert_eq!(seen_value(&seen, "body").as_deref(), Some("7"));
+    assert_eq!(
+        seen_value(&seen, "call_status").as_deref(),
+        Some("200"),
+        "{seen:?}"
+    );
+    assert_eq!(server.requests_to("/from-body").len(), 1);
+    assert_eq!(server.requests_to("/front")[0].body, b"payload");
+    Ok(())
+}

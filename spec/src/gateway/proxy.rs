@@ -7,7 +7,7 @@ use anyhow::{anyhow, Context, Result};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use openssl::ssl::{SslConnector, SslMethod};
+use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
 use std::pin::Pin;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -111,10 +111,11 @@ pub async fn forward(
     }
     let req = req.body(Full::new(Bytes::from(body)))?;
     if upstream.tls {
-        let ssl = SslConnector::builder(SslMethod::tls_client())?
-            .build()
-            .configure()?
-            .into_ssl(&upstream.host)?;
+        // Kong's services default to `tls_verify: false`: the upstream certificate is not
+        // checked (SNI is still the service host).
+        let mut builder = SslConnector::builder(SslMethod::tls_client())?;
+        builder.set_verify(SslVerifyMode::NONE);
+        let ssl = builder.build().configure()?.into_ssl(&upstream.host)?;
         let mut stream = tokio_openssl::SslStream::new(ssl, tcp)?;
         Pin::new(&mut stream)
             .connect()
