@@ -86,6 +86,23 @@ impl RouteState {
             RouteState::Invalid(_) => &[],
         }
     }
+
+    /// Whether `name` has a `_` and names an owned header once `_` reads as `-` (CGI-style
+    /// upstreams read `x_user_id` as `X-User-Id`), so it must be removed too.
+    pub fn owns_lookalike(&self, name: &[u8]) -> bool {
+        name.contains(&b'_')
+            && self.owned_headers().iter().any(|owned| {
+                owned.len() == name.len()
+                    && owned.bytes().zip(name).all(|(a, b)| {
+                        let b = if *b == b'_' {
+                            b'-'
+                        } else {
+                            b.to_ascii_lowercase()
+                        };
+                        a == b
+                    })
+            })
+    }
 }
 
 impl Route {
@@ -1048,6 +1065,19 @@ mod tests {
             &idp.token("k1", json!({"scope": "x"})),
         );
         assert_eq!(step, Step::Deny(AuthError::InsufficientScope));
+    }
+
+    #[test]
+    fn underscore_lookalikes_of_owned_headers_are_recognised() {
+        let state = RouteState::Ready(Box::new(route(json!({}))));
+        assert!(state.owns_lookalike(b"x_user_id"));
+        assert!(state.owns_lookalike(b"X_User-ID"));
+        assert!(
+            !state.owns_lookalike(b"x-user-id"),
+            "exact names are removed by name"
+        );
+        assert!(!state.owns_lookalike(b"x_user_idx"));
+        assert!(!state.owns_lookalike(b"x_other"));
     }
 
     #[test]

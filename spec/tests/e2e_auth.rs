@@ -203,6 +203,7 @@ fn strips_client_copies_of_owned_headers() -> Result<()> {
         ("x-user-id", "admin"),
         ("x-user-email", "root@example.com"),
         ("x-jwt-claims", "e30"),
+        ("x_user_id", "admin"),
     ];
     let resp = stack.call_with(Some(&token), &spoofed)?;
     assert_eq!(resp.status, 200);
@@ -212,6 +213,11 @@ fn strips_client_copies_of_owned_headers() -> Result<()> {
     );
     // The token has no email claim: the header is absent, not the client's copy.
     assert_eq!(upstream_header(&stack, "x-user-email")?, None);
+    assert_eq!(
+        upstream_header(&stack, "x_user_id")?,
+        None,
+        "underscore look-alike"
+    );
     let claims = upstream_header(&stack, "x-jwt-claims")?.unwrap_or_default();
     assert_ne!(claims, "e30");
     assert!(claims.len() > 20, "claims header {claims:?}");

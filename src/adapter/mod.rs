@@ -146,6 +146,16 @@ impl Http {
         let Ok(pairs) = ffi::get_header_pairs(ffi::MAP_REQUEST_HEADERS) else {
             return self.finish(deny_internal("reading request headers failed"));
         };
+        // `x_user_id` reads as `X-User-Id` to CGI-style upstreams: drop such look-alikes too.
+        for (name, _) in &pairs {
+            if state.owns_lookalike(name)
+                && std::str::from_utf8(name)
+                    .map(|n| ffi::remove_header(ffi::MAP_REQUEST_HEADERS, n))
+                    .map_or(true, |removed| removed.is_err())
+            {
+                return self.finish(deny_internal("removing an owned header failed"));
+            }
+        }
         let token_header = route.config.token.header.as_deref().unwrap_or("");
         let pick = |wanted: &str| -> Vec<&[u8]> {
             pairs
