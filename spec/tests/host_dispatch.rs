@@ -489,3 +489,45 @@ fn a_dispatch_from_request_body_is_allowed_and_waited_for() -> R {
     assert_eq!(server.requests_to("/front")[0].body, b"payload");
     Ok(())
 }
+
+#[test]
+fn a_unix_socket_target_is_reached() -> R {
+    let server = TestServer::start()?;
+    let path = std::env::temp_dir().join(format!(
+        "spec-unix-{}-{}.sock",
+        std::process::id(),
+        server.port()
+    ));
+    let _ = std::fs::remove_file(&path);
+    let listener = std::os::unix::net::UnixListener::bind(&path)?;
+    let seen_req = std::thread::spawn(move || -> anyhow::Result<String> {
+        use std::io::{Read, Write};
+        let (mut s, _) = listener.accept()?;
+        let mut buf = vec![0u8; 4096];
+        let mut got = Vec::new();
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nunix")?;
+        Ok(String::from_utf8_lossy(&got).into_owned())
+    });
+    let target = format!("unix:{}", path.display());
+    let gw = gateway(&server, get(&target, "/over-unix"))?;
+    let seen = probe_seen(&gw.get("/front", &[])?);
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(
+        seen_value(&seen, "call_status").as_deref(),
+        Some("200"),
+        "{seen:?}"
+    );
+    assert_eq!(seen_value(&seen, "call_body").as_deref(), Some("unix"));
+    let req = seen_req
+        .join()
+        .map_err(|_| anyhow::anyhow!("unix server panicked"))??;
+    assert!(req.starts_with("GET /over-unix HTTP/1.1\r\n"), "{req}");
+    Ok(())
+}

@@ -154,3 +154,21 @@ fn setting_the_tick_period_in_a_request_traps() -> R {
     assert!(gw.wait_for_log("can only set tick_period in root context", WAIT));
     Ok(())
 }
+
+#[test]
+fn a_trap_in_a_tick_recreates_the_instance_and_ticks_go_on() -> R {
+    let server = TestServer::start()?;
+    let config = json!({
+        "on_configure": [{"do": "set_tick_period", "ms": 100}],
+        "on_tick": [{"do": "mark", "value": "tick"}, {"do": "trap"}],
+    });
+    let gw = Gateway::start(
+        &GatewayOpts::with_probe(probe_kong_yml(&server.url(), &config))?.workers(1),
+    )?;
+    assert!(gw.wait_for_log("panicked at on_tick", WAIT));
+    // Each trap destroys the instance; the next tick creates a new one (on_configure again).
+    assert!(gw.wait_log_count("probe on_configure root #1", 3) >= 3);
+    assert!(gw.instances_created(0, "probe")? >= 2);
+    assert_eq!(gw.get("/", &[])?.status, 200);
+    Ok(())
+}
