@@ -718,3 +718,201 @@ fn log_injection_through_an_unverified_kid_is_escaped_and_capped() -> Result<()>
     assert!(!line.contains(&good), "a token reached the log");
     Ok(())
 }
+
+/// `suffix_len` characters from `ab` such that `CRC32(prefix + suffix) == target` (CRC32 is affine
+/// over GF(2): flipping a character between `a` and `b` adds a fixed vector; Gaussian elimination
+/// picks which to flip).
+fn crc32_forge(prefix: &str, suffix_len: usize, target: u32) -> Option<String> {
+    let base: Vec<u8> = prefix
+        .bytes()
+        .chain(std::iter::repeat_n(b'a', suffix_len))
+        .collect();
+    let crc = |b: &[u8]| crc32fast::hash(b);
+    let base_crc = crc(&base);
+    // One row per flippable position: (effect on the CRC, positions flipped so far).
+    let mut rows: Vec<(u32, Vec<usize>)> = (0..suffix_len)
+        .map(|i| {
+            let mut b = base.clone();
+            if let Some(c) = b.get_mut(prefix.len() + i) {
+                *c = b'b';
+            }
+            (crc(&b) ^ base_crc, vec![i])
+        })
+        .collect();
+    let mut want = target ^ base_crc;
+    let mut chosen: Vec<usize> = Vec::new();
+    for bit in (0..32).rev() {
+        let Some(p) = rows.iter().position(|(v, _)| v >> bit & 1 == 1) else {
+            continue;
+        };
+        let pivot = rows.swap_remove(p);
+        for row in rows.iter_mut() {
+            if row.0 >> bit & 1 == 1 {
+                row.0 ^= pivot.0;
+                let mut set: Vec<usize> = row.1.clone();
+                for i in &pivot.1 {
+                    if let Some(k) = set.iter().position(|x| x == i) {
+                        set.swap_remove(k);
+                    } else {
+                        set.push(*i);
+                    }
+                }
+                row.1 = set;
+            }
+        }
+        if want >> bit & 1 == 1 {
+            want ^= pivot.0;
+            for i in &pivot.1 {
+                if let Some(k) = chosen.iter().position(|x| x == i) {
+                    chosen.swap_remove(k);
+                } else {
+                    chosen.push(*i);
+                }
+            }
+        }
+    }
+    if want != 0 {
+        return None;
+    }
+    let suffix: String = (0..suffix_len)
+        .map(|i| if chosen.contains(&i) { 'b' } else { 'a' })
+        .collect();
+    (crc(format!("{prefix}{suffix}").as_bytes()) == target).then_some(suffix)
+}
+
+#[test]
+fn crc32_colliding_shared_data_keys_never_mix_two_routes_keys() -> Result<()> {
+    // Two routes, one issuer name, keys from two different IdPs. The JWKS URLs are chosen so
+    // that every shared-data key of one route (`cloudrun_oidc/jwks/jwks:<url>`, and the lease,
+    // unknown-kid and back-off keys built the same way) has the same CRC32 as the other's: the
+    // host stores both in one slot. Each route must still use only its own IdP's keys.
+    let issuer = "https://collide.example/realms/one";
+    let (a, b) = (
+        MockIdp::start(IdpOptions::default())?,
+        MockIdp::start(IdpOptions::default())?,
+    );
+    let upstream = CloudRun::start(CloudRunOptions {
+        no_auth: true,
+        ..CloudRunOptions::default()
+    })?;
+    let url_a = format!("{}?c={}", a.jwks_url(), "a".repeat(48));
+    let key = |url: &str| format!("cloudrun_oidc/jwks/jwks:{url}");
+    let prefix_b = format!("{}?c=", b.jwks_url());
+    let suffix_len = key(&url_a).len() - key(&prefix_b).len();
+    let suffix = crc32_forge(
+        &key(&prefix_b),
+        suffix_len,
+        crc32fast::hash(key(&url_a).as_bytes()),
+    )
+    .context("no CRC32 collision found")?;
+    let url_b = format!("{prefix_b}{suffix}");
+    assert_ne!(key(&url_a), key(&url_b));
+    for kind in ["jwks", "jwks-lease", "jwks-kid", "jwks-fail"] {
+        let k = |u: &str| format!("cloudrun_oidc/{kind}/jwks:{u}");
+        assert_eq!(
+            crc32fast::hash(k(&url_a).as_bytes()),
+            crc32fast::hash(k(&url_b).as_bytes()),
+            "{kind} keys do not collide"
+        );
+    }
+    let config = |url: &str| {
+        let c = json!({"issuers": [{"issuer": issuer, "audiences": [AUDIENCE], "jwks_url": url}]})
+            .to_string();
+        if filter_meta().is_some() {
+            c
+        } else {
+            serde_json::to_string(&c).unwrap_or_default()
+        }
+    };
+    let route = |name: &str, config: String| {
+        format!(
+            "      - name: {name}\n        paths: [\"/{name}\"]\n        filter_chains:\n          - filters:\n              - name: cloudrun_oidc\n                config: {config}\n"
+        )
+    };
+    let gateway = Gateway::start(&GatewayOpts {
+        kong_yml: format!(
+            "_format_version: \"3.0\"\nservices:\n  - name: svc\n    url: http://{}\n    routes:\n{}{}",
+            upstream.http_addr(),
+            route("a", config(&url_a)),
+            route("b", config(&url_b)),
+        ),
+        filters: vec![("cloudrun_oidc".into(), filter_wasm()?, filter_meta())],
+        workers: 2,
+        shm_kv: vec!["cloudrun_oidc=12m".into()],
+        lua_resolver: true,
+        ..GatewayOpts::default()
+    })?;
+    let mint = |idp: &MockIdp, alg: &str| {
+        idp.mint(
+            &MintRequest::new(alg)
+                .claim("iss", issuer)
+                .claim("aud", AUDIENCE),
+        )
+    };
+    let (ta, tb) = (mint(&a, "RS256")?, mint(&b, "RS256")?);
+    let (ea, eb) = (mint(&a, "ES256")?, mint(&b, "ES256")?);
+    let zone_entries = || -> Result<u64> {
+        Ok(gateway.status()?["shm_kv"]["cloudrun_oidc"]["entries"]
+            .as_u64()
+            .unwrap_or(0))
+    };
+    // Route a first: its keys take the slots.
+    for _ in 0..4 {
+        assert_eq!(call_path(&gateway, "/a", Some(&ta))?.status, 200);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let entries = zone_entries()?;
+    assert!(entries >= 1, "route a shared nothing");
+    // Then both, interleaved, on both workers: own IdP's tokens pass, the other's never do.
+    for round in 0..6 {
+        assert_eq!(
+            call_path(&gateway, "/b", Some(&tb))?.status,
+            200,
+            "round {round}"
+        );
+        assert_eq!(
+            call_path(&gateway, "/b", Some(&eb))?.status,
+            200,
+            "round {round}"
+        );
+        assert_eq!(
+            call_path(&gateway, "/a", Some(&ta))?.status,
+            200,
+            "round {round}"
+        );
+        assert_eq!(
+            call_path(&gateway, "/a", Some(&ea))?.status,
+            200,
+            "round {round}"
+        );
+        assert_eq!(
+            call_path(&gateway, "/b", Some(&ta))?.status,
+            401,
+            "a's key on b, round {round}"
+        );
+        assert_eq!(
+            call_path(&gateway, "/b", Some(&ea))?.status,
+            401,
+            "a's key on b, round {round}"
+        );
+        assert_eq!(
+            call_path(&gateway, "/a", Some(&tb))?.status,
+            401,
+            "b's key on a, round {round}"
+        );
+        assert_eq!(
+            call_path(&gateway, "/a", Some(&eb))?.status,
+            401,
+            "b's key on a, round {round}"
+        );
+    }
+    // The collision is real: whichever route wrote first owns the slots; the other finds them
+    // foreign, cannot share its keys, and each of its two workers fetches for itself (without a
+    // collision, one fetch per route serves both workers: 2 in all).
+    let fetches = a.counter("jwks")? + b.counter("jwks")?;
+    assert!(
+        fetches >= 3,
+        "{fetches} JWKS fetches: the keys did not collide"
+    );
+    Ok(())
+}
