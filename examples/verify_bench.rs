@@ -1,7 +1,8 @@
 //! Signature micro-benchmark: `signature::verify` per algorithm on the node-oidc-provider sample
-//! tokens (`vectors/idp/node-oidc-provider/samples`), and `Jwk::from_value` (key parse +
-//! precomputation) per key type. Runs natively (also timing OpenSSL on the same key, signature and
-//! message) and as a WASI command in wasmtime:
+//! tokens (`vectors/idp/node-oidc-provider/samples`), `Jwk::from_value` (key parse +
+//! precomputation) per key type, and both together (the first verification with a new key).
+//! Runs natively (also timing OpenSSL on the same key, signature and message) and as a WASI
+//! command in wasmtime:
 //!
 //! ```text
 //! cargo run --release --example verify_bench
@@ -91,6 +92,12 @@ fn main() {
         println!("{name}_{where_}_us\t{us:.2}\t({kid})");
         let us = time(budget / 4, || Jwk::from_value(black_box(jwk_json)).is_ok());
         println!("{name}_{where_}_jwk_parse_us\t{us:.2}");
+        // A key never used before: parse, per-key precomputation (EC comb table), verify.
+        let us = time(budget / 4, || {
+            let key = Jwk::from_value(black_box(jwk_json)).unwrap().key;
+            signature::verify(alg, &key, msg, &sig)
+        });
+        println!("{name}_{where_}_new_key_us\t{us:.2}");
         #[cfg(not(target_arch = "wasm32"))]
         {
             let us = openssl_ref::time_verify(budget, alg, jwk_json, msg, &sig);
