@@ -34,6 +34,7 @@ use cloudrun_spec::testkit::stack::filter_meta;
 use driver::{client_headers, ok_response, Driver, Responder};
 use serde_json::{json, Map, Value};
 use stats::{ratio, round, us, Samples, Table};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -827,6 +828,41 @@ fn main() -> Result<()> {
             "\nThe gateway opens a new upstream connection per request (Kong pools them): \
              the no-filter baseline carries that cost too.\n\n",
         );
+        let mut t5 = Table::new(
+            "CPU per request in the child processes (µs; /proc utime+stime over each scenario)",
+            &[
+                "process",
+                "no filter",
+                "hot",
+                "cold",
+                "hot − no filter",
+                "cold − no filter",
+            ],
+        );
+        let per_req = |m: &BTreeMap<String, f64>, name: &str, sent: usize| -> f64 {
+            m.get(name).copied().unwrap_or(f64::NAN) * 1e6 / sent.max(1) as f64
+        };
+        for name in ["gateway", "cloudrun"] {
+            let nf = per_req(&h.cpu.0, name, h.no_filter.sent);
+            let ho = per_req(&h.cpu.1, name, h.hot.sent);
+            let co = per_req(&h.cpu.2, name, h.cold.sent);
+            t5.row(vec![
+                name.to_string(),
+                us(nf),
+                us(ho),
+                us(co),
+                us(ho - nf),
+                us(co - nf),
+            ]);
+            put(&format!("{name}_cpu_us_per_req_no_filter"), nf);
+            put(&format!("{name}_cpu_us_per_req_hot"), ho);
+            put(&format!("{name}_cpu_us_per_req_cold"), co);
+        }
+        out.push_str(&t5.render());
+        out.push_str(
+            "\nCPU time is less disturbed by other load than req/s: `hot − no filter` on the gateway \
+             row is what the filter costs the gateway per request, everything included.\n\n",
+        );
         put("rps_no_filter", base);
         put("rps_hot", h.hot.rps());
         put("rps_cold", h.cold.rps());
@@ -898,9 +934,74 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// Clock ticks per second of `/proc/*/stat` times (`getconf CLK_TCK`, 100 if unknown).
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .filter(|t: &f64| *t > 0.0)
+            .unwrap_or(100.0)
+    })
+}
+
+/// User + system CPU seconds of each child process of this bench, by command name.
+fn child_cpu_secs() -> BTreeMap<String, f64> {
+    let me = std::process::id().to_string();
+    let mut out = BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = stat.get(open + 1..close).unwrap_or("").to_string();
+        let fields: Vec<&str> = stat
+            .get(close + 1..)
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        if fields.get(1) != Some(&me.as_str()) {
+            continue;
+        }
+        let ticks: f64 = [11, 12]
+            .iter()
+            .filter_map(|i| fields.get(*i).and_then(|f| f.parse::<f64>().ok()))
+            .sum();
+        *out.entry(comm).or_insert(0.0) += ticks / clock_ticks();
+    }
+    out
+}
+
+/// Adds the CPU spent between two [`child_cpu_secs`] readings.
+fn add_cpu(
+    total: &mut BTreeMap<String, f64>,
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+) {
+    for (name, secs) in after {
+        let spent = secs - before.get(name).copied().unwrap_or(0.0);
+        *total.entry(name.clone()).or_insert(0.0) += spent.max(0.0);
+    }
+}
+
 struct HttpFigures {
     /// Per round: (no filter, hot, cold) requests per second.
     rounds: Vec<(f64, f64, f64)>,
+    /// CPU seconds per child process name (`gateway`, `cloudrun`) in each scenario.
+    cpu: (
+        BTreeMap<String, f64>,
+        BTreeMap<String, f64>,
+        BTreeMap<String, f64>,
+    ),
     no_filter: load::LoadResult,
     hot: load::LoadResult,
     cold: load::LoadResult,
@@ -1017,6 +1118,12 @@ services:
     let mut hot = load::LoadResult::default();
     let mut cold = load::LoadResult::default();
     let mut per_round_rps = Vec::new();
+    // CPU seconds the gateway and the upstream spent in each scenario (no filter, hot, cold).
+    let mut cpu_totals = (
+        BTreeMap::<String, f64>::new(),
+        BTreeMap::<String, f64>::new(),
+        BTreeMap::<String, f64>::new(),
+    );
     for (round, cold_chunk) in cold_measured.chunks(cold_per_round.max(1)).enumerate() {
         eprintln!(
             "bench: HTTP round {}/{rounds}: no filter x{per_round}, hot x{per_round}, cold x{}",
@@ -1024,15 +1131,21 @@ services:
             cold_chunk.len()
         );
         // The no-filter route gets the same request (its token is ignored there).
+        let cpu = child_cpu_secs();
         let r = load::run(&scenario("/plain", hot_token.clone(), per_round))?;
         check("no filter", &r)?;
+        add_cpu(&mut cpu_totals.0, &cpu, &child_cpu_secs());
         let nf_rps = r.rps();
         no_filter.add(r);
+        let cpu = child_cpu_secs();
         let r = load::run(&scenario("/orders", hot_token.clone(), per_round))?;
+        add_cpu(&mut cpu_totals.1, &cpu, &child_cpu_secs());
         let hot_rps = r.rps();
         check("hot", &r)?;
         hot.add(r);
+        let cpu = child_cpu_secs();
         let r = load::run(&scenario("/orders", cold_chunk.to_vec(), cold_chunk.len()))?;
+        add_cpu(&mut cpu_totals.2, &cpu, &child_cpu_secs());
         check("cold", &r)?;
         per_round_rps.push((nf_rps, hot_rps, r.rps()));
         cold.add(r);
@@ -1042,6 +1155,7 @@ services:
     drop(cloudrun);
     Ok(HttpFigures {
         rounds: per_round_rps,
+        cpu: cpu_totals,
         no_filter,
         hot,
         cold,
