@@ -9,7 +9,7 @@ use std::collections::HashMap;
 thread_local! {
     /// Metric ids by name. Defined lazily: after a trap Kong re-runs `on_configure` but not
     /// `on_vm_start`, so nothing defined at VM start could be relied upon.
-    static METRIC_IDS: RefCell<HashMap<String, u32>> = RefCell::new(HashMap::new());
+    static METRIC_IDS: RefCell<HashMap<Metric, u32>> = RefCell::new(HashMap::new());
 }
 
 /// Host calls for the current context (root or HTTP); stateless, so cheap to create.
@@ -19,18 +19,19 @@ impl ProxyHost {
     /// Defines every counter up front, so exporters show zeros instead of nothing.
     pub fn define_metrics() {
         for metric in crate::metrics::Metric::all() {
-            let _ = Self::metric_id(metric.name());
+            let _ = Self::metric_id(metric);
         }
     }
 
-    fn metric_id(name: String) -> Option<u32> {
+    /// The host's id for `metric`; its name is only built the first time (hot path: no alloc).
+    fn metric_id(metric: Metric) -> Option<u32> {
         METRIC_IDS.with(|ids| {
-            let mut ids = ids.borrow_mut();
-            if let Some(id) = ids.get(&name) {
+            let mut ids = ids.try_borrow_mut().ok()?;
+            if let Some(id) = ids.get(&metric) {
                 return Some(*id);
             }
-            let id = ffi::define_counter(&name).ok()?;
-            ids.insert(name, id);
+            let id = ffi::define_counter(&metric.name()).ok()?;
+            ids.insert(metric, id);
             Some(id)
         })
     }
@@ -94,7 +95,7 @@ impl Host for ProxyHost {
     }
 
     fn count(&mut self, metric: Metric) {
-        if let Some(id) = Self::metric_id(metric.name()) {
+        if let Some(id) = Self::metric_id(metric) {
             let _ = ffi::increment_metric(id, 1);
         }
     }
