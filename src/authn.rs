@@ -736,6 +736,21 @@ mod tests {
             .unwrap_or("")
     }
 
+    /// A fresh IdP, the default route, one worker and a host at `NOW`.
+    fn setup() -> (Idp, Route, Worker, FakeHost) {
+        (
+            Idp::new(),
+            route(json!({})),
+            Worker::new(1),
+            FakeHost::at(NOW),
+        )
+    }
+
+    /// Warms the worker's keys with a cold request for a default `k1` token.
+    fn warm(host: &mut FakeHost, route: &Route, worker: &mut Worker, idp: &Idp) -> Step {
+        cold(host, route, worker, idp, &idp.token("k1", json!({})))
+    }
+
     /// Runs a cold request through discovery and JWKS; returns its final step.
     fn cold(
         host: &mut FakeHost,
@@ -784,19 +799,8 @@ mod tests {
 
     #[test]
     fn cold_request_discovers_fetches_keys_then_allows() {
-        let (idp, route, mut worker, mut host) = (
-            Idp::new(),
-            route(json!({})),
-            Worker::new(1),
-            FakeHost::at(NOW),
-        );
-        let step = cold(
-            &mut host,
-            &route,
-            &mut worker,
-            &idp,
-            &idp.token("k1", json!({})),
-        );
+        let (idp, route, mut worker, mut host) = setup();
+        let step = warm(&mut host, &route, &mut worker, &idp);
         assert_eq!(allowed_user(&step), Some("ada"));
         assert_eq!(host.callouts.len(), 2);
         assert_eq!(host.metric(Metric::JwksFetches), 1);
@@ -805,12 +809,7 @@ mod tests {
 
     #[test]
     fn warm_requests_need_no_callout_and_repeats_hit_the_cache() {
-        let (idp, route, mut worker, mut host) = (
-            Idp::new(),
-            route(json!({})),
-            Worker::new(1),
-            FakeHost::at(NOW),
-        );
+        let (idp, route, mut worker, mut host) = setup();
         let token = idp.token("k1", json!({}));
         cold(&mut host, &route, &mut worker, &idp, &token);
         let (_, step) = start(&mut host, &route, &mut worker, &token);
@@ -844,12 +843,7 @@ mod tests {
 
     #[test]
     fn failed_cold_fetch_is_503_and_backs_off() {
-        let (idp, route, mut worker, mut host) = (
-            Idp::new(),
-            route(json!({})),
-            Worker::new(1),
-            FakeHost::at(NOW),
-        );
+        let (idp, route, mut worker, mut host) = setup();
         let token = idp.token("k1", json!({}));
         let (request, _) = start(&mut host, &route, &mut worker, &token);
         let (t1, _) = last_callout(&host);
@@ -881,12 +875,7 @@ mod tests {
             ok(b"{\"issuer\": \"https://elsewhere\", \"jwks_uri\": \"https://elsewhere/k\"}"),
             CalloutResponse::default(),
         ] {
-            let (idp, route, mut worker, mut host) = (
-                Idp::new(),
-                route(json!({})),
-                Worker::new(1),
-                FakeHost::at(NOW),
-            );
+            let (idp, route, mut worker, mut host) = setup();
             let (request, _) = start(&mut host, &route, &mut worker, &idp.token("k1", json!({})));
             let (t1, _) = last_callout(&host);
             let step = request
@@ -898,19 +887,8 @@ mod tests {
 
     #[test]
     fn stale_keys_are_used_when_the_refresh_fails() {
-        let (idp, route, mut worker, mut host) = (
-            Idp::new(),
-            route(json!({})),
-            Worker::new(1),
-            FakeHost::at(NOW),
-        );
-        cold(
-            &mut host,
-            &route,
-            &mut worker,
-            &idp,
-            &idp.token("k1", json!({})),
-        );
+        let (idp, route, mut worker, mut host) = setup();
+        warm(&mut host, &route, &mut worker, &idp);
         host.advance_secs(700);
         let token = idp.token("k1", json!({"sub": "late", "exp": NOW + 1000}));
         let (request, step) = start(&mut host, &route, &mut worker, &token);
@@ -933,19 +911,8 @@ mod tests {
 
     #[test]
     fn unknown_kid_refetches_once_per_cooldown() {
-        let (idp, route, mut worker, mut host) = (
-            Idp::new(),
-            route(json!({})),
-            Worker::new(1),
-            FakeHost::at(NOW),
-        );
-        cold(
-            &mut host,
-            &route,
-            &mut worker,
-            &idp,
-            &idp.token("k1", json!({})),
-        );
+        let (idp, route, mut worker, mut host) = setup();
+        warm(&mut host, &route, &mut worker, &idp);
         let (request, step) = start(&mut host, &route, &mut worker, &idp.token("k2", json!({})));
         assert_eq!(step, Step::Wait);
         let (t, _) = last_callout(&host);
@@ -964,12 +931,7 @@ mod tests {
 
     #[test]
     fn rotated_key_is_fetched_and_old_cache_entries_die() {
-        let (idp, route, mut worker, mut host) = (
-            Idp::new(),
-            route(json!({})),
-            Worker::new(1),
-            FakeHost::at(NOW),
-        );
+        let (idp, route, mut worker, mut host) = setup();
         let old = idp.token("k1", json!({}));
         cold(&mut host, &route, &mut worker, &idp, &old);
         let rotated = Idp::new();
@@ -998,12 +960,7 @@ mod tests {
 
     #[test]
     fn answer_to_another_callout_is_refused() {
-        let (idp, route, mut worker, mut host) = (
-            Idp::new(),
-            route(json!({})),
-            Worker::new(1),
-            FakeHost::at(NOW),
-        );
+        let (idp, route, mut worker, mut host) = setup();
         let (request, _) = start(&mut host, &route, &mut worker, &idp.token("k1", json!({})));
         let step =
             request
@@ -1014,12 +971,7 @@ mod tests {
 
     #[test]
     fn refusals_before_any_key_work_need_no_callout() {
-        let (idp, route, mut worker, mut host) = (
-            Idp::new(),
-            route(json!({})),
-            Worker::new(1),
-            FakeHost::at(NOW),
-        );
+        let (idp, route, mut worker, mut host) = setup();
         let cases = [
             (
                 idp.token("k1", json!({"exp": NOW - 600})),

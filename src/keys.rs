@@ -233,27 +233,23 @@ impl KeyCache {
             Keys::Fetch { cold, lease, .. } => (*cold, *lease),
             _ => (false, false),
         };
-        let known_uri = match (&source.origin, keys) {
-            (
-                Origin::Discovery { .. },
-                Keys::Fetch {
-                    fallback: Some(_), ..
-                },
-            ) => self
-                .entries
-                .get(&source.id)
-                .map(|e| e.jwks_uri.clone())
-                .filter(|u| !u.is_empty()),
-            _ => None,
-        };
-        let stage = match (&source.origin, known_uri) {
-            (Origin::Discovery { .. }, Some(jwks_uri))
-            | (Origin::JwksUrl { .. }, Some(jwks_uri)) => Stage::Jwks { jwks_uri },
-            (Origin::JwksUrl { url, .. }, None) => Stage::Jwks {
+        let stage = match &source.origin {
+            Origin::Inline(_) => return None,
+            Origin::JwksUrl { url, .. } => Stage::Jwks {
                 jwks_uri: url.to_string(),
             },
-            (Origin::Discovery { .. }, None) => Stage::Discovery,
-            (Origin::Inline(_), _) => return None,
+            // Refreshing keys found by discovery reuses their `jwks_uri`; a cold fetch rediscovers.
+            Origin::Discovery { .. } => match (keys, self.entries.get(&source.id)) {
+                (
+                    Keys::Fetch {
+                        fallback: Some(_), ..
+                    },
+                    Some(entry),
+                ) if !entry.jwks_uri.is_empty() => Stage::Jwks {
+                    jwks_uri: entry.jwks_uri.clone(),
+                },
+                _ => Stage::Discovery,
+            },
         };
         host.count(Metric::JwksFetches);
         let started_ms = host.now_ms();
