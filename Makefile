@@ -9,7 +9,7 @@ WASM := $(DIST)/cloudrun_oidc.wasm
 PROBE := target/$(WASM_TARGET)/release/probe_filter.wasm
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all setup build probe spec-tools test lint unit demo bench fuzz soak up down clean
+.PHONY: all setup build probe spec-tools test lint unit demo bench fuzz soak up down clean engine wasmx
 
 all: build
 
@@ -45,13 +45,31 @@ lint: setup
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) clippy -p cloudrun-oidc -p probe-filter --target $(WASM_TARGET) -- -D warnings
 
-## test: everything CI checks
-test: build probe lint
+## engine: builds Kong's engine (nginx 1.25.3 + Kong/ngx_wasm_module 9136e46 + the wasmtime 26 C API,
+## as Kong 3.9 builds it) into target/wasmx, about 20 minutes on 2 cores. Sources come from
+## WASMX_SOURCES (a directory; default ../shared/wasmx/sources when present), else from GitHub.
+WASMX_SOURCES ?= $(wildcard ../shared/wasmx/sources)
+engine:
+	spec/engine/build-wasmx.sh target/wasmx $(WASMX_SOURCES)
+
+## wasmx: the real engine the tests run on: WASMX_NGINX, else ../shared/wasmx/bin/nginx, else
+## target/wasmx/bin/nginx, built by `make engine` when none is there (never skipped)
+wasmx:
+	@if [ -n "$${WASMX_NGINX:-}" ]; then n="$$WASMX_NGINX"; \
+	elif [ -x ../shared/wasmx/bin/nginx ]; then n=../shared/wasmx/bin/nginx; \
+	elif [ -x target/wasmx/bin/nginx ]; then n=target/wasmx/bin/nginx; \
+	else echo "Kong's engine not found: building it (make engine)"; $(MAKE) engine; n=target/wasmx/bin/nginx; fi; \
+	echo "real engine: $$n ($$("$$n" -v 2>&1))"
+
+## test: everything CI checks, the end-to-end tests on both engines
+test: build probe lint wasmx
 	$(CARGO) test
 
-## demo: the kong/kong.yml topology on the Kong stand-in with the real filter, a few calls shown
-demo: build spec-tools
-	target/spec/demo
+## demo: the kong/kong.yml topology with the real filter, a few calls shown; on the Kong stand-in,
+## or on Kong's real engine with ENGINE=wasmx
+ENGINE ?= standin
+demo: build spec-tools $(if $(filter wasmx nginx,$(ENGINE)),probe wasmx)
+	ENGINE=$(ENGINE) target/spec/demo
 
 ## bench: filter cost in wasm (in-process), natively and in OpenSSL, HTTP throughput (BENCHMARKS.md);
 ## figures in target/bench/summary.json. BENCH_ARGS passes options, e.g. BENCH_ARGS="--skip-http".

@@ -9,15 +9,18 @@
 //!   "on_vm_start": [...], "on_configure": [...], "on_tick": [...], "root_on_http_call_response": [...],
 //!   "on_request_headers": [...], "on_request_body": [...], "on_http_call_response": [...],
 //!   "on_first_http_call_response": [...] (before on_http_call_response, for the first one only),
+//!   "on_http_call_response_N": [...] (before on_http_call_response, for the N-th one only),
 //!   "on_response_headers": [...], "on_log": [...]
 //! }
 //! ```
 //! Actions (`{"do": ...}`): `dispatch` (`upstream`, `headers` [[k, v]...], `body`, `timeout_ms`),
 //! `set_shared` (`key`, `value` or null to delete, `cas` or null), `get_shared` (`key`),
-//! `incr_shared` (`key`), `set_tick_period` (`ms`), `trap`, `respond` (`status`, `body`,
+//! `incr_shared` (`key`), `metrics_json` (`names`: `filter:metric`; answers 200 with their values,
+//! read by id on Kong's engine), `set_tick_period` (`ms`), `trap`, `respond` (`status`, `body`,
 //! `headers`), `resume`, `set_effective_context` (`id`, or `id_from_shared`: key), `property`
 //! (`path`), `define_metric` (`kind`, `name`), `increment_metric` (`name`, `by`), `record_metric`
-//! (`name`, `value`), `count_headers`, `set_header` (`name`, `value`), `log` (`level`, `msg`),
+//! (`name`, `value`), `count_headers`, `get_header` (`name`), `remove_header` (`name`),
+//! `set_header` (`name`, `value`), `log` (`level`, `msg`),
 //! `static_incr`, `record_call` (call response status, dispatch status, body), `mark` (`value`:
 //! records `mark=value`), `append_header` (`name`, `value`: appends `,value` to a request header),
 //! `trap_if_header` (`name`: traps when the request has that header), `get_metric` (`name`),
@@ -68,6 +71,22 @@ fn clean(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
+}
+
+/// CRC-32 (IEEE 802.3, as zlib and nginx's `ngx_crc32_long` compute it).
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
 }
 
 fn status_name(s: Status) -> String {
@@ -270,6 +289,27 @@ fn run(list: Vec<&Value>, ctx_id: u32, seen: &mut Vec<String>) {
                     .unwrap_or(0);
                 seen.push(format!("headers={n}"));
             }
+            "get_header" => {
+                let name = text(action, "name");
+                let value = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, &name)
+                    .map(|v| v.map(|v| clean(&String::from_utf8_lossy(&v))));
+                seen.push(format!(
+                    "header_{name}={}",
+                    match value {
+                        Ok(Some(v)) => v,
+                        Ok(None) => "none".to_string(),
+                        Err(s) => status_name(s),
+                    }
+                ));
+            }
+            "remove_header" => {
+                let r =
+                    hostcalls::remove_map_value(MapType::HttpRequestHeaders, &text(action, "name"));
+                seen.push(format!(
+                    "remove={}",
+                    r.map(|_| "Ok".to_string()).unwrap_or_else(status_name)
+                ));
+            }
             "set_header" => {
                 let _ = hostcalls::set_map_value(
                     MapType::HttpRequestHeaders,
@@ -336,6 +376,29 @@ fn run(list: Vec<&Value>, ctx_id: u32, seen: &mut Vec<String>) {
                 {
                     std::process::abort();
                 }
+            }
+            "metrics_json" => {
+                // Kong's engine names a metric's id after the CRC32 of `pw:<filter>:<name>`: read
+                // another filter's counters by name and answer them as Kong's Prometheus names.
+                let mut out = serde_json::Map::new();
+                for name in action
+                    .get("names")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                {
+                    let id = crc32(format!("pw:{name}").as_bytes());
+                    if let Ok(value) = hostcalls::get_metric(id) {
+                        out.insert(format!("pw_{}", name.replace(':', "_")), value.into());
+                    }
+                }
+                let body = Value::Object(out).to_string();
+                let _ = hostcalls::send_http_response(
+                    200,
+                    vec![("content-type", "application/json")],
+                    Some(body.as_bytes()),
+                );
             }
             "get_metric" => {
                 let name = text(action, "name");
@@ -510,13 +573,15 @@ impl Context for Http {
         if self.calls == 1 {
             self.hook("on_first_http_call_response");
         }
+        self.hook(&format!("on_http_call_response_{}", self.calls));
         self.hook("on_http_call_response");
     }
 }
 
 impl HttpContext for Http {
-    fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
+    fn on_http_request_headers(&mut self, n: usize, _eos: bool) -> Action {
         self.seen.push(format!("ctx={}", self.id));
+        self.seen.push(format!("num_headers={n}"));
         self.hook("on_request_headers");
         if self
             .config

@@ -1,11 +1,13 @@
 //! `make demo`: starts the example topology of `kong/kong.yml` (two mock IdPs, mock Google, three
-//! Cloud Run stand-ins, the Kong stand-in running `dist/cloudrun_oidc.wasm`), makes a few calls
-//! through it and shows what happened. Exits 0 only when every outcome is the expected one.
+//! Cloud Run stand-ins, a gateway running `dist/cloudrun_oidc.wasm`: the Kong stand-in, or Kong's
+//! real engine with `ENGINE=wasmx`), makes a few calls through it and shows what happened. Exits 0
+//! only when every outcome is the expected one (and, on the real engine, no worker crashed).
 
 use anyhow::{Context, Result};
 use cloudrun_spec::jose;
+use cloudrun_spec::testkit::engine::Engine;
 use cloudrun_spec::testkit::http::Response;
-use cloudrun_spec::testkit::world::{claims_of, Caller, Echo, World};
+use cloudrun_spec::testkit::world::{claims_of, Caller, Echo, World, WorldOptions};
 use serde_json::{json, Value};
 use std::process::ExitCode;
 
@@ -226,13 +228,17 @@ fn show_forwarded(
 
 fn run(world: &World, demo: &mut Demo) -> Result<()> {
     let gw = &world.gateway;
-    println!(
-        "cloudrun_oidc demo: kong/kong.yml on the Kong stand-in, filter dist/cloudrun_oidc.wasm"
-    );
+    let engine = match gw.engine {
+        Engine::StandIn => "Kong stand-in",
+        Engine::Wasmx => "Kong's engine, nginx + ngx_wasm_module",
+    };
+    println!("cloudrun_oidc demo: kong/kong.yml on the {engine}, filter dist/cloudrun_oidc.wasm");
     println!();
     println!(
         "   {:<LABEL$} http://{}   (admin http://{})",
-        "gateway (Kong stand-in)", gw.http, gw.admin
+        format!("gateway ({})", gw.engine),
+        gw.http,
+        gw.admin
     );
     for entry in &world.resolve {
         if let Some((name, addr)) = entry.split_once('=') {
@@ -256,7 +262,8 @@ fn run(world: &World, demo: &mut Demo) -> Result<()> {
     demo.section(
         "2. Valid Keycloak token: GET /orders",
         "Verified against mock-idp's JWKS (found by OIDC discovery), role orders-admin present.\n\
-         The client also sends a forged `X-User-Id: mallory`: the filter removes it.",
+         Then the same token with a forged `X-User-Id: mallory`: the gateway cannot take a client's\n\
+         header out of the request, so it refuses it whole (400), and Cloud Run sees nothing.",
     );
     let token = world.token(Caller::Orders)?;
     let claims = claims_of(&token)?;
@@ -270,7 +277,7 @@ fn run(world: &World, demo: &mut Demo) -> Result<()> {
         "realm_access.roles",
         &show(&claims["realm_access"]["roles"]),
     );
-    let resp = world.call("/orders", Some(&token), &[("X-User-Id", "mallory")])?;
+    let resp = world.call("/orders", Some(&token), &[])?;
     demo.status(&resp, 200);
     if resp.status == 200 {
         let echo = Echo::from_response(&resp)?;
@@ -313,6 +320,12 @@ fn run(world: &World, demo: &mut Demo) -> Result<()> {
     } else {
         demo.line("body", &resp.text());
     }
+    let before = world.cloudrun("cloudrun-orders")?.counter("requests")?;
+    let resp = world.call("/orders", Some(&token), &[("X-User-Id", "mallory")])?;
+    demo.line("+ X-User-Id: mallory", "");
+    demo.status(&resp, 400);
+    demo.challenge(&resp, "invalid_request");
+    demo.not_forwarded(world, "cloudrun-orders", before)?;
 
     // 3. Expired token.
     demo.section(
@@ -444,7 +457,14 @@ fn run(world: &World, demo: &mut Demo) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    let world = match World::start().context("starting the demo world") {
+    let world = Engine::from_env().and_then(|engine| {
+        World::start_with(WorldOptions {
+            engine,
+            ..WorldOptions::default()
+        })
+        .with_context(|| format!("starting the demo world on the {engine} engine"))
+    });
+    let world = match world {
         Ok(w) => w,
         Err(e) => {
             eprintln!("demo: {e:#}");
@@ -467,7 +487,11 @@ fn main() -> ExitCode {
             eprintln!("  {line}");
         }
     }
-    if failed.is_empty() && result.is_ok() {
+    let engine_log = world.gateway.check_engine_log();
+    if let Err(e) = &engine_log {
+        eprintln!("demo: {e:#}");
+    }
+    if failed.is_empty() && result.is_ok() && engine_log.is_ok() {
         println!(
             "All {} outcomes as expected. Stopping everything.",
             demo.checks.len()

@@ -1,8 +1,11 @@
-//! Starting the `gateway` binary (the Kong stand-in) for a test: writes the kong.yml and the
+//! Starting a gateway for a test on either engine: the `gateway` binary (the Kong stand-in) or
+//! Kong's real engine (nginx + ngx_wasm_module, [`super::nginx`]). Writes the kong.yml and the
 //! filters into a fresh temp dir, picks free ports, and exposes the proxy and admin addresses,
-//! `/__metrics`, `/__status` and the error log.
+//! `/__metrics`, `/__status` (stand-in only) and the error log.
 
+use super::engine::Engine;
 use super::http;
+use super::nginx::NginxGateway;
 use super::process::{repo_root, SpecProcess};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
@@ -40,6 +43,8 @@ pub struct GatewayOpts {
     pub ca_file: Option<PathBuf>,
     /// `--log-level` (the gateway's default is `notice`, like Kong's).
     pub log_level: Option<String>,
+    /// Which engine runs it (default: the stand-in).
+    pub engine: Engine,
 }
 
 impl GatewayOpts {
@@ -88,6 +93,12 @@ impl GatewayOpts {
         self
     }
 
+    /// Runs it on `engine`.
+    pub fn engine(mut self, engine: Engine) -> Self {
+        self.engine = engine;
+        self
+    }
+
     /// Adds a meta.json for the filter `name`.
     pub fn meta(mut self, name: &str, meta_json: &str) -> Self {
         for f in &mut self.filters {
@@ -99,9 +110,21 @@ impl GatewayOpts {
     }
 }
 
-/// A running gateway; stopped and its temp dir removed when dropped.
+/// The process behind a [`Gateway`].
+pub enum Backend {
+    /// The `gateway` binary.
+    StandIn(SpecProcess),
+    /// nginx + ngx_wasm_module.
+    Wasmx(NginxGateway),
+}
+
+/// A running gateway; stopped and its temp dir removed when dropped (on the real engine, its
+/// error log is checked for crashes first).
 pub struct Gateway {
-    pub process: SpecProcess,
+    pub backend: Backend,
+    pub engine: Engine,
+    /// Set by a test that provokes a crash on purpose: dropping it then skips the log check.
+    pub crash_expected: bool,
     pub dir: PathBuf,
     /// `127.0.0.1:PORT` of the proxy listener.
     pub http: String,
@@ -124,9 +147,9 @@ fn temp_dir() -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn write_setup(opts: &GatewayOpts, dir: &Path) -> Result<Vec<String>> {
-    let config = dir.join("kong.yml");
-    std::fs::write(&config, &opts.kong_yml)?;
+/// Writes kong.yml and the filters (`.wasm` and meta.json) into `dir`.
+fn write_files(opts: &GatewayOpts, dir: &Path) -> Result<()> {
+    std::fs::write(dir.join("kong.yml"), &opts.kong_yml)?;
     let filters = dir.join("filters");
     for (name, wasm, meta) in &opts.filters {
         std::fs::copy(wasm, filters.join(format!("{name}.wasm")))
@@ -135,6 +158,13 @@ fn write_setup(opts: &GatewayOpts, dir: &Path) -> Result<Vec<String>> {
             std::fs::write(filters.join(format!("{name}.meta.json")), meta)?;
         }
     }
+    Ok(())
+}
+
+fn write_setup(opts: &GatewayOpts, dir: &Path) -> Result<Vec<String>> {
+    write_files(opts, dir)?;
+    let config = dir.join("kong.yml");
+    let filters = dir.join("filters");
     let mut args = vec![
         "--config".to_string(),
         config.display().to_string(),
@@ -166,29 +196,40 @@ fn write_setup(opts: &GatewayOpts, dir: &Path) -> Result<Vec<String>> {
 }
 
 impl Gateway {
-    /// Starts a gateway and waits for its `listening` line.
+    /// Starts a gateway on `opts.engine` and waits until it serves.
     pub fn start(opts: &GatewayOpts) -> Result<Gateway> {
         let dir = temp_dir()?;
-        let args = write_setup(opts, &dir)?;
-        let process = match SpecProcess::start("gateway", &args) {
-            Ok(p) => p,
+        let started = match opts.engine {
+            Engine::StandIn => start_stand_in(opts, &dir),
+            Engine::Wasmx => write_files(opts, &dir)
+                .and_then(|()| NginxGateway::start(opts, &dir).map(Backend::Wasmx)),
+        };
+        let backend = match started {
+            Ok(b) => b,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);
-                return Err(e);
+                return Err(e.context(format!(
+                    "starting the gateway on the {} engine",
+                    opts.engine
+                )));
             }
         };
-        let http = process.addr("http")?.to_string();
-        let admin = process.addr("admin")?.to_string();
+        let (http, admin) = match &backend {
+            Backend::StandIn(p) => (p.addr("http")?.to_string(), p.addr("admin")?.to_string()),
+            Backend::Wasmx(n) => (n.http.clone(), n.admin.clone()),
+        };
         Ok(Gateway {
-            process,
+            backend,
+            engine: opts.engine,
+            crash_expected: false,
             dir,
             http,
             admin,
         })
     }
 
-    /// Starts a gateway that is expected to refuse to start; returns its whole stderr once it
-    /// has exited (an error if it prints its listening line instead, or runs for 60 s).
+    /// Starts a stand-in gateway that is expected to refuse to start; returns its whole stderr
+    /// once it has exited (an error if it prints its listening line instead, or runs for 60 s).
     pub fn start_failure(opts: &GatewayOpts) -> Result<String> {
         let dir = temp_dir()?;
         let result = run_to_failure(opts, &dir);
@@ -262,12 +303,29 @@ impl Gateway {
 
     /// `GET /__metrics` (metric name → value).
     pub fn metrics(&self) -> Result<Value> {
-        self.admin_json("/__metrics")
+        match &self.backend {
+            Backend::StandIn(_) => self.admin_json("/__metrics"),
+            Backend::Wasmx(nginx) => nginx.metrics(),
+        }
     }
 
-    /// `GET /__status`.
+    /// `GET /__status` (the stand-in's instance, memory and shm counters; nginx has none).
     pub fn status(&self) -> Result<Value> {
-        self.admin_json("/__status")
+        match &self.backend {
+            Backend::StandIn(_) => self.admin_json("/__status"),
+            Backend::Wasmx(_) => {
+                bail!("/__status is the stand-in's: the real engine has no such counters")
+            }
+        }
+    }
+
+    /// Resident memory: `vm_hwm_bytes` (peak) and `vm_rss_bytes` of the gateway process (the
+    /// stand-in) or of the nginx workers together (the real engine).
+    pub fn memory(&self) -> Result<Value> {
+        match &self.backend {
+            Backend::StandIn(_) => Ok(self.status()?["process"].clone()),
+            Backend::Wasmx(n) => Ok(n.memory()),
+        }
     }
 
     /// How many instances of `filter` worker `worker` has created.
@@ -280,7 +338,42 @@ impl Gateway {
 
     /// The gateway's error log so far.
     pub fn stderr_lines(&self) -> Vec<String> {
-        self.process.stderr_lines()
+        match &self.backend {
+            Backend::StandIn(p) => p.stderr_lines(),
+            Backend::Wasmx(n) => n.log_lines(),
+        }
+    }
+
+    /// Whether the gateway process is still running.
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.backend {
+            Backend::StandIn(p) => p.is_running(),
+            Backend::Wasmx(n) => n.is_running(),
+        }
+    }
+
+    /// `Err` on the real engine's worker crashes, alerts and emergencies so far, and on the
+    /// stand-in's alerts (it logs one where the real engine would crash, e.g. a callout from a
+    /// root context's call answer).
+    pub fn check_engine_log(&self) -> Result<()> {
+        match &self.backend {
+            Backend::StandIn(p) => {
+                let alerts: Vec<String> = p
+                    .stderr_lines()
+                    .into_iter()
+                    .filter(|l| l.split_whitespace().nth(2) == Some("[alert]"))
+                    .collect();
+                if alerts.is_empty() {
+                    Ok(())
+                } else {
+                    bail!(
+                        "the stand-in logged what crashes Kong's engine:\n{}",
+                        alerts.join("\n")
+                    )
+                }
+            }
+            Backend::Wasmx(n) => n.check_log(),
+        }
     }
 
     /// Waits (up to `timeout`) until a log line contains `needle`.
@@ -336,9 +429,35 @@ fn run_to_failure(opts: &GatewayOpts, dir: &Path) -> Result<String> {
     }
 }
 
+fn start_stand_in(opts: &GatewayOpts, dir: &Path) -> Result<Backend> {
+    let args = write_setup(opts, dir)?;
+    SpecProcess::start("gateway", &args).map(Backend::StandIn)
+}
+
 impl Drop for Gateway {
     fn drop(&mut self) {
-        self.process.stop();
+        match &mut self.backend {
+            Backend::StandIn(p) => p.stop(),
+            Backend::Wasmx(n) => n.stop(),
+        }
+        let fatal = if self.crash_expected {
+            Ok(())
+        } else {
+            self.check_engine_log()
+        };
+        // Kept when a test fails on the real engine: its nginx.conf and error.log explain it.
+        if std::thread::panicking() && self.engine == Engine::Wasmx {
+            eprintln!("real engine's files kept in {}", self.dir.display());
+            return;
+        }
+        if let Err(e) = fatal {
+            if !std::thread::panicking() {
+                panic!(
+                    "{e:#}\n(the gateway's files are kept in {})",
+                    self.dir.display()
+                );
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -1,8 +1,11 @@
 //! What end-to-end tests use to start the spec binaries and talk to them.
 
+pub mod dns;
+pub mod engine;
 pub mod gateway;
 pub mod http;
 pub mod mocks;
+pub mod nginx;
 pub mod process;
 pub mod stack;
 pub mod world;

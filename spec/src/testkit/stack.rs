@@ -2,6 +2,7 @@
 //! and the gateway running the release `cloudrun_oidc.wasm` on one route (`/orders`), with a
 //! filter configuration the test shapes.
 
+use super::engine::Engine;
 use super::gateway::{Gateway, GatewayOpts};
 use super::http::{self, Response};
 use super::mocks::{
@@ -51,11 +52,14 @@ pub struct StackOptions {
     pub config: ConfigEdit,
     /// Extra mock-idp arguments.
     pub idp_args: Vec<String>,
+    /// The gateway's engine.
+    pub engine: Engine,
 }
 
 impl Default for StackOptions {
     fn default() -> Self {
         StackOptions {
+            engine: Engine::StandIn,
             workers: 2,
             google: GoogleMode::Off,
             google_token_ttl: None,
@@ -128,7 +132,7 @@ impl Stack {
             };
         }
         (opts.config)(&mut config, &info);
-        let gateway = start_gateway(&config, cloudrun.http_addr(), opts.workers)?;
+        let gateway = start_gateway(&config, cloudrun.http_addr(), opts.workers, opts.engine)?;
         Ok(Stack {
             idp,
             google,
@@ -187,8 +191,14 @@ impl Stack {
     }
 }
 
-/// Starts the gateway with one service/route `/orders` running the filter with `config`.
-pub fn start_gateway(config: &Value, upstream: &str, workers: usize) -> Result<Gateway> {
+/// Starts the gateway on `engine` with one service/route `/orders` running the filter with
+/// `config`.
+pub fn start_gateway(
+    config: &Value,
+    upstream: &str,
+    workers: usize,
+    engine: Engine,
+) -> Result<Gateway> {
     let meta = filter_meta();
     let config_yaml = match &meta {
         Some(_) => config.to_string(),
@@ -215,6 +225,7 @@ services:
         workers,
         shm_kv: vec!["cloudrun_oidc=12m".into()],
         lua_resolver: true,
+        engine,
         ..GatewayOpts::default()
     };
     Gateway::start(&opts).context("starting the gateway")

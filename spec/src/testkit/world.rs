@@ -1,11 +1,15 @@
-//! The whole example topology of `kong/kong.yml` on 127.0.0.1: two mock IdPs, mock Google (the
-//! metadata server and Google's JWKS), three Cloud Run stand-ins and the Kong stand-in running the
-//! real `dist/cloudrun_oidc.wasm` with `kong/kong.yml` as is. Every host name kong.yml uses
-//! (`mock-idp:9000`, `cloudrun-orders:9201`, …) is mapped to the random local port of the process
-//! that plays it with `--resolve NAME:PORT=127.0.0.1:RANDPORT`, so the file needs no edits.
+//! The whole example topology of `kong/kong.yml` on loopback: two mock IdPs, mock Google (the
+//! metadata server and Google's JWKS), three Cloud Run stand-ins and a gateway (the Kong stand-in
+//! or Kong's real engine) running the real `dist/cloudrun_oidc.wasm` with `kong/kong.yml` as is.
+//! Every host name kong.yml uses (`mock-idp:9000`, `cloudrun-orders:9201`, …) gets its own
+//! loopback address in a block picked for this world (`127.X.Y.1`, `.2`, …), where the process
+//! that plays it listens on the port kong.yml names; the gateway resolves the names to those
+//! addresses (`--resolve NAME=IP` on the stand-in, a DNS server on the real engine, whose
+//! resolvers cannot remap ports), so the file needs no edits.
 //!
 //! `make demo` and the end-to-end tests use it; everything stops when the [`World`] is dropped.
 
+use super::engine::Engine;
 use super::gateway::{Gateway, GatewayOpts};
 use super::http::{self, Response};
 use super::mocks::{
@@ -114,6 +118,8 @@ pub struct WorldOptions {
     pub kong_yml: PathBuf,
     /// Gateway workers (default 2).
     pub workers: usize,
+    /// The gateway's engine (default: the stand-in).
+    pub engine: Engine,
 }
 
 impl Default for WorldOptions {
@@ -124,6 +130,7 @@ impl Default for WorldOptions {
             meta: root.join("dist").join(format!("{FILTER}.meta.json")),
             kong_yml: root.join("kong").join("kong.yml"),
             workers: 2,
+            engine: Engine::StandIn,
         }
     }
 }
@@ -140,7 +147,7 @@ pub struct World {
     pub google: MockGoogle,
     /// Cloud Run stand-ins by host name (`cloudrun-orders`, …).
     pub cloudruns: BTreeMap<String, CloudRun>,
-    /// `NAME:PORT=127.0.0.1:RANDPORT` entries given to the gateway.
+    /// `NAME=IP` entries given to the gateway (the processes listen on `IP:<kong.yml's port>`).
     pub resolve: Vec<String>,
 }
 
@@ -156,11 +163,21 @@ fn required_file(path: &Path, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// The local port of a `127.0.0.1:PORT` address.
-fn port_of(addr: &str) -> Result<u16> {
-    addr.rsplit_once(':')
-        .and_then(|(_, p)| p.parse().ok())
-        .ok_or_else(|| anyhow!("bad address {addr:?}"))
+/// A loopback block for one world, `127.X.Y.0/24`, different for every world this process
+/// starts and unlikely to meet another process's.
+fn loopback_block() -> (u8, u8) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let seed = std::process::id()
+        .wrapping_mul(2_654_435_761)
+        .wrapping_add(nanos)
+        .wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed).wrapping_mul(7919));
+    // 127.16.0.0 – 127.239.255.255: clear of 127.0.0.x, which everything else uses.
+    (16 + (seed % 224) as u8, (seed >> 8) as u8)
 }
 
 impl World {
@@ -169,8 +186,25 @@ impl World {
         World::start_with(WorldOptions::default())
     }
 
-    /// Starts everything.
+    /// Starts everything (in another loopback block if one of the fixed ports is taken).
     pub fn start_with(opts: WorldOptions) -> Result<World> {
+        let mut last = None;
+        for _ in 0..5 {
+            match World::start_in(&opts, loopback_block()) {
+                Ok(world) => return Ok(world),
+                Err(e) if format!("{e:#}").contains("Address already in use") => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow!("no free loopback block")))
+    }
+
+    fn start_in(opts: &WorldOptions, (x, y): (u8, u8)) -> Result<World> {
+        let ip_of = |name: &str| -> String {
+            let k = TOPOLOGY.iter().position(|(n, _)| *n == name).unwrap_or(0) + 1;
+            format!("127.{x}.{y}.{k}")
+        };
+        let listen = |name: &str, port: u16| Some(format!("{}:{port}", ip_of(name)));
         required_file(&opts.wasm, "the filter")?;
         required_file(&opts.meta, "the filter's meta.json")?;
         let kong_yml = std::fs::read_to_string(&opts.kong_yml)
@@ -179,23 +213,29 @@ impl World {
             .with_context(|| format!("reading {}", opts.meta.display()))?;
 
         let idp = MockIdp::start(IdpOptions {
+            listen: listen("mock-idp", 9000),
             issuer: Some(IDP_ISSUER.into()),
             client: Some((IDP_CLIENT.0.into(), IDP_CLIENT.1.into())),
             token_audience: Some(IDP_TOKEN_AUDIENCE.into()),
             extra_args: vec!["--roles".into(), IDP_ROLES.into()],
-            ..IdpOptions::default()
         })
         .context("starting mock-idp")?;
         let partner_idp = MockIdp::start(IdpOptions {
+            listen: listen("partner-idp", 9001),
             issuer: Some(PARTNER_ISSUER.into()),
             token_audience: Some(PARTNER_TOKEN_AUDIENCE.into()),
             ..IdpOptions::default()
         })
         .context("starting partner-idp")?;
-        let google = MockGoogle::start(GoogleOptions::default()).context("starting mock-google")?;
+        let google = MockGoogle::start(GoogleOptions {
+            listen: listen("mock-google", 9100),
+            ..GoogleOptions::default()
+        })
+        .context("starting mock-google")?;
         let mut cloudruns = BTreeMap::new();
         for (name, port) in CLOUDRUNS {
             let cloudrun = CloudRun::start(CloudRunOptions {
+                listen: listen(name, port),
                 audience: Some(format!("http://{name}:{port}")),
                 // Cloud Run fetches Google's keys itself, not through the gateway.
                 google_jwks: Some(google.certs_url()),
@@ -205,24 +245,16 @@ impl World {
             cloudruns.insert(name.to_string(), cloudrun);
         }
 
-        let mut resolve = Vec::new();
-        for (name, port) in TOPOLOGY {
-            let addr = match name {
-                "mock-idp" => idp.http_addr(),
-                "partner-idp" => partner_idp.http_addr(),
-                "mock-google" => google.http_addr(),
-                _ => cloudruns
-                    .get(name)
-                    .map(CloudRun::http_addr)
-                    .with_context(|| format!("no process plays {name}"))?,
-            };
-            resolve.push(format!("{name}:{port}=127.0.0.1:{}", port_of(addr)?));
-        }
+        let resolve: Vec<String> = TOPOLOGY
+            .iter()
+            .map(|(name, _)| format!("{name}={}", ip_of(name)))
+            .collect();
 
         let mut gw = GatewayOpts {
             kong_yml,
             filters: vec![(FILTER.into(), opts.wasm.clone(), Some(meta))],
             workers: opts.workers,
+            engine: opts.engine,
             ..GatewayOpts::default()
         }
         .shm_kv(&format!("{FILTER}=12m"))
@@ -230,7 +262,7 @@ impl World {
         for entry in &resolve {
             gw = gw.resolve(entry);
         }
-        let gateway = Gateway::start(&gw).context("starting the gateway with kong/kong.yml")?;
+        let gateway = Gateway::start(&gw).context("starting the gateway with kong.yml")?;
         Ok(World {
             gateway,
             idp,
