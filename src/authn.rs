@@ -8,7 +8,8 @@
 use crate::b64;
 use crate::claims;
 use crate::config::FilterConfig;
-use crate::extractor::{self, RequestCredentials};
+use crate::config::GoogleHeader;
+use crate::extractor;
 use crate::google::{GoogleTokens, Mint, TokenKeys};
 use crate::host::{CalloutResponse, CalloutToken, Host, LogLevel};
 use crate::jwks::KeySet;
@@ -16,6 +17,7 @@ use crate::keys::{Fetch, KeyCache, Keys, Origin, Progress, Source};
 use crate::metrics::Metric;
 use crate::policy;
 use crate::reject::AuthError;
+use crate::request_headers::{self, HeaderPairs, OwnedHeaders};
 use crate::shared::{self, Lease};
 use crate::token_cache::{TokenCache, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES};
 use crate::verifier::{self, IssuerRule, VerifiedToken};
@@ -53,8 +55,10 @@ pub struct Route {
     rules: Vec<IssuerRule>,
     sources: Vec<Source>,
     google: Option<TokenKeys>,
-    owned_headers: Vec<String>,
+    owned: OwnedHeaders,
     original_token_header: Option<Rc<str>>,
+    /// Where the Google token goes (`None` without `google_id_token`).
+    google_header: Option<Rc<str>>,
     cache: RefCell<TokenCache<Rc<Grant>>>,
 }
 
@@ -79,29 +83,12 @@ impl RouteState {
         }
     }
 
-    /// Every header the filter owns on this route (removed from every client request).
+    /// Every header the filter owns on this route (a client copy refuses the request).
     pub fn owned_headers(&self) -> &[String] {
         match self {
-            RouteState::Ready(route) => &route.owned_headers,
+            RouteState::Ready(route) => route.owned.names(),
             RouteState::Invalid(_) => &[],
         }
-    }
-
-    /// Whether `name` has a `_` and names an owned header once `_` reads as `-` (CGI-style
-    /// upstreams read `x_user_id` as `X-User-Id`), so it must be removed too.
-    pub fn owns_lookalike(&self, name: &[u8]) -> bool {
-        name.contains(&b'_')
-            && self.owned_headers().iter().any(|owned| {
-                owned.len() == name.len()
-                    && owned.bytes().zip(name).all(|(a, b)| {
-                        let b = if *b == b'_' {
-                            b'-'
-                        } else {
-                            b.to_ascii_lowercase()
-                        };
-                        a == b
-                    })
-            })
     }
 }
 
@@ -138,11 +125,22 @@ impl Route {
                 .google_id_token
                 .as_ref()
                 .map(|g| TokenKeys::new(&namespace, g)),
-            owned_headers: config.owned_headers(),
+            owned: OwnedHeaders::new(config.owned_headers()),
+            // The caller's token moves aside only when the Google token takes its header.
             original_token_header: config
                 .original_token_header
                 .as_ref()
+                .filter(|_| {
+                    config
+                        .google_id_token
+                        .as_ref()
+                        .is_some_and(|g| g.header == GoogleHeader::Authorization)
+                })
                 .map(|h| Rc::from(h.as_str())),
+            google_header: config
+                .google_id_token
+                .as_ref()
+                .map(|g| Rc::from(g.header.name())),
             sources,
             cache: RefCell::new(TokenCache::new(DEFAULT_MAX_ENTRIES, DEFAULT_MAX_BYTES)),
             config,
@@ -235,19 +233,27 @@ pub struct Request {
     fetched: bool,
     /// A Google token mint was tried once already.
     minted: bool,
+    /// A callout of this request carried a body (see [`Request::may_refuse_with_body`]).
+    sent_body: bool,
 }
 
 impl Request {
-    /// Starts on the request headers (owned headers already removed by the adapter).
+    /// Starts on the request headers: `pairs` as the host shows them, `path` the `:path`
+    /// (read only when the token may be in the query).
     pub fn start(
         host: &mut dyn Host,
         route: &Route,
         worker: &mut Worker,
-        credentials: &RequestCredentials<'_>,
+        pairs: &HeaderPairs,
+        path: Option<&[u8]>,
     ) -> (Option<Request>, Step) {
+        if let Err(refusal) = request_headers::screen(&route.owned, pairs) {
+            return (None, deny(host, refusal.error, &refusal.detail));
+        }
         let config = &route.config;
+        let credentials = request_headers::credentials(&config.token, pairs, path);
         let token =
-            match extractor::extract(&config.token, credentials, config.limits.max_token_bytes) {
+            match extractor::extract(&config.token, &credentials, config.limits.max_token_bytes) {
                 Ok(token) => token.to_string(),
                 Err(e) => return (None, deny(host, e, "")),
             };
@@ -256,9 +262,18 @@ impl Request {
             stage: Stage::Start,
             fetched: false,
             minted: false,
+            sent_body: false,
         };
         let step = request.run(host, route, worker);
         (Some(request), step)
+    }
+
+    /// Whether a refusal of this request may carry a body. Not after a callout that sent a
+    /// body: on Kong's engine, when such a call gets no answer (timeout, or a peer that closes),
+    /// its body buffer is reused for the local response's body unreset, and the worker dies
+    /// ("zero size buf in writer"; spec/tests/engine_facts.rs). Status and headers still say why.
+    pub fn may_refuse_with_body(&self) -> bool {
+        !self.sent_body
     }
 
     /// The callout this request waits for, if any.
@@ -290,23 +305,22 @@ impl Request {
                     return deny(host, AuthError::Internal, "issuer index");
                 };
                 let timeout = route.config.callout_timeout_ms;
-                match worker.keys.advance(
-                    host,
-                    source,
-                    &mut fetch,
-                    response,
-                    timeout,
-                    worker.holder,
-                ) {
-                    Progress::Next => {
+                let progress =
+                    worker
+                        .keys
+                        .advance(host, source, &mut fetch, response, worker.holder);
+                // A request context may start the next callout from a call answer at once.
+                if let Progress::Next = progress {
+                    if worker
+                        .keys
+                        .dispatch_next(host, source, &mut fetch, timeout, worker.holder)
+                    {
                         self.stage = Stage::Keys { issuer, fetch };
-                        Step::Wait
-                    }
-                    Progress::Done(_) | Progress::Failed => {
-                        self.fetched = true;
-                        self.run(host, route, worker)
+                        return Step::Wait;
                     }
                 }
+                self.fetched = true;
+                self.run(host, route, worker)
             }
             Stage::Google { grant, mint } => {
                 let (Some(keys), Some(config)) = (&route.google, &route.config.google_id_token)
@@ -455,6 +469,7 @@ impl Request {
             .begin(host, keys, config, timeout, true, worker.holder)
         {
             Some(mint) => {
+                self.sent_body |= mint.carries_body;
                 self.stage = Stage::Google { grant, mint };
                 Step::Wait
             }
@@ -474,10 +489,10 @@ impl Request {
         host.count(Metric::Allowed);
         let mut edits = Vec::with_capacity(grant.edits.len() + 2);
         edits.extend(grant.edits.iter().cloned());
-        if let Some(bearer) = google {
-            edits.push((Rc::from("authorization"), bearer));
-            if let Some(header) = &route.original_token_header {
-                edits.push((header.clone(), Rc::from(format!("Bearer {}", self.token))));
+        if let (Some(bearer), Some(header)) = (google, &route.google_header) {
+            edits.push((header.clone(), bearer));
+            if let Some(original) = &route.original_token_header {
+                edits.push((original.clone(), Rc::from(format!("Bearer {}", self.token))));
             }
         }
         Step::Allow(edits)
@@ -489,7 +504,10 @@ fn deny(host: &mut dyn Host, error: AuthError, context: &str) -> Step {
     host.count(Metric::from(error));
     let level = match error {
         AuthError::Internal | AuthError::InvalidConfiguration => LogLevel::Error,
-        AuthError::KeysUnavailable | AuthError::GoogleTokenUnavailable => LogLevel::Warn,
+        AuthError::KeysUnavailable
+        | AuthError::GoogleTokenUnavailable
+        | AuthError::ForgedHeader
+        | AuthError::TooManyHeaders => LogLevel::Warn,
         _ => LogLevel::Info,
     };
     host.log(
@@ -518,9 +536,16 @@ fn describe(token: &crate::jwt::UnverifiedToken<'_>) -> String {
 
 /// Background work one root context does for its route on every tick: refresh keys before they
 /// go stale (or fetch them before the first request), and Google tokens before they expire.
+///
+/// A root context never starts a callout from a call answer: on Kong's engine
+/// (ngx_wasm_module), a callout dispatched from a root context's `on_http_call_response` gets
+/// the connection the finished call just released, which the engine then tears down under it,
+/// and the worker dies (SIGSEGV). A fetch's next step (discovery → JWKS) waits for the next tick.
 #[derive(Debug, Default)]
 pub struct RootJobs {
     jobs: HashMap<CalloutToken, Job>,
+    /// Key fetches whose next callout is due at the next tick.
+    next_steps: Vec<(usize, Fetch)>,
 }
 
 #[derive(Debug)]
@@ -533,17 +558,11 @@ impl RootJobs {
     /// Starts whatever is due. Ticks do not wait for earlier ticks' callouts, so sources with a
     /// job in flight are skipped, and leases keep workers and routes from fetching together.
     pub fn tick(&mut self, host: &mut dyn Host, route: &Route, worker: &mut Worker) {
+        self.start_next_steps(host, route, worker);
         let policy = route.config.jwks_cache;
         let timeout = route.config.callout_timeout_ms;
         for (issuer, source) in route.sources.iter().enumerate() {
-            let busy = self.jobs.values().any(|job| match job {
-                Job::Keys {
-                    fetch: _,
-                    issuer: i,
-                } => route.sources.get(*i).is_some_and(|s| s.id == source.id),
-                Job::Google(_) => false,
-            });
-            if busy || !worker.keys.needs_refresh(host, source, &policy) {
+            if self.fetching(route, source) || !worker.keys.needs_refresh(host, source, &policy) {
                 continue;
             }
             let lease = shared::try_lease(
@@ -579,7 +598,32 @@ impl RootJobs {
         }
     }
 
-    /// Takes the answer to a tick callout.
+    /// Whether a fetch for `source` (the same URL, whichever issuer entry) is under way.
+    fn fetching(&self, route: &Route, source: &Source) -> bool {
+        let same = |i: &usize| route.sources.get(*i).is_some_and(|s| s.id == source.id);
+        self.jobs.values().any(|job| match job {
+            Job::Keys { issuer, .. } => same(issuer),
+            Job::Google(_) => false,
+        }) || self.next_steps.iter().any(|(issuer, _)| same(issuer))
+    }
+
+    /// Starts the callouts that call answers left for this tick.
+    fn start_next_steps(&mut self, host: &mut dyn Host, route: &Route, worker: &mut Worker) {
+        let timeout = route.config.callout_timeout_ms;
+        for (issuer, mut fetch) in std::mem::take(&mut self.next_steps) {
+            let Some(source) = route.sources.get(issuer) else {
+                continue;
+            };
+            if worker
+                .keys
+                .dispatch_next(host, source, &mut fetch, timeout, worker.holder)
+            {
+                self.jobs.insert(fetch.token, Job::Keys { issuer, fetch });
+            }
+        }
+    }
+
+    /// Takes the answer to a tick callout. Starts no callout (see [`RootJobs`]).
     pub fn on_callout(
         &mut self,
         host: &mut dyn Host,
@@ -593,13 +637,12 @@ impl RootJobs {
                 let Some(source) = route.sources.get(issuer) else {
                     return;
                 };
-                let timeout = route.config.callout_timeout_ms;
                 if let Progress::Next =
                     worker
                         .keys
-                        .advance(host, source, &mut fetch, response, timeout, worker.holder)
+                        .advance(host, source, &mut fetch, response, worker.holder)
                 {
-                    self.jobs.insert(fetch.token, Job::Keys { issuer, fetch });
+                    self.next_steps.push((issuer, fetch));
                 }
             }
             Some(Job::Google(mint)) => {
@@ -693,13 +736,11 @@ mod tests {
         worker: &mut Worker,
         token: &str,
     ) -> (Option<Request>, Step) {
-        let header = format!("Bearer {token}").into_bytes();
-        let creds = RequestCredentials {
-            header_values: vec![header.as_slice()],
-            path: None,
-            cookie_headers: vec![],
-        };
-        Request::start(host, route, worker, &creds)
+        let pairs = vec![(
+            b"authorization".to_vec(),
+            format!("Bearer {token}").into_bytes(),
+        )];
+        Request::start(host, route, worker, &pairs, None)
     }
 
     fn ok(body: &[u8]) -> CalloutResponse {
@@ -1020,16 +1061,27 @@ mod tests {
     }
 
     #[test]
-    fn underscore_lookalikes_of_owned_headers_are_recognised() {
-        let state = RouteState::Ready(Box::new(route(json!({}))));
-        assert!(state.owns_lookalike(b"x_user_id"));
-        assert!(state.owns_lookalike(b"X_User-ID"));
-        assert!(
-            !state.owns_lookalike(b"x-user-id"),
-            "exact names are removed by name"
-        );
-        assert!(!state.owns_lookalike(b"x_user_idx"));
-        assert!(!state.owns_lookalike(b"x_other"));
+    fn client_copies_of_owned_headers_refuse_the_request_before_any_key_work() {
+        let (idp, route, mut worker, mut host) = setup();
+        let token = idp.token("k1", json!({}));
+        for forged in ["X-User-Id", "x_user_id", "X-Forwarded-Authorization"] {
+            let pairs = vec![
+                (
+                    b"authorization".to_vec(),
+                    format!("Bearer {token}").into_bytes(),
+                ),
+                (forged.as_bytes().to_vec(), b"mallory".to_vec()),
+            ];
+            let (request, step) = Request::start(&mut host, &route, &mut worker, &pairs, None);
+            assert!(request.is_none(), "{forged}");
+            assert_eq!(step, Step::Deny(AuthError::ForgedHeader), "{forged}");
+        }
+        assert!(host.callouts.is_empty());
+        assert!(host
+            .logs
+            .borrow()
+            .iter()
+            .any(|(_, l)| l.contains("the client sent `x-user-id`")));
     }
 
     #[test]
@@ -1155,7 +1207,16 @@ mod tests {
         );
         let (t1, _) = last_callout(&host);
         jobs1.on_callout(&mut host, &route, &mut first, t1, &ok(&discovery()));
-        let (t2, _) = last_callout(&host);
+        assert_eq!(
+            host.callouts.len(),
+            1,
+            "a root context starts no callout from a call answer (it crashes Kong's engine)"
+        );
+        jobs2.tick(&mut host, &route, &mut second);
+        assert_eq!(host.callouts.len(), 1, "the lease is still held");
+        jobs1.tick(&mut host, &route, &mut first);
+        let (t2, jwks_call) = last_callout(&host);
+        assert_eq!(header(&jwks_call, ":path"), "/realms/prod/certs");
         jobs1.on_callout(&mut host, &route, &mut first, t2, &ok(&idp.jwks("k1")));
         let (_, step) = start(&mut host, &route, &mut second, &idp.token("k1", json!({})));
         assert_eq!(

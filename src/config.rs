@@ -37,6 +37,8 @@ pub const DEFAULT_TOKEN_HEADER: &str = "authorization";
 pub const DEFAULT_TOKEN_SCHEME: &str = "Bearer";
 /// Default `original_token_header`, and the header Cloud Run reads as "the caller's token".
 pub const FORWARDED_AUTHORIZATION: &str = "x-forwarded-authorization";
+/// The header Cloud Run checks before `Authorization` when present (`google_id_token.header`).
+pub const SERVERLESS_AUTHORIZATION: &str = "x-serverless-authorization";
 /// Default `google_id_token.metadata_host`.
 pub const DEFAULT_METADATA_HOST: &str = "metadata.google.internal";
 /// Default `google_id_token.token_url`.
@@ -223,12 +225,35 @@ pub enum GoogleSource {
     },
 }
 
+/// Which request header carries the Google ID token to Cloud Run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GoogleHeader {
+    /// `Authorization` (the default): replaced, the caller's token moves to
+    /// `original_token_header`.
+    Authorization,
+    /// `X-Serverless-Authorization`, which Cloud Run checks in preference to `Authorization`:
+    /// the caller's `Authorization` reaches the service unchanged.
+    XServerlessAuthorization,
+}
+
+impl GoogleHeader {
+    /// The header's lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            GoogleHeader::Authorization => "authorization",
+            GoogleHeader::XServerlessAuthorization => SERVERLESS_AUTHORIZATION,
+        }
+    }
+}
+
 /// `google_id_token`.
 #[derive(Debug)]
 pub struct GoogleIdTokenConfig {
     /// The token's audience: the Cloud Run service URL (or a custom audience).
     pub audience: String,
     pub source: GoogleSource,
+    /// Where the token goes. Default `authorization`.
+    pub header: GoogleHeader,
     /// Refresh a cached token this long before it expires. Default 300.
     pub refresh_before_expiry_secs: u64,
 }
@@ -273,9 +298,9 @@ impl FilterConfig {
         FilterConfig::try_from(raw)
     }
 
-    /// Every header the filter owns (removed from the client's request first, always), sorted,
-    /// without duplicates: `claims_to_headers` targets, `claims_header`,
-    /// `original_token_header`, and `x-forwarded-authorization` when `google_id_token` is set.
+    /// Every header the filter owns (a client copy refuses the request), sorted, without
+    /// duplicates: `claims_to_headers` targets, `claims_header`, `original_token_header`, and
+    /// `x-forwarded-authorization` and `x-serverless-authorization` when `google_id_token` is set.
     pub fn owned_headers(&self) -> Vec<String> {
         let mut out: Vec<String> = self
             .claims_to_headers
@@ -290,6 +315,7 @@ impl FilterConfig {
             .collect();
         if self.google_id_token.is_some() {
             out.push(FORWARDED_AUTHORIZATION.to_string());
+            out.push(SERVERLESS_AUTHORIZATION.to_string());
         }
         out.sort();
         out.dedup();
@@ -390,6 +416,8 @@ pub struct RawGoogle {
     pub token_url: Option<String>,
     #[serde(default, deserialize_with = "present")]
     pub refresh_before_expiry_seconds: Option<u64>,
+    #[serde(default)]
+    pub header: Option<String>,
 }
 
 impl fmt::Debug for RawGoogle {
@@ -992,6 +1020,14 @@ fn owned_header(name: &str, field: &str) -> Result<HeaderName, ConfigError> {
             "`authorization` cannot be set from claims or used as an owned header",
         ));
     }
+    // CGI-style upstreams read `x_user_id` and `x-user-id` as one variable, and nginx drops
+    // underscored request headers by default: such a name could never be protected.
+    if h.as_str().contains('_') {
+        return Err(ConfigError::new(
+            field,
+            "must not contain `_` (use `-`: upstreams may read `_` and `-` alike)",
+        ));
+    }
     Ok(h)
 }
 
@@ -1026,6 +1062,7 @@ fn check_header_collisions(config: &FilterConfig) -> Result<(), ConfigError> {
         {
             named.push((FORWARDED_AUTHORIZATION, "google_id_token".into()));
         }
+        named.push((SERVERLESS_AUTHORIZATION, "google_id_token".into()));
     }
     if let Some(h) = &config.original_token_header {
         named.push((h.as_str(), "original_token_header".into()));
@@ -1117,9 +1154,20 @@ fn google(raw: RawGoogle) -> Result<GoogleIdTokenConfig, ConfigError> {
             ))
         }
     };
+    let header = match raw.header.as_deref() {
+        None | Some("authorization") => GoogleHeader::Authorization,
+        Some(SERVERLESS_AUTHORIZATION) => GoogleHeader::XServerlessAuthorization,
+        Some(_) => {
+            return Err(ConfigError::new(
+                "google_id_token.header",
+                "must be authorization or x-serverless-authorization",
+            ))
+        }
+    };
     Ok(GoogleIdTokenConfig {
         audience,
         source,
+        header,
         refresh_before_expiry_secs,
     })
 }
@@ -1405,6 +1453,7 @@ mod tests {
                 "x-jwt-claims",
                 "x-original-token",
                 "x-roles",
+                "x-serverless-authorization",
                 "x-user-email",
                 "x-user-id"
             ]
@@ -1466,7 +1515,56 @@ mod tests {
             json!({"audience": "a"}),
         ))
         .unwrap();
-        assert_eq!(c.owned_headers(), vec!["x-forwarded-authorization"]);
+        assert_eq!(
+            c.owned_headers(),
+            vec!["x-forwarded-authorization", "x-serverless-authorization"]
+        );
+    }
+
+    #[test]
+    fn google_token_header_is_authorization_or_x_serverless_authorization() {
+        let google = |header: Value| {
+            parse(with(
+                minimal(),
+                "google_id_token",
+                json!({"audience": "a", "header": header}),
+            ))
+        };
+        let header = |c: FilterConfig| c.google_id_token.map(|g| g.header);
+        assert_eq!(
+            header(google(Value::Null).unwrap()),
+            Some(GoogleHeader::Authorization)
+        );
+        assert_eq!(
+            header(google(json!("x-serverless-authorization")).unwrap()),
+            Some(GoogleHeader::XServerlessAuthorization)
+        );
+        let e = google(json!("x-other")).unwrap_err();
+        assert_eq!(e.field, "google_id_token.header");
+        let e = parse(with(
+            with(
+                minimal(),
+                "original_token_header",
+                json!("X-Serverless-Authorization"),
+            ),
+            "google_id_token",
+            json!({"audience": "a"}),
+        ))
+        .unwrap_err();
+        assert_eq!(e.field, "original_token_header");
+    }
+
+    #[test]
+    fn owned_header_names_with_underscores_are_refused() {
+        for (field, value) in [
+            ("claims_to_headers", json!({"sub": "x_user_id"})),
+            ("claims_header", json!("x_jwt_claims")),
+            ("original_token_header", json!("x_original")),
+        ] {
+            let e = parse(with(minimal(), field, value)).unwrap_err();
+            assert!(e.field.starts_with(field), "{field}: {}", e.field);
+            assert!(e.message.contains('_'), "{}", e.message);
+        }
     }
 
     #[test]

@@ -58,6 +58,8 @@ pub struct GoogleTokens {
 #[derive(Debug)]
 pub struct Mint {
     pub token: CalloutToken,
+    /// The callout carries a request body (the service-account token exchange).
+    pub carries_body: bool,
     cold: bool,
     lease: bool,
     started_ms: u64,
@@ -157,6 +159,7 @@ impl GoogleTokens {
         }
         Some(Mint {
             token,
+            carries_body: request.body.is_some(),
             cold,
             lease,
             started_ms: now_ms,

@@ -29,15 +29,17 @@ pub struct CalloutResponse {
 }
 
 impl CalloutResponse {
-    /// The body when the call succeeded with 200, or a short reason for the log.
+    /// The body when the call succeeded with 200, or a short reason for the log. Kong's engine
+    /// says `:dispatch_status: ok` on success; any other value is a failure even when a
+    /// `:status` came with it (a response head too large for its reader keeps its status).
     pub fn ok_body(&self) -> Result<&[u8], String> {
-        match self.status {
-            Some(200) => Ok(&self.body),
-            Some(other) => Err(format!("HTTP status {other}")),
-            None => Err(format!(
-                "callout failed: {}",
-                self.dispatch_status.as_deref().unwrap_or("no :status")
-            )),
+        match (self.status, self.dispatch_status.as_deref()) {
+            (_, Some(failure)) if failure != "ok" => Err(format!("callout failed: {failure}")),
+            (Some(200), _) => Ok(&self.body),
+            (Some(other), _) => Err(format!("HTTP status {other}")),
+            // The engine's answer for a peer that closed before answering.
+            (None, Some(_)) => Err("callout failed: no answer (connection closed)".to_string()),
+            (None, None) => Err("callout failed: no :status".to_string()),
         }
     }
 }
@@ -178,5 +180,44 @@ pub mod fake {
         fn count(&mut self, metric: Metric) {
             *self.metrics.entry(metric).or_default() += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: Option<u16>, dispatch_status: Option<&str>) -> CalloutResponse {
+        CalloutResponse {
+            status,
+            dispatch_status: dispatch_status.map(str::to_string),
+            body: b"{}".to_vec(),
+        }
+    }
+
+    #[test]
+    fn only_a_200_with_a_clean_dispatch_status_is_a_success() {
+        assert!(answer(Some(200), Some("ok")).ok_body().is_ok());
+        assert!(
+            answer(Some(200), None).ok_body().is_ok(),
+            "the stand-in's old answers"
+        );
+        assert_eq!(
+            answer(Some(200), Some("reader failure")).ok_body(),
+            Err("callout failed: reader failure".to_string()),
+            "Kong's engine keeps :status when the head was too large"
+        );
+        assert_eq!(
+            answer(None, Some("ok")).ok_body(),
+            Err("callout failed: no answer (connection closed)".to_string())
+        );
+        assert_eq!(
+            answer(None, Some("timeout")).ok_body(),
+            Err("callout failed: timeout".to_string())
+        );
+        assert_eq!(
+            answer(Some(503), Some("ok")).ok_body(),
+            Err("HTTP status 503".to_string())
+        );
     }
 }

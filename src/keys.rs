@@ -120,7 +120,7 @@ pub struct Fetch {
 /// What a callout answer did to a fetch.
 #[derive(Debug)]
 pub enum Progress {
-    /// Another callout is on its way (discovery done, JWKS next).
+    /// Discovery done, JWKS next: the fetch waits for [`KeyCache::dispatch_next`].
     Next,
     /// Keys stored in the worker and shared data.
     Done(Rc<KeySet>),
@@ -275,18 +275,19 @@ impl KeyCache {
         })
     }
 
-    /// Feeds a callout answer to `fetch`. On `Next`, `fetch` now waits for a new token.
+    /// Feeds a callout answer to `fetch`. On `Next`, `fetch` has its next stage chosen but no
+    /// callout yet: the caller starts it with [`KeyCache::dispatch_next`] when its context may
+    /// (a request at once; the root context only from its next tick, see `authn::RootJobs`).
     pub fn advance(
         &mut self,
         host: &mut dyn Host,
         source: &Source,
         fetch: &mut Fetch,
         response: &CalloutResponse,
-        timeout_ms: u32,
         holder: u64,
     ) -> Progress {
         let result = match &fetch.stage {
-            Stage::Discovery => self.after_discovery(host, source, fetch, response, timeout_ms),
+            Stage::Discovery => self.after_discovery(source, fetch, response),
             Stage::Jwks { jwks_uri } => {
                 let jwks_uri = jwks_uri.clone();
                 self.after_jwks(host, source, &jwks_uri, response)
@@ -306,22 +307,41 @@ impl KeyCache {
         progress
     }
 
-    fn after_discovery(
+    /// Starts the callout of `fetch`'s current stage (after [`Progress::Next`]). `false`: the
+    /// host refused it; the fetch has failed and is finished (logged, counted).
+    pub fn dispatch_next(
         &mut self,
         host: &mut dyn Host,
         source: &Source,
         fetch: &mut Fetch,
-        response: &CalloutResponse,
         timeout_ms: u32,
+        holder: u64,
+    ) -> bool {
+        match self.dispatch(host, source, &fetch.stage, timeout_ms) {
+            Ok(token) => {
+                fetch.token = token;
+                true
+            }
+            Err(reason) => {
+                self.fail(host, source, fetch.cold, &reason);
+                self.finish(host, source, fetch, holder, false);
+                false
+            }
+        }
+    }
+
+    fn after_discovery(
+        &mut self,
+        source: &Source,
+        fetch: &mut Fetch,
+        response: &CalloutResponse,
     ) -> Result<Progress, String> {
         let body = response.ok_body().map_err(|e| format!("discovery: {e}"))?;
         let jwks_uri = crate::discovery::jwks_uri(body, &source.issuer)
             .map_err(|e| format!("discovery: {e}"))?;
-        let stage = Stage::Jwks {
+        fetch.stage = Stage::Jwks {
             jwks_uri: jwks_uri.to_string(),
         };
-        fetch.token = self.dispatch(host, source, &stage, timeout_ms)?;
-        fetch.stage = stage;
         Ok(Progress::Next)
     }
 

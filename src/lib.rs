@@ -24,6 +24,7 @@ pub mod keys;
 pub mod metrics;
 pub mod policy;
 pub mod reject;
+pub mod request_headers;
 pub mod rsa_public;
 pub mod shared;
 pub mod signature;

@@ -33,7 +33,7 @@ impl From<AuthError> for Metric {
 }
 
 /// Every deny reason, so the adapter can define all counters up front.
-pub const DENY_REASONS: [&str; 13] = [
+pub const DENY_REASONS: [&str; 14] = [
     "missing_token",
     "malformed",
     "algorithm",
@@ -45,6 +45,7 @@ pub const DENY_REASONS: [&str; 13] = [
     "forbidden",
     "keys_unavailable",
     "google_token_unavailable",
+    "invalid_request",
     "config",
     "internal",
 ];

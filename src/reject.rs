@@ -48,6 +48,13 @@ pub enum AuthError {
     KeysUnavailable,
     /// No valid Google ID token cached and minting one failed.
     GoogleTokenUnavailable,
+    /// The request carries a header the filter sets itself (in any letter case, or an
+    /// underscore look-alike): on Kong's engine a client copy cannot be taken out of the request,
+    /// so the request is refused whole (RFC 6750 §3.1 `invalid_request`).
+    ForgedHeader,
+    /// The request has more headers than the host hands to a filter: the part the filter cannot
+    /// see could hold a forged header or a second credential.
+    TooManyHeaders,
     /// The route's filter configuration is invalid; every request is refused.
     InvalidConfiguration,
     /// A host call failed unexpectedly; the request is refused rather than forwarded.
@@ -58,7 +65,7 @@ pub enum AuthError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rejection {
     pub status: u16,
-    /// `WWW-Authenticate` value, for 401 and 403 only.
+    /// `WWW-Authenticate` value, for 400, 401 and 403 only.
     pub www_authenticate: Option<String>,
     /// `Retry-After` seconds, for 503 only.
     pub retry_after: Option<u32>,
@@ -69,6 +76,7 @@ pub struct Rejection {
 /// The `Content-Type` of every [`Rejection::body`].
 pub const BODY_CONTENT_TYPE: &str = "application/json; charset=utf-8";
 
+const BODY_400: &str = "{\"message\":\"Bad request\"}";
 const BODY_401: &str = "{\"message\":\"Unauthorized\"}";
 const BODY_403: &str = "{\"message\":\"Forbidden\"}";
 const BODY_500: &str = "{\"message\":\"An unexpected error occurred\"}";
@@ -100,6 +108,8 @@ impl AuthError {
             AuthError::ClaimMismatch => "required claim not satisfied",
             AuthError::KeysUnavailable => "signing keys unavailable",
             AuthError::GoogleTokenUnavailable => "upstream identity token unavailable",
+            AuthError::ForgedHeader => "request carries a header set by the gateway",
+            AuthError::TooManyHeaders => "too many request headers",
             AuthError::InvalidConfiguration => "invalid filter configuration",
             AuthError::Internal => "internal error",
         }
@@ -141,6 +151,13 @@ impl AuthError {
                 retry_after: None,
                 body: BODY_403,
             },
+            // RFC 6750 §3.1 `invalid_request`: the request is malformed, whatever its token.
+            AuthError::ForgedHeader | AuthError::TooManyHeaders => Rejection {
+                status: 400,
+                www_authenticate: Some(challenge("invalid_request", self.reason())),
+                retry_after: None,
+                body: BODY_400,
+            },
             AuthError::KeysUnavailable | AuthError::GoogleTokenUnavailable => Rejection {
                 status: 503,
                 www_authenticate: None,
@@ -174,6 +191,7 @@ impl AuthError {
             AuthError::InsufficientScope | AuthError::ClaimMismatch => "forbidden",
             AuthError::KeysUnavailable => "keys_unavailable",
             AuthError::GoogleTokenUnavailable => "google_token_unavailable",
+            AuthError::ForgedHeader | AuthError::TooManyHeaders => "invalid_request",
             AuthError::InvalidConfiguration => "config",
             AuthError::Internal => "internal",
         }
@@ -190,7 +208,7 @@ fn challenge(error: &str, description: &str) -> String {
 mod tests {
     use super::*;
 
-    const ALL: [AuthError; 20] = [
+    const ALL: [AuthError; 22] = [
         AuthError::MissingToken,
         AuthError::ConflictingTokens,
         AuthError::TokenTooLarge,
@@ -209,6 +227,8 @@ mod tests {
         AuthError::ClaimMismatch,
         AuthError::KeysUnavailable,
         AuthError::GoogleTokenUnavailable,
+        AuthError::ForgedHeader,
+        AuthError::TooManyHeaders,
         AuthError::InvalidConfiguration,
         AuthError::Internal,
     ];
@@ -246,6 +266,18 @@ mod tests {
     }
 
     #[test]
+    fn forged_headers_and_header_floods_get_invalid_request() {
+        for e in [AuthError::ForgedHeader, AuthError::TooManyHeaders] {
+            let r = e.rejection();
+            assert_eq!(r.status, 400);
+            assert!(r
+                .www_authenticate
+                .unwrap_or_default()
+                .starts_with("Bearer realm=\"cloudrun_oidc\", error=\"invalid_request\""));
+        }
+    }
+
+    #[test]
     fn outages_are_503_without_challenge() {
         for e in [
             AuthError::KeysUnavailable,
@@ -268,8 +300,11 @@ mod tests {
                 .bytes()
                 .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\'));
             let r = e.rejection();
-            assert!(matches!(r.status, 401 | 403 | 500 | 503));
-            assert_eq!(r.www_authenticate.is_some(), matches!(r.status, 401 | 403));
+            assert!(matches!(r.status, 400 | 401 | 403 | 500 | 503));
+            assert_eq!(
+                r.www_authenticate.is_some(),
+                matches!(r.status, 400 | 401 | 403)
+            );
         }
     }
 }

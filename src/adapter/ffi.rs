@@ -44,7 +44,6 @@ extern "C" {
         return_value_data: *mut *mut u8,
         return_value_size: *mut usize,
     ) -> u32;
-    fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
     fn proxy_replace_header_map_value(
         map_type: u32,
         key_data: *const u8,
@@ -142,11 +141,6 @@ pub fn get_header(map_type: u32, name: &str) -> Result<Option<Vec<u8>>, Status> 
         1 => Ok(None),
         other => Err(Status(other)),
     }
-}
-
-pub fn remove_header(map_type: u32, name: &str) -> Result<(), Status> {
-    // SAFETY: pointer and length describe a live &str.
-    check(unsafe { proxy_remove_header_map_value(map_type, name.as_ptr(), name.len()) })
 }
 
 pub fn replace_header(map_type: u32, name: &str, value: &[u8]) -> Result<(), Status> {

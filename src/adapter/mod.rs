@@ -9,7 +9,6 @@ mod ffi;
 mod host;
 
 use crate::authn::{Request, RootJobs, RouteState, Step, Worker};
-use crate::extractor::RequestCredentials;
 use crate::host::{CalloutResponse, Host, LogLevel};
 use crate::reject::{AuthError, BODY_CONTENT_TYPE, REALM};
 use host::ProxyHost;
@@ -130,12 +129,6 @@ impl Http {
         let Some(state) = self.route.clone() else {
             return self.finish(Step::Deny(AuthError::InvalidConfiguration));
         };
-        // Header hygiene first, on every path: client copies of owned headers never pass.
-        for name in state.owned_headers() {
-            if ffi::remove_header(ffi::MAP_REQUEST_HEADERS, name).is_err() {
-                return self.finish(deny_internal("removing an owned header failed"));
-            }
-        }
         let route = match &*state {
             RouteState::Ready(route) => route,
             RouteState::Invalid(message) => {
@@ -146,26 +139,6 @@ impl Http {
         let Ok(pairs) = ffi::get_header_pairs(ffi::MAP_REQUEST_HEADERS) else {
             return self.finish(deny_internal("reading request headers failed"));
         };
-        // `x_user_id` reads as `X-User-Id` to CGI-style upstreams: drop such look-alikes too.
-        for (name, _) in &pairs {
-            if state.owns_lookalike(name)
-                && std::str::from_utf8(name)
-                    .map(|n| ffi::remove_header(ffi::MAP_REQUEST_HEADERS, n))
-                    .map_or(true, |removed| removed.is_err())
-            {
-                return self.finish(deny_internal("removing an owned header failed"));
-            }
-        }
-        let token_header = route.config.token.header.as_deref().unwrap_or("");
-        let pick = |wanted: &str| -> Vec<&[u8]> {
-            pairs
-                .iter()
-                .filter(|(name, _)| {
-                    !wanted.is_empty() && name.eq_ignore_ascii_case(wanted.as_bytes())
-                })
-                .map(|(_, value)| value.as_slice())
-                .collect()
-        };
         // Pseudo-headers are read by name: hosts differ on listing them among the pairs.
         let path = match route.config.token.query_param {
             Some(_) => ffi::get_header(ffi::MAP_REQUEST_HEADERS, ":path")
@@ -173,13 +146,9 @@ impl Http {
                 .flatten(),
             None => None,
         };
-        let credentials = RequestCredentials {
-            header_values: pick(token_header),
-            path: path.as_deref(),
-            cookie_headers: pick("cookie"),
-        };
         let step = with_worker(|worker| {
-            let (request, step) = Request::start(&mut ProxyHost, route, worker, &credentials);
+            let (request, step) =
+                Request::start(&mut ProxyHost, route, worker, &pairs, path.as_deref());
             self.request = request;
             step
         });
@@ -232,7 +201,11 @@ impl Http {
             }
             Step::Deny(error) => {
                 self.done = true;
-                respond(error);
+                let with_body = self
+                    .request
+                    .as_ref()
+                    .is_none_or(Request::may_refuse_with_body);
+                respond(error, with_body);
                 Action::Pause
             }
         }
@@ -262,24 +235,23 @@ fn deny_internal(what: &str) -> Step {
     Step::Deny(AuthError::Internal)
 }
 
-/// Sends the local response for `error` (this also cancels any pending callouts).
-fn respond(error: AuthError) {
+/// Sends the local response for `error` (this also cancels any pending callouts), with its
+/// generic body unless `with_body` is false.
+fn respond(error: AuthError, with_body: bool) {
     let rejection = error.rejection();
     let retry_after = rejection.retry_after.map(|s| s.to_string());
-    let mut headers: Vec<(&str, &str)> = vec![("content-type", BODY_CONTENT_TYPE)];
+    let mut headers: Vec<(&str, &str)> = Vec::with_capacity(3);
+    if with_body {
+        headers.push(("content-type", BODY_CONTENT_TYPE));
+    }
     if let Some(challenge) = rejection.www_authenticate.as_deref() {
         headers.push(("www-authenticate", challenge));
     }
     if let Some(seconds) = retry_after.as_deref() {
         headers.push(("retry-after", seconds));
     }
-    if ffi::send_local_response(
-        u32::from(rejection.status),
-        &headers,
-        rejection.body.as_bytes(),
-    )
-    .is_err()
-    {
+    let body = if with_body { rejection.body } else { "" };
+    if ffi::send_local_response(u32::from(rejection.status), &headers, body.as_bytes()).is_err() {
         ProxyHost.log(
             LogLevel::Critical,
             &format!("cloudrun_oidc: could not refuse a request ({REALM}); host refused the local response"),
