@@ -7,7 +7,9 @@
 //! `World`); the linker is assembled here from `abi`/`wasi` so nothing in `spec/src/host` changes.
 
 use anyhow::{anyhow, bail, Context, Result};
-use cloudrun_spec::host::context::{CallResult, Exchange, Exec, HostState, RequestInfo, Step};
+use cloudrun_spec::host::context::{
+    CallResult, Exchange, Exec, HostState, RequestHeaders, RequestInfo, Step,
+};
 use cloudrun_spec::host::dispatch::{CallSpec, Resolver};
 use cloudrun_spec::host::instance::{RootSpec, Slot};
 use cloudrun_spec::host::shared_data::Zones;
@@ -26,9 +28,11 @@ pub fn ok_response(content_type: &str, body: Vec<u8>) -> CallResult {
             (":status".into(), b"200".to_vec()),
             ("content-type".into(), content_type.as_bytes().to_vec()),
             ("content-length".into(), body.len().to_string().into_bytes()),
+            (":dispatch_status".into(), b"ok".to_vec()),
         ],
         body,
         failure: None,
+        body_sent_unanswered: false,
     }
 }
 
@@ -105,7 +109,7 @@ impl Driver {
             path: "/orders".into(),
             scheme: "http".into(),
             authority: "gateway.bench:8000".into(),
-            req_headers: headers.to_vec(),
+            req_headers: RequestHeaders::from_pairs(headers.to_vec()),
             info: RequestInfo {
                 source_address: "127.0.0.1".into(),
                 source_port: 40_000,
@@ -132,7 +136,7 @@ impl Driver {
         .map_err(|t| anyhow!("trap in context create: {}", t.0))?;
         let mut lifecycle = start.elapsed();
 
-        let n = headers.len().min(cloudrun_spec::host::MAX_HEADER_PAIRS) as i32;
+        let n = headers.len() as i32;
         let mut exec = Exec {
             context_id: id,
             root_id,
@@ -196,7 +200,7 @@ impl Driver {
         };
         lifecycle += headers_time + callouts;
         // The rest of the lifecycle, as the gateway runs it after the upstream answered.
-        let upstream_headers = ex.req_headers.clone();
+        let upstream_headers = ex.req_headers.forwarded();
         if ex.local.is_none() {
             ex.resp_status = 200;
             ex.resp_headers = vec![

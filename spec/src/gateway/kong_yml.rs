@@ -13,6 +13,9 @@ pub struct KongYml {
     pub format_version: String,
     #[serde(default)]
     pub services: Vec<ServiceYml>,
+    /// Global plugins: a filter cannot be one (Kong 3.9 requires a service or a route).
+    #[serde(default)]
+    pub plugins: Vec<PluginYml>,
 }
 
 /// `services[]`.
@@ -29,9 +32,20 @@ pub struct ServiceYml {
     pub routes: Vec<RouteYml>,
     #[serde(default)]
     pub filter_chains: Vec<ChainYml>,
+    #[serde(default)]
+    pub plugins: Vec<PluginYml>,
 }
 
-/// `services[].routes[]`.
+/// `plugins[]` on a service or a route. From Kong 3.9 a Wasm filter may be declared this way
+/// (`name` is the filter's): it joins the end of the route's filter chain.
+#[derive(Debug, Deserialize)]
+pub struct PluginYml {
+    pub name: String,
+    pub config: Option<Value>,
+    pub enabled: Option<bool>,
+    /// Filter plugins cannot be scoped to a consumer.
+    pub consumer: Option<Value>,
+}
 #[derive(Debug, Deserialize)]
 pub struct RouteYml {
     pub name: Option<String>,
@@ -42,6 +56,8 @@ pub struct RouteYml {
     pub strip_path: Option<bool>,
     #[serde(default)]
     pub filter_chains: Vec<ChainYml>,
+    #[serde(default)]
+    pub plugins: Vec<PluginYml>,
 }
 
 /// `filter_chains[]`.

@@ -2,7 +2,7 @@
 //! its filter chain in Kong's order (the service's chain first, then the route's; filters in
 //! order; disabled chains and filters left out), and the upstream path Kong would send.
 
-use super::kong_yml::{ChainYml, KongYml, Upstream};
+use super::kong_yml::{ChainYml, KongYml, PluginYml, Upstream};
 use super::schema::Filters;
 use crate::host::instance::RootSpec;
 use anyhow::{bail, Result};
@@ -55,6 +55,9 @@ impl Table {
     /// Builds the table; errors carry Kong-like locations (`...filters.1.config: ...`).
     pub fn build(yml: &KongYml, filters: &mut Filters) -> Result<Table> {
         let mut table = Table::default();
+        if let Some(p) = yml.plugins.first() {
+            bail!("plugins.1: plugin '{}' cannot be global: a filter declared as a plugin needs a service or a route", p.name);
+        }
         for (si, svc) in yml.services.iter().enumerate() {
             let at = format!("services.{}", si + 1);
             let upstream = svc.upstream().map_err(|e| anyhow::anyhow!("{at}: {e:#}"))?;
@@ -67,6 +70,7 @@ impl Table {
             }
             let svc_chain =
                 table.chain(&svc.filter_chains, filters, &format!("{at}.filter_chains"))?;
+            check_plugins(&svc.plugins, &at, filters)?;
             for (ri, route) in svc.routes.iter().enumerate() {
                 let rat = format!("{at}.routes.{}", ri + 1);
                 if route.filter_chains.len() > 1 {
@@ -77,11 +81,17 @@ impl Table {
                         bail!("{rat}.paths: invalid path {p:?}: must begin with '/' (regex paths are not supported by the stand-in)");
                     }
                 }
+                check_plugins(&route.plugins, &rat, filters)?;
                 let mut chain = svc_chain.clone();
                 chain.extend(table.chain(
                     &route.filter_chains,
                     filters,
                     &format!("{rat}.filter_chains"),
+                )?);
+                chain.extend(table.plugin_filters(
+                    (&svc.plugins, &at),
+                    (&route.plugins, &rat),
+                    filters,
                 )?);
                 let id = route
                     .id
@@ -133,6 +143,40 @@ impl Table {
         Ok(out)
     }
 
+    /// Filters declared as plugins (Kong 3.9+), appended after the route's filter chains: one
+    /// per filter name, the route's declaration winning over its service's (Kong's plugin
+    /// precedence); never scoped to a consumer; disabled ones left out.
+    fn plugin_filters(
+        &mut self,
+        (service_plugins, service_at): (&[PluginYml], &str),
+        (route_plugins, route_at): (&[PluginYml], &str),
+        filters: &mut Filters,
+    ) -> Result<Vec<ChainEntry>> {
+        let mut chosen: Vec<(&PluginYml, String)> = Vec::new();
+        for (plugins, at) in [(route_plugins, route_at), (service_plugins, service_at)] {
+            for (i, plugin) in plugins.iter().enumerate() {
+                if !chosen.iter().any(|(p, _)| p.name == plugin.name) {
+                    chosen.push((plugin, format!("{at}.plugins.{}", i + 1)));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (plugin, pat) in chosen {
+            let config = filters.config_bytes(&plugin.name, plugin.config.as_ref(), &pat)?;
+            if plugin.enabled == Some(false) {
+                continue;
+            }
+            let roots = self.roots.entry(plugin.name.clone()).or_default();
+            let root_id = roots.len() as u32 + 1;
+            roots.push(RootSpec { root_id, config });
+            out.push(ChainEntry {
+                filter: Arc::from(plugin.name.as_str()),
+                root_id,
+            });
+        }
+        Ok(out)
+    }
+
     /// The route whose path prefix is the longest match for `path`, and that prefix.
     pub fn find(&self, path: &str) -> Option<(&Route, &str)> {
         let path = path.split('?').next().unwrap_or(path);
@@ -142,6 +186,30 @@ impl Table {
             .filter(|(_, p)| path.starts_with(p))
             .max_by_key(|(_, p)| p.len())
     }
+}
+
+/// Kong's load-time rules for the plugins of one service or route (`at`): each names a filter
+/// (the stand-in runs no Lua plugin), none is scoped to a consumer, none is declared twice.
+fn check_plugins(plugins: &[PluginYml], at: &str, filters: &mut Filters) -> Result<()> {
+    for (i, plugin) in plugins.iter().enumerate() {
+        let pat = format!("{at}.plugins.{}", i + 1);
+        if plugin.consumer.is_some() {
+            bail!(
+                "{pat}: plugin '{}': a filter plugin cannot be scoped to a consumer",
+                plugin.name
+            );
+        }
+        if filters.lookup(&plugin.name, &pat).is_err() {
+            bail!(
+                "{pat}.name: plugin '{}' not enabled; the stand-in runs Wasm filters only",
+                plugin.name
+            );
+        }
+        if plugins.iter().take(i).any(|p| p.name == plugin.name) {
+            bail!("{pat}: plugin '{}' is already declared here", plugin.name);
+        }
+    }
+    Ok(())
 }
 
 /// The upstream request target Kong builds (path handling `v0`).

@@ -5,7 +5,9 @@
 use super::router::{upstream_uri, ChainEntry, Route, Table};
 use super::{log, proxy};
 use crate::host::context::HostState;
-use crate::host::context::{CallResult, Exchange, Exec, NewCall, RequestInfo, Step};
+use crate::host::context::{
+    CallResult, Exchange, Exec, NewCall, RequestHeaders, RequestInfo, Step,
+};
 use crate::host::instance::{self, Slot, Trap};
 use crate::host::{dispatch, World};
 use anyhow::{anyhow, Result};
@@ -263,12 +265,14 @@ async fn root_replies(w: Rc<Worker>, mut rx: UnboundedReceiver<RootReply>) {
     }
 }
 
-/// `on_http_call_response` arguments: a failed call has no headers and no body.
+/// `on_http_call_response` arguments: a failed call has no headers and no body; pseudo-headers
+/// (`:status`, `:dispatch_status`) are not counted, as ngx_wasm_module counts.
 fn counts(result: &CallResult) -> (i32, i32) {
     if result.failure.is_some() {
         (0, 0)
     } else {
-        (result.headers.len() as i32, result.body.len() as i32)
+        let headers = result.headers.iter().filter(|(k, _)| !k.starts_with(':'));
+        (headers.count() as i32, result.body.len() as i32)
     }
 }
 
@@ -286,6 +290,48 @@ async fn serve(w: Rc<Worker>, conn: Conn) {
         .max_headers(MAX_CLIENT_HEADERS)
         .serve_connection(TokioIo::new(stream), service)
         .await;
+}
+
+/// nginx's `large_client_header_buffers 4 8k` (its default, kept by Kong): one header line
+/// must fit in 8 KB, and all of them in four such buffers.
+const MAX_HEADER_LINE: usize = 8 * 1024;
+const MAX_HEADER_BYTES: usize = 4 * MAX_HEADER_LINE;
+/// Headers nginx accepts only once per request (`ngx_http_process_unique_header_line`).
+const UNIQUE_HEADERS: [&str; 3] = ["host", "content-length", "authorization"];
+
+/// The request headers as nginx reads them, before any filter runs: a header line over 8 KB,
+/// more than 32 KB of headers, or a second `Host`, `Content-Length` or `Authorization` is a
+/// 400; names with `_` are dropped (`underscores_in_headers off`, `ignore_invalid_headers on`).
+fn client_headers(headers: &hyper::HeaderMap) -> Result<RequestHeaders, &'static str> {
+    let mut pairs = Vec::with_capacity(headers.len());
+    let mut total = 0usize;
+    for (name, value) in headers {
+        let line = name.as_str().len() + 2 + value.len() + 2;
+        total += line;
+        if line > MAX_HEADER_LINE || total > MAX_HEADER_BYTES {
+            return Err("Request Header Or Cookie Too Large");
+        }
+        if name.as_str().contains('_') {
+            continue;
+        }
+        if UNIQUE_HEADERS.contains(&name.as_str()) && headers.get_all(name).iter().count() > 1 {
+            return Err("Bad Request");
+        }
+        pairs.push((name.as_str().to_string(), value.as_bytes().to_vec()));
+    }
+    Ok(RequestHeaders::from_pairs(pairs))
+}
+
+/// nginx's own 400 page.
+fn bad_request(title: &str) -> Reply {
+    let body = format!(
+        "<html>\r\n<head><title>400 {title}</title></head>\r\n<body>\r\n<center><h1>400 Bad Request</h1></center>\r\n<center>{title}</center>\r\n</body>\r\n</html>\r\n"
+    );
+    (
+        400,
+        vec![("content-type".into(), b"text/html".to_vec())],
+        body.into_bytes(),
+    )
 }
 
 fn json_response(status: u16, message: &str) -> Reply {
@@ -368,11 +414,10 @@ async fn handle_inner(
         .get("host")
         .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
         .unwrap_or_else(|| format!("127.0.0.1:{}", w.shared.listen_port));
-    let req_headers: Vec<(String, Vec<u8>)> = req
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
-        .collect();
+    let req_headers = match client_headers(req.headers()) {
+        Ok(headers) => headers,
+        Err(why) => return Ok(bad_request(why)),
+    };
     let body = req
         .into_body()
         .collect()
@@ -433,7 +478,7 @@ async fn handle_inner(
                 &w.shared.world.resolver,
                 &ex.method,
                 &uri,
-                &ex.req_headers,
+                &ex.req_headers.forwarded(),
                 ex.req_body.clone(),
                 &client,
             )
@@ -683,7 +728,8 @@ impl Req {
             for i in 0..self.ctxs.len() {
                 let args = match step {
                     Step::RequestHeaders => {
-                        let n = ex.req_headers.len().min(crate::host::MAX_HEADER_PAIRS) as i32;
+                        // The whole count, as ngx_wasm_module passes it (pairs are capped).
+                        let n = ex.req_headers.live_count() as i32;
                         [
                             self.ctxs.get(i).map(|c| c.id as i32).unwrap_or(0),
                             n,
@@ -731,6 +777,7 @@ impl Req {
                         continue;
                     };
                     had_calls = true;
+                    ex.body_call_unanswered |= result.body_sent_unanswered;
                     let (nh, bs) = counts(&result);
                     let ctx_id = self.ctxs.get(idx).map(|c| c.id as i32).unwrap_or(0);
                     let args = [ctx_id, token as i32, nh, bs, 0];

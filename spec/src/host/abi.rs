@@ -1,6 +1,7 @@
 //! The proxy-wasm ABI 0.2.1 imports (module `env`), registered per group, with ngx_wasm_module's
 //! rules: which step may call what, what traps and what returns a status.
 
+use super::context::RequestHeaders;
 use super::context::{HostState, LocalResponse, NewCall, Step};
 use super::dispatch;
 use super::log_filter;
@@ -132,6 +133,22 @@ fn send_local_response(
         return Ok(BAD_ARGUMENT);
     }
     let status_code = status_code as u16;
+    if ex.body_call_unanswered && !body.is_empty() {
+        let st = c.data();
+        super::log_line(
+            &st.filter,
+            st.worker,
+            "alert",
+            st.exec.context_id,
+            "a local response with a body after a callout that sent a body and got no answer: \
+             this crashes Kong's engine (ngx_wasm_module: zero size buf in writer, worker exits \
+             on signal 6)",
+        );
+    }
+    let st = c.data_mut();
+    let Some(ex) = st.exec.exchange.as_mut() else {
+        return Ok(BAD_ARGUMENT);
+    };
     match step {
         Step::ResponseHeaders => {
             // Header filter entered, body not yet: the response is rewritten in place.
@@ -251,7 +268,7 @@ fn add_maps(linker: &mut Linker<HostState>) -> Result<()> {
             let st = c.data();
             let pairs: Vec<(String, Vec<u8>)> = match (kind, &st.exec.exchange, &st.exec.call) {
                 (0, Some(ex), _) => {
-                    if ex.req_headers.len() > super::MAX_HEADER_PAIRS {
+                    if ex.req_headers.live_count() > super::MAX_HEADER_PAIRS {
                         log_filter(
                             st,
                             "warn",
@@ -262,9 +279,9 @@ fn add_maps(linker: &mut Linker<HostState>) -> Result<()> {
                         );
                     }
                     ex.req_headers
-                        .iter()
+                        .live()
                         .take(super::MAX_HEADER_PAIRS)
-                        .cloned()
+                        .map(|(k, v)| (k.to_string(), v.to_vec()))
                         .collect()
                 }
                 (2, Some(ex), _) => ex.resp_headers.clone(),
@@ -288,7 +305,7 @@ fn add_maps(linker: &mut Linker<HostState>) -> Result<()> {
                     ":method" => Some(ex.method.as_bytes().to_vec()),
                     ":scheme" => Some(ex.scheme.as_bytes().to_vec()),
                     ":authority" => Some(ex.authority.as_bytes().to_vec()),
-                    k => lookup(&ex.req_headers, k),
+                    k => ex.req_headers.get(k),
                 },
                 (2, Some(ex), _) => match key.as_str() {
                     ":status" => Some(ex.resp_status.to_string().into_bytes()),
@@ -315,12 +332,12 @@ fn add_maps(linker: &mut Linker<HostState>) -> Result<()> {
             let Ok(pairs) = deserialize_pairs(&raw) else {
                 return Ok(INTERNAL_FAILURE);
             };
-            edit_map(c.data_mut(), kind, |headers| {
-                headers.clear();
-                for (k, v) in pairs {
-                    headers.push((k, v));
-                }
-            })
+            edit_map(
+                c.data_mut(),
+                kind,
+                |request| request.replace_all(pairs.clone()),
+                |headers| *headers = pairs.clone(),
+            )
         },
     )?;
     for (name, op) in [
@@ -361,9 +378,11 @@ enum Edit {
     Replace,
 }
 
+/// Applies an edit to request headers (`request`, with nginx's semantics) or response headers.
 fn edit_map(
     st: &mut HostState,
     kind: i32,
+    request: impl FnOnce(&mut RequestHeaders),
     f: impl FnOnce(&mut Vec<(String, Vec<u8>)>),
 ) -> Result<i32> {
     let step = st.step();
@@ -387,7 +406,7 @@ fn edit_map(
             Ok(OK)
         }
         0 => {
-            f(&mut ex.req_headers);
+            request(&mut ex.req_headers);
             Ok(OK)
         }
         2 if matches!(step, Step::Log | Step::Done) => {
@@ -424,11 +443,31 @@ fn set_value(
             (0, ":authority") if !ex.response_started => ex.authority = text,
             (0, ":scheme") if !ex.response_started => ex.scheme = text,
             (2, ":status") => ex.resp_status = text.parse().unwrap_or(ex.resp_status),
-            _ => return edit_map(st, kind, |h| apply(h, key, value, op)),
+            _ => return edit_headers(st, kind, key, value, op),
         }
         return Ok(OK);
     }
-    edit_map(st, kind, |h| apply(h, key, value, op))
+    edit_headers(st, kind, key, value, op)
+}
+
+fn edit_headers(
+    st: &mut HostState,
+    kind: i32,
+    key: String,
+    value: Option<Vec<u8>>,
+    op: Edit,
+) -> Result<i32> {
+    let (k2, v2) = (key.clone(), value.clone());
+    edit_map(
+        st,
+        kind,
+        |request| match (op, v2) {
+            (Edit::Add, Some(v)) => request.add(k2, v),
+            (Edit::Replace, Some(v)) => request.set(k2, v),
+            (_, None) => request.remove(&k2),
+        },
+        |h| apply(h, key, value, op),
+    )
 }
 
 fn apply(headers: &mut Vec<(String, Vec<u8>)>, key: String, value: Option<Vec<u8>>, op: Edit) {
@@ -588,6 +627,23 @@ fn http_call(
     if !c.data().step().may_dispatch() {
         return Err(c.data_mut().trap(
             "can only send HTTP dispatch during \"on_request_headers\", \"on_request_body\", \"on_dispatch_response\", \"on_tick\"",
+        ));
+    }
+    if c.data().exec.is_root && c.data().step() == Step::CallResponse {
+        // Kong's engine gives such a call's fake connection the one the answered call just
+        // released, then tears that down under it: the worker dies (SIGSEGV), every request in
+        // flight on it with it (engine_facts.rs). Loud here, so a regression fails fast tests.
+        let st = c.data();
+        super::log_line(
+            &st.filter,
+            st.worker,
+            "alert",
+            st.exec.context_id,
+            "dispatch_http_call from a root context's on_http_call_response: this crashes Kong's \
+             engine (ngx_wasm_module: worker exits on signal 11); the stand-in traps instead",
+        );
+        return Err(c.data_mut().trap(
+            "dispatch_http_call from a root context's on_http_call_response (crashes Kong's engine)",
         ));
     }
     let target = mem::read_string(&mut c, up_ptr, up_len)?;

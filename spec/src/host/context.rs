@@ -71,6 +71,124 @@ pub struct RequestInfo {
     pub connection_id: u64,
 }
 
+/// Request headers as nginx keeps them for ngx_wasm_module. A header a filter removes stays in
+/// the list marked deleted (`hash = 0`): it leaves the header pairs, but a lookup by name still
+/// finds it and nginx's proxy module still sends it upstream. Setting a header rewrites its first copy in place and marks the others
+/// deleted (still sent); setting one that is absent (or only deleted) appends it; setting an
+/// empty value removes it. Measured on the engine: `spec/tests/engine_facts.rs`.
+#[derive(Debug, Clone, Default)]
+pub struct RequestHeaders {
+    entries: Vec<HeaderEntry>,
+}
+
+/// One entry of [`RequestHeaders`].
+#[derive(Debug, Clone)]
+struct HeaderEntry {
+    name: String,
+    value: Vec<u8>,
+    deleted: bool,
+}
+
+impl RequestHeaders {
+    /// Headers as the client sent them.
+    pub fn from_pairs(pairs: Vec<(String, Vec<u8>)>) -> RequestHeaders {
+        RequestHeaders {
+            entries: pairs
+                .into_iter()
+                .map(|(name, value)| HeaderEntry {
+                    name,
+                    value,
+                    deleted: false,
+                })
+                .collect(),
+        }
+    }
+
+    /// What filters see, in order.
+    pub fn live(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.entries
+            .iter()
+            .filter(|e| !e.deleted)
+            .map(|e| (e.name.as_str(), e.value.as_slice()))
+    }
+
+    /// How many headers filters see (the count `on_http_request_headers` receives).
+    pub fn live_count(&self) -> usize {
+        self.live().count()
+    }
+
+    /// The first value of `name` (any case), deleted or not: ngx_wasm_module looks a header
+    /// up by name without looking at the deleted mark (only the pairs skip deleted entries).
+    pub fn get(&self, name: &str) -> Option<Vec<u8>> {
+        self.entries
+            .iter()
+            .find(|e| e.name.eq_ignore_ascii_case(name))
+            .map(|e| e.value.clone())
+    }
+
+    /// What nginx sends upstream: every entry, deleted or not.
+    pub fn forwarded(&self) -> Vec<(String, Vec<u8>)> {
+        self.entries
+            .iter()
+            .map(|e| (e.name.clone(), e.value.clone()))
+            .collect()
+    }
+
+    /// `proxy_add_header_map_value`.
+    pub fn add(&mut self, name: String, value: Vec<u8>) {
+        self.entries.push(HeaderEntry {
+            name,
+            value,
+            deleted: false,
+        });
+    }
+
+    /// `proxy_replace_header_map_value` (an empty value removes).
+    pub fn set(&mut self, name: String, value: Vec<u8>) {
+        if value.is_empty() {
+            return self.remove(&name);
+        }
+        let mut value = Some(value);
+        for e in self
+            .entries
+            .iter_mut()
+            .filter(|e| !e.deleted && e.name.eq_ignore_ascii_case(&name))
+        {
+            match value.take() {
+                Some(v) => {
+                    e.name = name.clone();
+                    e.value = v;
+                }
+                None => e.deleted = true,
+            }
+        }
+        if let Some(value) = value {
+            self.add(name, value);
+        }
+    }
+
+    /// `proxy_remove_header_map_value`: marked deleted, still forwarded.
+    pub fn remove(&mut self, name: &str) {
+        for e in self
+            .entries
+            .iter_mut()
+            .filter(|e| e.name.eq_ignore_ascii_case(name))
+        {
+            e.deleted = true;
+        }
+    }
+
+    /// `proxy_set_header_map_pairs`: every entry marked deleted, then the pairs appended.
+    pub fn replace_all(&mut self, pairs: Vec<(String, Vec<u8>)>) {
+        for e in &mut self.entries {
+            e.deleted = true;
+        }
+        for (name, value) in pairs {
+            self.set(name, value);
+        }
+    }
+}
+
 /// One HTTP exchange as the filter chain sees and edits it. It is moved into the instance for
 /// the duration of a callback and back out afterwards.
 #[derive(Debug, Clone, Default)]
@@ -81,7 +199,7 @@ pub struct Exchange {
     pub scheme: String,
     pub authority: String,
     /// Request headers (not pseudo-headers), in order, names as received.
-    pub req_headers: Vec<(String, Vec<u8>)>,
+    pub req_headers: RequestHeaders,
     pub req_body: Vec<u8>,
     pub resp_status: u16,
     pub resp_headers: Vec<(String, Vec<u8>)>,
@@ -90,17 +208,25 @@ pub struct Exchange {
     pub response_started: bool,
     /// A local response stashed by a filter.
     pub local: Option<LocalResponse>,
+    /// A callout of this request sent a body and got no answer: on Kong's engine the body
+    /// buffer goes back to the request's free list unreset, and a local response with a body
+    /// then crashes the worker ("zero size buf in writer", engine_facts.rs).
+    pub body_call_unanswered: bool,
     pub info: RequestInfo,
 }
 
 /// The response to a callout, as `on_http_call_response` reads it.
 #[derive(Debug, Clone, Default)]
 pub struct CallResult {
-    /// Headers including `:status`, or only `:dispatch_status` on failure.
+    /// Headers including `:status` and `:dispatch_status: ok`, or only `:dispatch_status` on
+    /// failure (`ok` too when the peer closed without answering, as ngx_wasm_module reports it).
     pub headers: Vec<(String, Vec<u8>)>,
     pub body: Vec<u8>,
-    /// `None` on success, the `:dispatch_status` value on failure.
+    /// `None` on success, why the call failed otherwise.
     pub failure: Option<&'static str>,
+    /// The call carried a body, sent it, and then got no answer (timeout or EOF). On Kong's
+    /// engine the request's local response may then carry no body (see `Exchange`).
+    pub body_sent_unanswered: bool,
 }
 
 /// A callout requested during the current callback, started by the worker afterwards.

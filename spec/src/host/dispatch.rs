@@ -247,17 +247,59 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// Performs the call; never fails: failures become a `:dispatch_status` result.
 pub async fn perform(spec: CallSpec, resolver: &Resolver, from_root: bool) -> CallResult {
-    match run(&spec, resolver, from_root).await {
-        Ok((headers, body)) => CallResult {
-            headers,
-            body,
-            failure: None,
-        },
-        Err(status) => CallResult {
-            headers: vec![(":dispatch_status".to_string(), status.as_bytes().to_vec())],
-            body: Vec::new(),
-            failure: Some(status),
-        },
+    let mut sent = false;
+    let outcome = run(&spec, resolver, from_root, &mut sent).await;
+    let body_sent_unanswered = sent
+        && !spec.body.is_empty()
+        && matches!(outcome, Err(Failure::Status("timeout") | Failure::Closed));
+    let dispatch_status = |s: &str| (":dispatch_status".to_string(), s.as_bytes().to_vec());
+    match outcome {
+        Ok((mut headers, body)) => {
+            headers.push(dispatch_status("ok"));
+            CallResult {
+                headers,
+                body,
+                failure: None,
+                body_sent_unanswered,
+            }
+        }
+        // ngx_wasm_module reports a peer that closed before a byte of answer as `ok`, without
+        // `:status`; and a response head over its buffer as `reader failure` with `:status`.
+        Err(failure) => {
+            let (headers, why) = match failure {
+                Failure::Closed => (vec![dispatch_status("ok")], "closed without an answer"),
+                Failure::HeadTooLarge(status) => (
+                    vec![
+                        (":status".to_string(), status.into_bytes()),
+                        dispatch_status("reader failure"),
+                    ],
+                    "reader failure",
+                ),
+                Failure::Status(s) => (vec![dispatch_status(s)], s),
+            };
+            CallResult {
+                headers,
+                body: Vec::new(),
+                failure: Some(why),
+                body_sent_unanswered,
+            }
+        }
+    }
+}
+
+/// How a call failed.
+enum Failure {
+    /// A `:dispatch_status` value.
+    Status(&'static str),
+    /// The peer closed the connection before any byte of an answer.
+    Closed,
+    /// The status line was read, but the head did not fit the reader's buffer.
+    HeadTooLarge(String),
+}
+
+impl From<&'static str> for Failure {
+    fn from(status: &'static str) -> Failure {
+        Failure::Status(status)
     }
 }
 
@@ -267,7 +309,8 @@ async fn run(
     spec: &CallSpec,
     resolver: &Resolver,
     from_root: bool,
-) -> Result<(Head, Vec<u8>), &'static str> {
+    sent: &mut bool,
+) -> Result<(Head, Vec<u8>), Failure> {
     let t = spec.timeout;
     let mut stream: Box<dyn Io> = match &spec.target {
         Target::Unix(path) => {
@@ -300,9 +343,9 @@ async fn run(
     };
     let request = encode_request(spec);
     match tokio::time::timeout(t, stream.write_all(&request)).await {
-        Err(_) => return Err("timeout"),
-        Ok(Err(_)) => return Err("broken connection"),
-        Ok(Ok(())) => {}
+        Err(_) => return Err("timeout".into()),
+        Ok(Err(_)) => return Err("broken connection".into()),
+        Ok(Ok(())) => *sent = true,
     }
     read_response(&mut stream, t, spec.method.eq_ignore_ascii_case("HEAD")).await
 }
@@ -383,27 +426,42 @@ async fn read_some(
     }
 }
 
+/// The status code of a response head that starts `HTTP/1.x NNN`.
+fn status_code(head: &[u8]) -> Option<String> {
+    let line = head.split(|b| *b == b'\r').next()?;
+    let text = std::str::from_utf8(line).ok()?;
+    let mut parts = text.splitn(3, ' ');
+    let version = parts.next()?;
+    let code = parts.next()?;
+    (version.starts_with("HTTP/1.") && code.len() == 3 && code.parse::<u16>().is_ok())
+        .then(|| code.to_string())
+}
+
 async fn read_response(
     stream: &mut Box<dyn Io>,
     t: Duration,
     head_only: bool,
-) -> Result<(Head, Vec<u8>), &'static str> {
+) -> Result<(Head, Vec<u8>), Failure> {
     let mut buf = Vec::new();
+    let too_large = |buf: &[u8]| match status_code(buf) {
+        Some(code) => Failure::HeadTooLarge(code),
+        None => "reader failure".into(),
+    };
     let head_end = loop {
         if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             if pos + 4 > MAX_RESPONSE_HEAD {
-                return Err("reader failure");
+                return Err(too_large(&buf));
             }
             break pos + 4;
         }
         if buf.len() > MAX_RESPONSE_HEAD {
-            return Err("reader failure");
+            return Err(too_large(&buf));
         }
         if read_some(stream, &mut buf, t).await? == 0 {
             return Err(if buf.is_empty() {
-                "broken connection"
+                Failure::Closed
             } else {
-                "reader failure"
+                "reader failure".into()
             });
         }
     };
@@ -415,13 +473,15 @@ async fn read_response(
     let version = parts.next().unwrap_or_default();
     let status = parts.next().unwrap_or_default();
     if !version.starts_with("HTTP/1.") || status.len() != 3 || status.parse::<u16>().is_err() {
-        return Err("reader failure");
+        return Err("reader failure".into());
     }
     let mut headers = vec![(":status".to_string(), status.as_bytes().to_vec())];
     for line in lines.filter(|l| !l.is_empty()) {
-        let (k, v) = line.split_once(':').ok_or("reader failure")?;
+        let (k, v) = line
+            .split_once(':')
+            .ok_or(Failure::Status("reader failure"))?;
         if k.is_empty() || k.contains(' ') {
-            return Err("reader failure");
+            return Err("reader failure".into());
         }
         headers.push((k.to_ascii_lowercase(), v.trim().as_bytes().to_vec()));
     }
@@ -440,10 +500,13 @@ async fn read_response(
         return Ok((headers, body));
     }
     if let Some(cl) = find("content-length") {
-        let cl: usize = cl.trim().parse().map_err(|_| "reader failure")?;
+        let cl: usize = cl
+            .trim()
+            .parse()
+            .map_err(|_| Failure::Status("reader failure"))?;
         while body.len() < cl {
             if read_some(stream, &mut body, t).await? == 0 {
-                return Err("broken connection");
+                return Err("broken connection".into());
             }
         }
         body.truncate(cl);

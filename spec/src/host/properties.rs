@@ -63,9 +63,8 @@ pub fn get(exchange: Option<&Exchange>, path: &str) -> Property {
         p => match p.strip_prefix("request.headers.") {
             Some(name) => ex
                 .req_headers
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| String::from_utf8_lossy(v).into_owned()),
+                .get(name)
+                .map(|v| String::from_utf8_lossy(&v).into_owned()),
             None => None,
         },
     };
@@ -83,7 +82,10 @@ mod tests {
         let ex = Exchange {
             path: "/a/b?x=1".into(),
             method: "GET".into(),
-            req_headers: vec![("X-Thing".into(), b"v".to_vec())],
+            req_headers: crate::host::context::RequestHeaders::from_pairs(vec![(
+                "X-Thing".into(),
+                b"v".to_vec(),
+            )]),
             ..Exchange::default()
         };
         assert_eq!(

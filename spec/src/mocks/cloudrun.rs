@@ -83,9 +83,13 @@ impl CloudRun {
         known.then_some(cache)
     }
 
-    /// The IAM invoker check.
+    /// The IAM invoker check. Like Cloud Run, it reads `X-Serverless-Authorization` when present
+    /// and `Authorization` otherwise (the other header then reaches the service untouched).
     async fn check(&self, req: &Req) -> Result<(), Refusal> {
-        let Some(auth) = req.header("authorization") else {
+        let Some(auth) = req
+            .header("x-serverless-authorization")
+            .or_else(|| req.header("authorization"))
+        else {
             return Err(refuse("no Authorization header"));
         };
         let token = match auth.split_once(' ') {
