@@ -147,23 +147,23 @@ fn host_port(s: &str) -> (String, u16) {
     }
 }
 
-/// Every `cloudrun_oidc` filter config in kong.yml, with the service it protects.
-fn filter_configs(kong: &Value) -> Vec<(String, Value)> {
+/// Every filter kong.yml declares, in a filter chain or (Kong 3.9+) as a plugin, on a service or
+/// a route: (the service's URL, the filter's name, its config).
+fn filter_declarations(kong: &Value) -> Vec<(String, String, Value)> {
     let mut out = Vec::new();
     for service in kong["services"].as_array().into_iter().flatten() {
         let url = service["url"].as_str().unwrap_or_default().to_string();
-        let mut chains: Vec<&Value> = service["filter_chains"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .collect();
-        for route in service["routes"].as_array().into_iter().flatten() {
-            chains.extend(route["filter_chains"].as_array().into_iter().flatten());
-        }
-        for chain in chains {
-            for filter in chain["filters"].as_array().into_iter().flatten() {
-                if filter["name"] == FILTER {
-                    out.push((url.clone(), filter["config"].clone()));
+        let routes = service["routes"].as_array().into_iter().flatten();
+        for entity in std::iter::once(service).chain(routes) {
+            let chained = entity["filter_chains"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|chain| chain["filters"].as_array().into_iter().flatten());
+            let plugins = entity["plugins"].as_array().into_iter().flatten();
+            for filter in chained.chain(plugins) {
+                if let Some(name) = filter["name"].as_str() {
+                    out.push((url.clone(), name.to_string(), filter["config"].clone()));
                 }
             }
         }
@@ -171,27 +171,21 @@ fn filter_configs(kong: &Value) -> Vec<(String, Value)> {
     out
 }
 
+/// Every `cloudrun_oidc` filter config in kong.yml, with the service it protects.
+fn filter_configs(kong: &Value) -> Vec<(String, Value)> {
+    filter_declarations(kong)
+        .into_iter()
+        .filter(|(_, name, _)| name == FILTER)
+        .map(|(url, _, config)| (url, config))
+        .collect()
+}
+
 /// Every filter name kong.yml declares.
 fn filter_names(kong: &Value) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    for service in kong["services"].as_array().into_iter().flatten() {
-        let mut chains: Vec<&Value> = service["filter_chains"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .collect();
-        for route in service["routes"].as_array().into_iter().flatten() {
-            chains.extend(route["filter_chains"].as_array().into_iter().flatten());
-        }
-        for chain in chains {
-            for filter in chain["filters"].as_array().into_iter().flatten() {
-                if let Some(n) = filter["name"].as_str() {
-                    names.insert(n.to_string());
-                }
-            }
-        }
-    }
-    names
+    filter_declarations(kong)
+        .into_iter()
+        .map(|(_, name, _)| name)
+        .collect()
 }
 
 /// Every `host:port` kong.yml makes Kong talk to, with where it was found.

@@ -3,6 +3,8 @@
 //! what the upstream saw (nothing, for a refused request).
 
 use anyhow::Result;
+use cloudrun_spec::engine_tests;
+use cloudrun_spec::testkit::engine::Engine;
 use cloudrun_spec::testkit::http::Response;
 use cloudrun_spec::testkit::mocks::MintRequest;
 use cloudrun_spec::testkit::stack::{Stack, StackOptions};
@@ -15,8 +17,9 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
-fn stack_with(config: impl FnOnce(&mut Value) + 'static) -> Result<Stack> {
+fn stack_with(engine: Engine, config: impl FnOnce(&mut Value) + 'static) -> Result<Stack> {
     Stack::start(StackOptions {
+        engine,
         config: Box::new(move |c, _| config(c)),
         ..StackOptions::default()
     })
@@ -36,9 +39,8 @@ fn upstream_header(stack: &Stack, name: &str) -> Result<Option<String>> {
     Ok(last["headers"][name][0].as_str().map(str::to_string))
 }
 
-#[test]
-fn forwards_valid_token_with_identity_headers() -> Result<()> {
-    let stack = stack_with(|_| {})?;
+fn forwards_valid_token_with_identity_headers(engine: Engine) -> Result<()> {
+    let stack = stack_with(engine, |_| {})?;
     let token = stack.mint(MintRequest::new("RS256").claim("email", "ada@example.com"))?;
     let resp = stack.call(Some(&token))?;
     assert_eq!(resp.status, 200, "{}", resp.text());
@@ -58,9 +60,8 @@ fn forwards_valid_token_with_identity_headers() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn accepts_every_supported_algorithm() -> Result<()> {
-    let stack = stack_with(|_| {})?;
+fn accepts_every_supported_algorithm(engine: Engine) -> Result<()> {
+    let stack = stack_with(engine, |_| {})?;
     for alg in [
         "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
     ] {
@@ -72,9 +73,8 @@ fn accepts_every_supported_algorithm() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn refuses_missing_token_with_bare_challenge() -> Result<()> {
-    let stack = stack_with(|_| {})?;
+fn refuses_missing_token_with_bare_challenge(engine: Engine) -> Result<()> {
+    let stack = stack_with(engine, |_| {})?;
     let resp = stack.call(None)?;
     assert_eq!(resp.status, 401);
     assert_eq!(
@@ -88,9 +88,10 @@ fn refuses_missing_token_with_bare_challenge() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn refuses_every_invalid_token_with_invalid_token_challenge() -> Result<()> {
-    let stack = stack_with(|_| {})?;
+fn refuses_every_invalid_token_with_invalid_token_challenge(engine: Engine) -> Result<()> {
+    // A token header over 8 KB never reaches a filter on Kong's engine (nginx answers 400, see
+    // engine_facts.rs): the size limit is tested below it.
+    let stack = stack_with(engine, |c| c["max_token_bytes"] = json!(4096))?;
     let t = now();
     let cases: Vec<(&str, String)> = vec![
         (
@@ -142,7 +143,7 @@ fn refuses_every_invalid_token_with_invalid_token_challenge() -> Result<()> {
         ("two segments", "eyJhbGciOiJSUzI1NiJ9.e30".to_string()),
         (
             "oversized",
-            format!("{}.{}.{}", "a".repeat(6000), "b".repeat(3000), "c"),
+            format!("{}.{}.{}", "a".repeat(3000), "b".repeat(2000), "c"),
         ),
     ];
     for (why, token) in &cases {
@@ -157,9 +158,8 @@ fn refuses_every_invalid_token_with_invalid_token_challenge() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn refuses_unmet_scopes_and_claims_with_insufficient_scope() -> Result<()> {
-    let stack = stack_with(|c| {
+fn refuses_unmet_scopes_and_claims_with_insufficient_scope(engine: Engine) -> Result<()> {
+    let stack = stack_with(engine, |c| {
         c["required_scopes"] = json!(["orders.read"]);
         c["required_claims"] = json!({"realm_access.roles": ["orders-admin"]});
     })?;
@@ -193,41 +193,41 @@ fn refuses_unmet_scopes_and_claims_with_insufficient_scope() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn strips_client_copies_of_owned_headers() -> Result<()> {
-    let stack = stack_with(|c| {
+fn refuses_client_copies_of_owned_headers(engine: Engine) -> Result<()> {
+    // Every route shape is in e2e_headers.rs; this is the behaviour table's row.
+    let stack = stack_with(engine, |c| {
         c["claims_header"] = json!("x-jwt-claims");
     })?;
     let token = stack.valid_token()?;
-    let spoofed = [
+    for spoofed in [
         ("x-user-id", "admin"),
-        ("x-user-email", "root@example.com"),
+        ("X-User-Email", "root@example.com"),
         ("x-jwt-claims", "e30"),
-        ("x_user_id", "admin"),
-    ];
-    let resp = stack.call_with(Some(&token), &spoofed)?;
+    ] {
+        let resp = stack.call_with(Some(&token), &[spoofed])?;
+        assert_eq!(resp.status, 400, "{spoofed:?}: {}", resp.text());
+        let challenge = resp.header("www-authenticate").unwrap_or_default();
+        assert!(
+            challenge.contains("error=\"invalid_request\""),
+            "{spoofed:?}: {challenge}"
+        );
+    }
+    assert_eq!(stack.upstream_requests()?, 0);
+    assert_eq!(stack.metric("denied_invalid_request")?, 3);
+    let resp = stack.call(Some(&token))?;
     assert_eq!(resp.status, 200);
     assert_eq!(
         upstream_header(&stack, "x-user-id")?.as_deref(),
         Some("mock-user")
     );
-    // The token has no email claim: the header is absent, not the client's copy.
-    assert_eq!(upstream_header(&stack, "x-user-email")?, None);
-    assert_eq!(
-        upstream_header(&stack, "x_user_id")?,
-        None,
-        "underscore look-alike"
-    );
     let claims = upstream_header(&stack, "x-jwt-claims")?.unwrap_or_default();
-    assert_ne!(claims, "e30");
     assert!(claims.len() > 20, "claims header {claims:?}");
     Ok(())
 }
 
-#[test]
-fn invalid_configuration_refuses_every_request_with_500() -> Result<()> {
+fn invalid_configuration_refuses_every_request_with_500(engine: Engine) -> Result<()> {
     // Schema-valid but unusable: inline keys of a type the filter cannot use.
-    let stack = stack_with(|c| {
+    let stack = stack_with(engine, |c| {
         c["issuers"][0]["jwks"] = json!({"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "h"}]});
     })?;
     let token = stack.valid_token()?;
@@ -243,9 +243,9 @@ fn invalid_configuration_refuses_every_request_with_500() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn repeated_token_is_served_from_the_verified_token_cache() -> Result<()> {
+fn repeated_token_is_served_from_the_verified_token_cache(engine: Engine) -> Result<()> {
     let stack = Stack::start(StackOptions {
+        engine,
         workers: 1,
         ..StackOptions::default()
     })?;
@@ -258,9 +258,8 @@ fn repeated_token_is_served_from_the_verified_token_cache() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn token_in_query_or_cookie_when_configured() -> Result<()> {
-    let stack = stack_with(|c| {
+fn token_in_query_or_cookie_when_configured(engine: Engine) -> Result<()> {
+    let stack = stack_with(engine, |c| {
         c["token"] = json!({"header": "authorization", "scheme": "Bearer", "query_param": "access_token", "cookie": "session"});
     })?;
     let token = stack.valid_token()?;
@@ -276,9 +275,8 @@ fn token_in_query_or_cookie_when_configured() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn every_metric_is_exported_from_the_start() -> Result<()> {
-    let stack = stack_with(|_| {})?;
+fn every_metric_is_exported_from_the_start(engine: Engine) -> Result<()> {
+    let stack = stack_with(engine, |_| {})?;
     assert_eq!(stack.call(Some(&stack.valid_token()?))?.status, 200);
     let metrics = stack.gateway.metrics()?;
     for name in [
@@ -301,3 +299,16 @@ fn every_metric_is_exported_from_the_start() -> Result<()> {
     assert_eq!(stack.metric("denied_signature")?, 0);
     Ok(())
 }
+
+engine_tests!(
+    forwards_valid_token_with_identity_headers,
+    accepts_every_supported_algorithm,
+    refuses_missing_token_with_bare_challenge,
+    refuses_every_invalid_token_with_invalid_token_challenge,
+    refuses_unmet_scopes_and_claims_with_insufficient_scope,
+    refuses_client_copies_of_owned_headers,
+    invalid_configuration_refuses_every_request_with_500,
+    repeated_token_is_served_from_the_verified_token_cache,
+    token_in_query_or_cookie_when_configured,
+    every_metric_is_exported_from_the_start,
+);

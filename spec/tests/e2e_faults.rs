@@ -9,6 +9,8 @@
 //! a 200 again once the fault ends.
 
 use anyhow::{Context, Result};
+use cloudrun_spec::engine_tests;
+use cloudrun_spec::testkit::engine::Engine;
 use cloudrun_spec::testkit::gateway::{Gateway, GatewayOpts};
 use cloudrun_spec::testkit::http::{self, Response};
 use cloudrun_spec::testkit::mocks::{
@@ -49,6 +51,7 @@ struct Addrs {
 /// A world without Google (Cloud Run stand-in in `--no-auth`), with a hook that runs after the
 /// mock IdP starts and before the gateway does (so a fault is in place before the first tick).
 fn start_world(
+    engine: Engine,
     workers: usize,
     before_gateway: impl FnOnce(&MockIdp) -> Result<()>,
     config: impl FnOnce(&mut Value, &Addrs),
@@ -72,7 +75,7 @@ fn start_world(
         idp_http: idp.http_addr().to_string(),
     };
     config(&mut cfg, &addrs);
-    let gateway = start_gateway(&cfg, cloudrun.http_addr(), workers)?;
+    let gateway = start_gateway(&cfg, cloudrun.http_addr(), workers, engine)?;
     Ok(Stack {
         idp,
         google: None,
@@ -119,7 +122,7 @@ fn recovers(stack: &Stack, what: &str) -> Result<()> {
 /// The Google side: faults on the metadata server (`identity`) or the token endpoint (`token`)
 /// before any Google token exists. Requests with valid caller tokens get 503; nothing reaches
 /// Cloud Run; a token is minted and accepted by Cloud Run once the fault ends.
-fn google_faults_cold(mode: GoogleMode) -> Result<()> {
+fn google_faults_cold(engine: Engine, mode: GoogleMode) -> Result<()> {
     let endpoint = if mode == GoogleMode::Metadata {
         "identity"
     } else {
@@ -127,7 +130,7 @@ fn google_faults_cold(mode: GoogleMode) -> Result<()> {
     };
     for fault in FAULTS {
         let what = format!("{endpoint} {fault}");
-        let stack = start_google_world(mode, |g| {
+        let stack = start_google_world(engine, mode, |g| {
             if fault == "refuse" {
                 g.fault(fault)
             } else {
@@ -156,14 +159,16 @@ fn google_faults_cold(mode: GoogleMode) -> Result<()> {
 /// A world with the filter minting Google tokens by `mode`, with `fault` set on mock Google
 /// before the gateway (and its first tick) starts.
 fn start_google_world(
+    engine: Engine,
     mode: GoogleMode,
     fault: impl FnOnce(&MockGoogle) -> Result<()>,
 ) -> Result<Stack> {
-    start_google_world_with(mode, fault, |_| {})
+    start_google_world_with(engine, mode, fault, |_| {})
 }
 
 /// [`start_google_world`] with a last edit of the filter configuration.
 fn start_google_world_with(
+    engine: Engine,
     mode: GoogleMode,
     fault: impl FnOnce(&MockGoogle) -> Result<()>,
     tweak: impl FnOnce(&mut Value),
@@ -199,7 +204,7 @@ fn start_google_world_with(
     });
     tweak(&mut config);
     fault(&google)?;
-    let gateway = start_gateway(&config, cloudrun.http_addr(), 2)?;
+    let gateway = start_gateway(&config, cloudrun.http_addr(), 2, engine)?;
     Ok(Stack {
         idp,
         google: Some(google),
@@ -209,18 +214,15 @@ fn start_google_world_with(
     })
 }
 
-#[test]
-fn metadata_server_faults_give_503_then_recover() -> Result<()> {
-    google_faults_cold(GoogleMode::Metadata)
+fn metadata_server_faults_give_503_then_recover(engine: Engine) -> Result<()> {
+    google_faults_cold(engine, GoogleMode::Metadata)
 }
 
-#[test]
-fn token_endpoint_faults_give_503_then_recover() -> Result<()> {
-    google_faults_cold(GoogleMode::ServiceAccount)
+fn token_endpoint_faults_give_503_then_recover(engine: Engine) -> Result<()> {
+    google_faults_cold(engine, GoogleMode::ServiceAccount)
 }
 
-#[test]
-fn google_callout_failures_give_503_and_name_the_dispatch_status() -> Result<()> {
+fn google_callout_failures_give_503_and_name_the_dispatch_status(engine: Engine) -> Result<()> {
     // The metadata server's name does not resolve, or its port refuses; the token endpoint's
     // too. Valid callers get 503, nothing reaches Cloud Run, the log names the failure.
     let port = closed_port()?;
@@ -249,6 +251,7 @@ fn google_callout_failures_give_503_and_name_the_dispatch_status() -> Result<()>
     for (mode, kind, edit) in cases {
         let what = format!("{mode:?} {kind}");
         let stack = start_google_world_with(
+            engine,
             mode,
             |_| Ok(()),
             |c| {
@@ -328,11 +331,12 @@ impl Drop for FlakyJwks {
 /// Starts a world (no Google) whose issuer fetches keys as `config` says; the first requests
 /// get 503 and the log names the `:dispatch_status` kind.
 fn dispatch_failure(
+    engine: Engine,
     kind: &str,
     before: impl FnOnce(&MockIdp) -> Result<()>,
     config: impl FnOnce(&mut Value, &Addrs),
 ) -> Result<Stack> {
-    let stack = start_world(1, before, config)?;
+    let stack = start_world(engine, 1, before, config)?;
     for _ in 0..3 {
         let resp = call(&stack, Some(&stack.valid_token()?))?;
         assert_unavailable(&resp, kind);
@@ -346,9 +350,9 @@ fn dispatch_failure(
     Ok(stack)
 }
 
-#[test]
-fn dispatch_status_resolver_failure() -> Result<()> {
+fn dispatch_status_resolver_failure(engine: Engine) -> Result<()> {
     let stack = dispatch_failure(
+        engine,
         "resolver failure",
         |_| Ok(()),
         |c, a| {
@@ -366,9 +370,9 @@ fn dispatch_status_resolver_failure() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn dispatch_status_resolver_failure_on_callout_host() -> Result<()> {
+fn dispatch_status_resolver_failure_on_callout_host(engine: Engine) -> Result<()> {
     dispatch_failure(
+        engine,
         "resolver failure",
         |_| Ok(()),
         |c, _| c["issuers"][0]["callout_host"] = json!("no-such-idp.invalid:9000"),
@@ -376,10 +380,10 @@ fn dispatch_status_resolver_failure_on_callout_host() -> Result<()> {
     .map(drop)
 }
 
-#[test]
-fn dispatch_status_broken_connection_refused_port() -> Result<()> {
+fn dispatch_status_broken_connection_refused_port(engine: Engine) -> Result<()> {
     let port = closed_port()?;
     dispatch_failure(
+        engine,
         "broken connection",
         |_| Ok(()),
         move |c, _| c["issuers"][0]["jwks_url"] = json!(format!("http://127.0.0.1:{port}/jwks")),
@@ -387,26 +391,29 @@ fn dispatch_status_broken_connection_refused_port() -> Result<()> {
     .map(drop)
 }
 
-#[test]
-fn dispatch_status_broken_connection_then_recovers() -> Result<()> {
+fn dispatch_status_broken_connection_then_recovers(engine: Engine) -> Result<()> {
     // The IdP's port refuses, then listens again.
-    let stack = dispatch_failure("broken connection", |idp| idp.fault("refuse"), |_, _| {})?;
+    let stack = dispatch_failure(
+        engine,
+        "broken connection",
+        |idp| idp.fault("refuse"),
+        |_, _| {},
+    )?;
     stack.idp.clear_fault()?;
     recovers(&stack, "refused then listening")
 }
 
-#[test]
-fn dispatch_status_timeout_then_recovers() -> Result<()> {
-    let stack = dispatch_failure("timeout", |idp| idp.fault("hang"), |_, _| {})?;
+fn dispatch_status_timeout_then_recovers(engine: Engine) -> Result<()> {
+    let stack = dispatch_failure(engine, "timeout", |idp| idp.fault("hang"), |_, _| {})?;
     stack.idp.clear_fault()?;
     recovers(&stack, "hang then answering")
 }
 
-#[test]
-fn dispatch_status_tls_handshake_failure() -> Result<()> {
+fn dispatch_status_tls_handshake_failure(engine: Engine) -> Result<()> {
     // `https` to the IdP's plain-HTTP port (by name, so SNI is sent; the name maps to the IdP
     // through callout_host).
     dispatch_failure(
+        engine,
         "tls handshake failure",
         |_| Ok(()),
         |c, a| {
@@ -423,13 +430,13 @@ fn dispatch_status_tls_handshake_failure() -> Result<()> {
     .map(drop)
 }
 
-#[test]
-fn dispatch_status_reader_failure_then_recovers() -> Result<()> {
+fn dispatch_status_reader_failure_then_recovers(engine: Engine) -> Result<()> {
     // The JWKS comes from a server that first answers with a head the host cannot read.
     let keys_from = MockIdp::start(IdpOptions::default())?;
     let flaky = FlakyJwks::start(keys_from.jwks()?)?;
     let jwks_url = format!("http://{}/jwks", flaky.addr);
     let stack = dispatch_failure(
+        engine,
         "reader failure",
         |_| Ok(()),
         move |c, _| c["issuers"][0]["jwks_url"] = json!(jwks_url),
@@ -450,12 +457,12 @@ fn dispatch_status_reader_failure_then_recovers() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn idp_faults_during_an_unknown_kid_refetch_never_admit_it() -> Result<()> {
+fn idp_faults_during_an_unknown_kid_refetch_never_admit_it(engine: Engine) -> Result<()> {
     // Warm keys; then the IdP rotates and breaks (JWKS endpoint only). Tokens of the new key
     // cannot be verified (401, or 503 while the refetch fails), tokens of the old key keep
     // working from the cache, and the new key is accepted once the IdP heals.
     let stack = start_world(
+        engine,
         2,
         |_| Ok(()),
         |c, _| c["jwks_cache"] = json!({"unknown_kid_cooldown_seconds": 1}),
@@ -531,7 +538,12 @@ impl Drop for DumpLogOnPanic<'_> {
 
 /// Two routes on one gateway: `/orders` (zone `cloudrun_oidc` exists) and `/trap`, whose
 /// `shm_namespace` has no zone: its shared-data access traps the worker's instance.
-fn trap_gateway(idp: &MockIdp, trap_idp: &MockIdp, upstream: &CloudRun) -> Result<Gateway> {
+fn trap_gateway(
+    engine: Engine,
+    idp: &MockIdp,
+    trap_idp: &MockIdp,
+    upstream: &CloudRun,
+) -> Result<Gateway> {
     let config = |idp: &MockIdp, ns: &str| {
         let c = json!({
             "issuers": [{"issuer": idp.issuer(), "audiences": [AUDIENCE]}],
@@ -561,12 +573,14 @@ fn trap_gateway(idp: &MockIdp, trap_idp: &MockIdp, upstream: &CloudRun) -> Resul
         workers: 2,
         shm_kv: vec!["cloudrun_oidc=12m".into()],
         lua_resolver: true,
+        engine,
         ..GatewayOpts::default()
     })
 }
 
-#[test]
-fn instance_trap_mid_traffic_is_500_never_200_and_the_other_route_survives() -> Result<()> {
+fn instance_trap_mid_traffic_is_500_never_200_and_the_other_route_survives(
+    engine: Engine,
+) -> Result<()> {
     let idp = MockIdp::start(IdpOptions {
         token_audience: Some(AUDIENCE.into()),
         ..IdpOptions::default()
@@ -578,17 +592,21 @@ fn instance_trap_mid_traffic_is_500_never_200_and_the_other_route_survives() -> 
     // /trap's issuer is another IdP, so its keys are not in the worker's cache from /orders:
     // verifying its tokens needs shared data, which traps.
     let trap_idp = MockIdp::start(IdpOptions::default())?;
-    let gateway = trap_gateway(&idp, &trap_idp, &upstream)?;
+    let gateway = trap_gateway(engine, &idp, &trap_idp, &upstream)?;
     let _logs = DumpLogOnPanic(&gateway);
     let valid = idp.mint(&MintRequest::new("RS256").claim("aud", AUDIENCE))?;
     let forged = idp.mint(&MintRequest::new("RS256").claim("aud", AUDIENCE).attacker())?;
     let trap_valid = trap_idp.mint(&MintRequest::new("RS256").claim("aud", AUDIENCE))?;
     let trap_forged =
         trap_idp.mint(&MintRequest::new("ES256").claim("aud", AUDIENCE).attacker())?;
-    let created = |g: &Gateway| -> Result<u64> {
-        Ok((0..2)
-            .map(|w| g.instances_created(w, "cloudrun_oidc").unwrap_or(0))
-            .sum())
+    // Instance counts are the stand-in's (/__status); the engine only logs its traps.
+    let created = |g: &Gateway| -> u64 {
+        match engine {
+            Engine::StandIn => (0..2)
+                .map(|w| g.instances_created(w, "cloudrun_oidc").unwrap_or(0))
+                .sum(),
+            Engine::Wasmx => 0,
+        }
     };
     // Warm /orders on both workers first (connections alternate between the workers), so that
     // no /orders request below needs a callout.
@@ -601,7 +619,7 @@ fn instance_trap_mid_traffic_is_500_never_200_and_the_other_route_survives() -> 
         Ok(warm_workers.len() == 2)
     })?;
     assert!(warm, "/orders never served on both workers");
-    let instances_before = created(&gateway)?;
+    let instances_before = created(&gateway);
     let upstream_before = upstream.counter("requests")?;
 
     // Traffic on both routes at once.
@@ -670,11 +688,19 @@ fn instance_trap_mid_traffic_is_500_never_200_and_the_other_route_survives() -> 
         forwarded, admitted,
         "upstream saw requests that got no 200 (or the reverse)"
     );
-    assert!(
-        created(&gateway)? > instances_before,
-        "no instance was recreated"
-    );
-    assert!(gateway.count_log("instance trapped") >= 1);
+    match engine {
+        Engine::StandIn => {
+            assert!(
+                created(&gateway) > instances_before,
+                "no instance was recreated"
+            );
+            assert!(gateway.count_log("instance trapped") >= 1);
+        }
+        Engine::Wasmx => assert!(
+            gateway.count_log("could not resolve namespace") >= 1,
+            "the engine logged no trap"
+        ),
+    }
     // The fault is the route's configuration, so it never ends for /trap; /orders keeps (or
     // gets back to) serving valid tokens and refusing forged ones.
     let healed = eventually(RECOVERY, || {
@@ -690,8 +716,7 @@ fn instance_trap_mid_traffic_is_500_never_200_and_the_other_route_survives() -> 
     Ok(())
 }
 
-#[test]
-fn log_injection_through_an_unverified_kid_is_escaped_and_capped() -> Result<()> {
+fn log_injection_through_an_unverified_kid_is_escaped_and_capped(engine: Engine) -> Result<()> {
     // The `kid` of a refused token reaches the log (DESIGN.md: iss, kid and the reason are
     // logged); it is attacker-controlled, so it must not be able to start a line of its own,
     // carry terminal escapes, or flood the log.
@@ -720,6 +745,7 @@ fn log_injection_through_an_unverified_kid_is_escaped_and_capped() -> Result<()>
         shm_kv: vec!["cloudrun_oidc=12m".into()],
         lua_resolver: true,
         log_level: Some("info".into()),
+        engine,
         ..GatewayOpts::default()
     })?;
     let good = idp.mint(&MintRequest::new("RS256").claim("aud", AUDIENCE))?;
@@ -818,8 +844,7 @@ fn crc32_forge(prefix: &str, suffix_len: usize, target: u32) -> Option<String> {
     (crc(format!("{prefix}{suffix}").as_bytes()) == target).then_some(suffix)
 }
 
-#[test]
-fn crc32_colliding_shared_data_keys_never_mix_two_routes_keys() -> Result<()> {
+fn crc32_colliding_shared_data_keys_never_mix_two_routes_keys(engine: Engine) -> Result<()> {
     // Two routes, one issuer name, keys from two different IdPs. The JWKS URLs are chosen so
     // that every shared-data key of one route (`cloudrun_oidc/jwks/jwks:<url>`, and the lease,
     // unknown-kid and back-off keys built the same way) has the same CRC32 as the other's: the
@@ -878,6 +903,7 @@ fn crc32_colliding_shared_data_keys_never_mix_two_routes_keys() -> Result<()> {
         workers: 2,
         shm_kv: vec!["cloudrun_oidc=12m".into()],
         lua_resolver: true,
+        engine,
         ..GatewayOpts::default()
     })?;
     let mint = |idp: &MockIdp, alg: &str| {
@@ -899,8 +925,10 @@ fn crc32_colliding_shared_data_keys_never_mix_two_routes_keys() -> Result<()> {
         assert_eq!(call_path(&gateway, "/a", Some(&ta))?.status, 200);
     }
     std::thread::sleep(Duration::from_millis(1500));
-    let entries = zone_entries()?;
-    assert!(entries >= 1, "route a shared nothing");
+    // Zone counters are the stand-in's (/__status); the fetch counts below hold on both engines.
+    if engine == Engine::StandIn {
+        assert!(zone_entries()? >= 1, "route a shared nothing");
+    }
     // Then both, interleaved, on both workers: own IdP's tokens pass, the other's never do.
     for round in 0..6 {
         assert_eq!(
@@ -963,9 +991,7 @@ fn crc32_colliding_shared_data_keys_never_mix_two_routes_keys() -> Result<()> {
 /// a forged token with an unknown `kid` waits on its refetch (the JWKS endpoint hangs) while a
 /// request on a route whose `shm_namespace` has no zone traps the instance. Run with
 /// `cargo test -p cloudrun-spec --test e2e_faults -- --ignored`.
-#[test]
-#[ignore = "known gap: a paused request fails open when another request traps the instance"]
-fn paused_request_fails_open_when_another_request_traps_the_instance() -> Result<()> {
+fn paused_request_fails_open_when_another_request_traps_the_instance(engine: Engine) -> Result<()> {
     let idp = MockIdp::start(IdpOptions {
         token_audience: Some(AUDIENCE.into()),
         ..IdpOptions::default()
@@ -975,7 +1001,7 @@ fn paused_request_fails_open_when_another_request_traps_the_instance() -> Result
         no_auth: true,
         ..CloudRunOptions::default()
     })?;
-    let gateway = trap_gateway(&idp, &trap_idp, &upstream)?;
+    let gateway = trap_gateway(engine, &idp, &trap_idp, &upstream)?;
     let valid = idp.mint(&MintRequest::new("RS256").claim("aud", AUDIENCE))?;
     let warm = eventually(RECOVERY, || {
         Ok(call_path(&gateway, "/orders", Some(&valid))?.status == 200)
@@ -1007,4 +1033,37 @@ fn paused_request_fails_open_when_another_request_traps_the_instance() -> Result
     assert_ne!(statuses, vec![200], "a forged token reached the upstream");
     assert_eq!(upstream.counter("requests")?, before);
     Ok(())
+}
+
+engine_tests!(
+    metadata_server_faults_give_503_then_recover,
+    token_endpoint_faults_give_503_then_recover,
+    google_callout_failures_give_503_and_name_the_dispatch_status,
+    dispatch_status_resolver_failure,
+    dispatch_status_resolver_failure_on_callout_host,
+    dispatch_status_broken_connection_refused_port,
+    dispatch_status_broken_connection_then_recovers,
+    dispatch_status_timeout_then_recovers,
+    dispatch_status_tls_handshake_failure,
+    dispatch_status_reader_failure_then_recovers,
+    idp_faults_during_an_unknown_kid_refetch_never_admit_it,
+    instance_trap_mid_traffic_is_500_never_200_and_the_other_route_survives,
+    log_injection_through_an_unverified_kid_is_escaped_and_capped,
+    crc32_colliding_shared_data_keys_never_mix_two_routes_keys,
+);
+
+mod paused_request_fails_open_when_another_request_traps_the_instance {
+    use super::*;
+
+    #[test]
+    #[ignore = "known gap: a paused request fails open when another request traps the instance"]
+    fn standin() -> Result<()> {
+        super::paused_request_fails_open_when_another_request_traps_the_instance(Engine::StandIn)
+    }
+
+    #[test]
+    #[ignore = "known gap: a paused request fails open when another request traps the instance"]
+    fn wasmx() -> Result<()> {
+        super::paused_request_fails_open_when_another_request_traps_the_instance(Engine::Wasmx)
+    }
 }

@@ -3,6 +3,8 @@
 //! the IdP is down.
 
 use anyhow::Result;
+use cloudrun_spec::engine_tests;
+use cloudrun_spec::testkit::engine::Engine;
 use cloudrun_spec::testkit::gateway::{Gateway, GatewayOpts};
 use cloudrun_spec::testkit::http;
 use cloudrun_spec::testkit::mocks::{CloudRun, CloudRunOptions, IdpOptions, MintRequest, MockIdp};
@@ -12,16 +14,16 @@ use cloudrun_spec::testkit::stack::{
 use serde_json::{json, Value};
 use std::time::Duration;
 
-fn stack_with(config: impl FnOnce(&mut Value) + 'static) -> Result<Stack> {
+fn stack_with(engine: Engine, config: impl FnOnce(&mut Value) + 'static) -> Result<Stack> {
     Stack::start(StackOptions {
+        engine,
         config: Box::new(move |c, _| config(c)),
         ..StackOptions::default()
     })
 }
 
-#[test]
-fn two_workers_share_one_background_fetch() -> Result<()> {
-    let stack = stack_with(|_| {})?;
+fn two_workers_share_one_background_fetch(engine: Engine) -> Result<()> {
+    let stack = stack_with(engine, |_| {})?;
     // The root tick fetches keys before the first request; one worker holds the lease.
     assert!(eventually(Duration::from_secs(15), || Ok(stack
         .idp
@@ -45,9 +47,9 @@ fn two_workers_share_one_background_fetch() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn inline_jwks_fetches_nothing() -> Result<()> {
+fn inline_jwks_fetches_nothing(engine: Engine) -> Result<()> {
     let stack = Stack::start(StackOptions {
+        engine,
         config: Box::new(|c, _| {
             c["issuers"][0]["jwks"] = json!({});
         }),
@@ -61,6 +63,7 @@ fn inline_jwks_fetches_nothing() -> Result<()> {
     let idp = MockIdp::start(IdpOptions::default())?;
     let jwks = idp.jwks()?;
     let stack = Stack::start(StackOptions {
+        engine,
         config: Box::new(move |c, _| {
             c["issuers"][0]["jwks"] = jwks;
         }),
@@ -81,9 +84,8 @@ fn inline_jwks_fetches_nothing() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn rotation_new_kid_is_fetched_and_retired_key_refused() -> Result<()> {
-    let stack = stack_with(|_| {})?;
+fn rotation_new_kid_is_fetched_and_retired_key_refused(engine: Engine) -> Result<()> {
+    let stack = stack_with(engine, |_| {})?;
     let old = stack.valid_token()?;
     assert_eq!(stack.call(Some(&old))?.status, 200);
     let kids = stack.idp.rotate(true)?;
@@ -109,9 +111,8 @@ fn rotation_new_kid_is_fetched_and_retired_key_refused() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn unknown_kid_flood_keeps_jwks_fetches_bounded() -> Result<()> {
-    let stack = stack_with(|_| {})?;
+fn unknown_kid_flood_keeps_jwks_fetches_bounded(engine: Engine) -> Result<()> {
+    let stack = stack_with(engine, |_| {})?;
     assert_eq!(stack.call(Some(&stack.valid_token()?))?.status, 200);
     let before = stack.idp.counter("jwks")?;
     for i in 0..40 {
@@ -130,9 +131,9 @@ fn unknown_kid_flood_keeps_jwks_fetches_bounded() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn idp_down_cold_gives_503_then_recovers() -> Result<()> {
+fn idp_down_cold_gives_503_then_recovers(engine: Engine) -> Result<()> {
     let stack = Stack::start(StackOptions {
+        engine,
         config: Box::new(|c, _| c["callout_timeout_ms"] = json!(1000)),
         idp_args: vec![],
         ..StackOptions::default()
@@ -151,9 +152,8 @@ fn idp_down_cold_gives_503_then_recovers() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn idp_down_warm_keeps_serving_cached_keys() -> Result<()> {
-    let stack = stack_with(|_| {})?;
+fn idp_down_warm_keeps_serving_cached_keys(engine: Engine) -> Result<()> {
+    let stack = stack_with(engine, |_| {})?;
     assert_eq!(stack.call(Some(&stack.valid_token()?))?.status, 200);
     assert_eq!(stack.call(Some(&stack.valid_token()?))?.status, 200);
     stack.idp.fault("refuse")?;
@@ -170,8 +170,7 @@ fn idp_down_warm_keeps_serving_cached_keys() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn idp_faults_never_let_a_request_through() -> Result<()> {
+fn idp_faults_never_let_a_request_through(engine: Engine) -> Result<()> {
     for fault in [
         "refuse",
         "reset",
@@ -185,6 +184,7 @@ fn idp_faults_never_let_a_request_through() -> Result<()> {
         "discovery_elsewhere",
     ] {
         let stack = Stack::start(StackOptions {
+            engine,
             workers: 1,
             config: Box::new(|c, _| c["callout_timeout_ms"] = json!(1000)),
             ..StackOptions::default()
@@ -206,8 +206,7 @@ fn idp_faults_never_let_a_request_through() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn two_routes_with_different_issuers_on_one_gateway() -> Result<()> {
+fn two_routes_with_different_issuers_on_one_gateway(engine: Engine) -> Result<()> {
     let a = MockIdp::start(IdpOptions {
         issuer: None,
         ..IdpOptions::default()
@@ -240,6 +239,7 @@ fn two_routes_with_different_issuers_on_one_gateway() -> Result<()> {
         kong_yml,
         filters: vec![("cloudrun_oidc".into(), filter_wasm()?, filter_meta())],
         shm_kv: vec!["cloudrun_oidc=12m".into()],
+        engine,
         ..GatewayOpts::default()
     })?;
     let ta = a.mint(&MintRequest::new("RS256").claim("aud", "alpha-api"))?;
@@ -257,3 +257,14 @@ fn two_routes_with_different_issuers_on_one_gateway() -> Result<()> {
     assert_eq!(call("/beta", &ta)?, 401, "alpha's token on beta");
     Ok(())
 }
+
+engine_tests!(
+    two_workers_share_one_background_fetch,
+    inline_jwks_fetches_nothing,
+    rotation_new_kid_is_fetched_and_retired_key_refused,
+    unknown_kid_flood_keeps_jwks_fetches_bounded,
+    idp_down_cold_gives_503_then_recovers,
+    idp_down_warm_keeps_serving_cached_keys,
+    idp_faults_never_let_a_request_through,
+    two_routes_with_different_issuers_on_one_gateway,
+);
