@@ -629,6 +629,8 @@ mod tests {
     use openssl::sign::Signer;
     use serde_json::{json, Value};
 
+    mod security;
+
     const ISSUER: &str = "https://idp.example/realms/prod";
     const NOW: u64 = 1_800_000_000;
 
