@@ -6,6 +6,7 @@ use crate::host::{CalloutRequest, CalloutResponse, CalloutToken, Host, LogLevel}
 use crate::jwks::KeySet;
 use crate::jwks_cache::{
     CachePolicy, Freshness, JwksEntry, JwksKeys, FAILURE_BACKOFF_SECS, MAX_COLD_FETCHES_PER_WORKER,
+    REDISCOVERY_EVERY_SECS,
 };
 use crate::metrics::Metric;
 use crate::shared::{self, layout, Lease, Slot};
@@ -115,6 +116,8 @@ pub struct Fetch {
     cold: bool,
     lease: bool,
     started_ms: u64,
+    /// This fetch ran discovery itself: a failing `jwks_uri` is then not rediscovered.
+    discovered: bool,
 }
 
 /// What a callout answer did to a fetch.
@@ -272,6 +275,7 @@ impl KeyCache {
             cold,
             lease,
             started_ms,
+            discovered: false,
         })
     }
 
@@ -294,6 +298,9 @@ impl KeyCache {
         };
         let progress = match result {
             Ok(progress) => progress,
+            Err(reason) if self.rediscover(host, source, fetch, timeout_ms, holder, &reason) => {
+                Progress::Next
+            }
             Err(reason) => {
                 self.fail(host, source, fetch.cold, &reason);
                 Progress::Failed
@@ -322,7 +329,48 @@ impl KeyCache {
         };
         fetch.token = self.dispatch(host, source, &stage, timeout_ms)?;
         fetch.stage = stage;
+        fetch.discovered = true;
         Ok(Progress::Next)
+    }
+
+    /// After a failed JWKS fetch from a `jwks_uri` an earlier discovery gave (the IdP may have
+    /// moved its keys), sends `fetch` back to discovery. At most once per
+    /// [`REDISCOVERY_EVERY_SECS`] per source across workers (a lease left to run out). `true`:
+    /// the discovery callout is on its way (the failure was logged and counted).
+    fn rediscover(
+        &mut self,
+        host: &mut dyn Host,
+        source: &Source,
+        fetch: &mut Fetch,
+        timeout_ms: u32,
+        holder: u64,
+        reason: &str,
+    ) -> bool {
+        let known_uri = matches!(fetch.stage, Stage::Jwks { .. }) && !fetch.discovered;
+        if !known_uri || !matches!(source.origin, Origin::Discovery { .. }) {
+            return false;
+        }
+        let every_ms = REDISCOVERY_EVERY_SECS.saturating_mul(1000);
+        if !matches!(
+            shared::try_lease(host, &source.shared.rediscovery, holder, every_ms),
+            Ok(Lease::Acquired | Lease::Uncoordinated)
+        ) {
+            return false;
+        }
+        let Ok(token) = self.dispatch(host, source, &Stage::Discovery, timeout_ms) else {
+            return false;
+        };
+        host.count(Metric::JwksFetchFailures);
+        host.log(
+            LogLevel::Warn,
+            &format!(
+                "cloudrun_oidc: fetching keys for issuer {} failed: {reason}; discovering its jwks_uri again",
+                source.issuer
+            ),
+        );
+        fetch.token = token;
+        fetch.stage = Stage::Discovery;
+        true
     }
 
     fn after_jwks(

@@ -4,8 +4,15 @@
 use anyhow::Result;
 use cloudrun_spec::testkit::mocks::MintRequest;
 use cloudrun_spec::testkit::stack::{eventually, Stack, StackOptions};
-use serde_json::json;
+use serde_json::{json, Value};
 use std::time::Duration;
+
+fn stack_with(config: impl FnOnce(&mut Value) + 'static) -> Result<Stack> {
+    Stack::start(StackOptions {
+        config: Box::new(move |c, _| config(c)),
+        ..StackOptions::default()
+    })
+}
 
 /// Calls until both workers answered `token` with 200 (connections alternate between them).
 fn warm_both_workers(stack: &Stack, token: &str) -> Result<()> {
@@ -43,5 +50,41 @@ fn long_jwks_url_keeps_fetches_coordinated_across_workers() -> Result<()> {
         fetches <= 2,
         "{fetches} JWKS fetches: one shared fetch and one unknown-kid refetch expected"
     );
+    Ok(())
+}
+
+/// Item 3: the IdP moves its JWKS (discovery names a new `jwks_uri`, the old one answers 404)
+/// and rotates its keys: tokens of the new key pass, tokens of the retired key stop passing.
+#[test]
+fn moved_jwks_uri_is_rediscovered() -> Result<()> {
+    let stack = stack_with(|_| {})?;
+    let old = stack.valid_token()?;
+    warm_both_workers(&stack, &old)?;
+    // Workers adopt shared keys fetched in a later second than their own (1 s resolution).
+    std::thread::sleep(Duration::from_millis(1100));
+    stack.idp.fault("jwks_moved")?;
+    let kids = stack.idp.rotate(true)?;
+    let new_rsa = kids
+        .iter()
+        .find(|k| k.starts_with("rsa"))
+        .cloned()
+        .unwrap_or_default();
+    let new = stack.mint(MintRequest::new("RS256").kid(&new_rsa))?;
+    let resp = stack.call(Some(&new))?;
+    assert_eq!(resp.status, 200, "new key after the move: {}", resp.text());
+    assert!(stack.idp.counter("discovery")? >= 2, "no rediscovery");
+    // The other worker adopts the keys from shared data (it re-reads them once a second).
+    std::thread::sleep(Duration::from_millis(1100));
+    for _ in 0..2 {
+        let resp = stack.call(Some(&new))?;
+        assert_eq!(resp.status, 200, "new key, both workers: {}", resp.text());
+    }
+    let mut refused = false;
+    for _ in 0..4 {
+        let status = stack.call(Some(&old))?.status;
+        assert!(status == 200 || status == 401, "{status}");
+        refused |= status == 401;
+    }
+    assert!(refused, "the retired key still passes everywhere");
     Ok(())
 }

@@ -4,6 +4,14 @@
 
 use super::*;
 
+fn status(code: u16) -> CalloutResponse {
+    CalloutResponse {
+        status: Some(code),
+        dispatch_status: None,
+        body: b"not found".to_vec(),
+    }
+}
+
 /// Answers the request's pending callout with `response`; returns the next step.
 fn answer(
     host: &mut FakeHost,
@@ -14,6 +22,10 @@ fn answer(
 ) -> Step {
     let (t, _) = last_callout(host);
     request.on_callout(host, route, worker, t, response)
+}
+
+fn last_path(host: &FakeHost) -> String {
+    header(&last_callout(host).1, ":path").to_string()
 }
 
 // --- 2: shared-data keys of a ~1 KiB URL ------------------------------------------------------
@@ -64,5 +76,168 @@ fn long_jwks_url_keeps_cross_worker_coordination() {
         host.callouts.len(),
         2,
         "one cold fetch and one unknown-kid refetch"
+    );
+}
+
+// --- 3: a moved jwks_uri ----------------------------------------------------------------------
+
+fn moved_discovery() -> Vec<u8> {
+    json!({"issuer": ISSUER, "jwks_uri": "https://idp.example/realms/prod/keys-v2"})
+        .to_string()
+        .into_bytes()
+}
+
+#[test]
+fn moved_jwks_uri_is_rediscovered_for_a_new_kid() {
+    let (idp, route, mut worker, mut host) = setup();
+    warm(&mut host, &route, &mut worker, &idp);
+    // The IdP moves its keys (new key k2) to keys-v2; the old URL answers 404.
+    let moved = Idp::new();
+    let (request, step) = start(
+        &mut host,
+        &route,
+        &mut worker,
+        &moved.token("k2", json!({"sub": "new"})),
+    );
+    assert_eq!(step, Step::Wait, "unknown kid: refetch");
+    let mut request = request.unwrap();
+    assert_eq!(last_path(&host), "/realms/prod/certs");
+    let step = answer(&mut host, &route, &mut worker, &mut request, &status(404));
+    assert_eq!(
+        step,
+        Step::Wait,
+        "a failed discovered URI sends the fetch back to discovery"
+    );
+    assert_eq!(
+        last_path(&host),
+        "/realms/prod/.well-known/openid-configuration"
+    );
+    let step = answer(
+        &mut host,
+        &route,
+        &mut worker,
+        &mut request,
+        &ok(&moved_discovery()),
+    );
+    assert_eq!(step, Step::Wait);
+    assert_eq!(last_path(&host), "/realms/prod/keys-v2");
+    let step = answer(
+        &mut host,
+        &route,
+        &mut worker,
+        &mut request,
+        &ok(&moved.jwks("k2")),
+    );
+    assert_eq!(allowed_user(&step), Some("new"));
+    // Refreshes now go to the new URI.
+    host.advance_secs(700);
+    let (_, step) = start(
+        &mut host,
+        &route,
+        &mut worker,
+        &moved.token("k2", json!({"sub": "later", "exp": NOW + 1000})),
+    );
+    assert_eq!(step, Step::Wait);
+    assert_eq!(last_path(&host), "/realms/prod/keys-v2");
+}
+
+#[test]
+fn moved_jwks_uri_is_rediscovered_when_stale_keys_refresh() {
+    let (idp, route, mut worker, mut host) = setup();
+    let old = idp.token("k1", json!({"exp": NOW + 5000}));
+    cold(&mut host, &route, &mut worker, &idp, &old);
+    host.advance_secs(700);
+    // Past the TTL a request refreshes from the known URI, which is gone.
+    let late = idp.token("k1", json!({"sub": "late", "exp": NOW + 5000}));
+    let (request, step) = start(&mut host, &route, &mut worker, &late);
+    assert_eq!(step, Step::Wait);
+    assert_eq!(last_path(&host), "/realms/prod/certs");
+    let mut request = request.unwrap();
+    let step = answer(&mut host, &route, &mut worker, &mut request, &status(404));
+    assert_eq!(step, Step::Wait, "rediscovery, not the stale keys");
+    let step = answer(
+        &mut host,
+        &route,
+        &mut worker,
+        &mut request,
+        &ok(&moved_discovery()),
+    );
+    assert_eq!(step, Step::Wait);
+    // The moved JWKS no longer publishes k1: its tokens stop passing at once.
+    let rotated = Idp::new();
+    let step = answer(
+        &mut host,
+        &route,
+        &mut worker,
+        &mut request,
+        &ok(&rotated.jwks("k2")),
+    );
+    assert_eq!(step, Step::Deny(AuthError::UnknownKey));
+    // The cached grant of the retired key dies with it (its kid is unknown now: one refetch).
+    let (request, step) = start(&mut host, &route, &mut worker, &old);
+    assert_eq!(step, Step::Wait);
+    let step = answer(
+        &mut host,
+        &route,
+        &mut worker,
+        &mut request.unwrap(),
+        &ok(&rotated.jwks("k2")),
+    );
+    assert_eq!(step, Step::Deny(AuthError::UnknownKey));
+}
+
+#[test]
+fn rediscovery_is_rate_limited() {
+    let (idp, mut worker, mut host) = (Idp::new(), Worker::new(1), FakeHost::at(NOW));
+    let route = route(json!({"jwks_cache": {"unknown_kid_cooldown_seconds": 0}}));
+    warm(&mut host, &route, &mut worker, &idp);
+    let unknown = |i: u32| idp.token(&format!("new-{i}"), json!({}));
+    // The JWKS URL fails and discovery still names it: one rediscovery, then 401.
+    let (request, _) = start(&mut host, &route, &mut worker, &unknown(1));
+    let mut request = request.unwrap();
+    answer(&mut host, &route, &mut worker, &mut request, &status(404));
+    assert_eq!(
+        last_path(&host),
+        "/realms/prod/.well-known/openid-configuration"
+    );
+    answer(
+        &mut host,
+        &route,
+        &mut worker,
+        &mut request,
+        &ok(&discovery()),
+    );
+    let step = answer(&mut host, &route, &mut worker, &mut request, &status(404));
+    assert_eq!(step, Step::Deny(AuthError::UnknownKey));
+    assert_eq!(host.callouts.len(), 5);
+    // Right after: the refetch fails without another discovery.
+    let (request, step) = start(&mut host, &route, &mut worker, &unknown(2));
+    assert_eq!(step, Step::Wait);
+    let step = answer(
+        &mut host,
+        &route,
+        &mut worker,
+        &mut request.unwrap(),
+        &status(404),
+    );
+    assert_eq!(step, Step::Deny(AuthError::UnknownKey));
+    assert_eq!(
+        host.callouts.len(),
+        6,
+        "no second discovery within the back-off"
+    );
+    // After the back-off, discovery may run again.
+    host.advance_secs(6);
+    let (request, _) = start(&mut host, &route, &mut worker, &unknown(3));
+    answer(
+        &mut host,
+        &route,
+        &mut worker,
+        &mut request.unwrap(),
+        &status(404),
+    );
+    assert_eq!(
+        last_path(&host),
+        "/realms/prod/.well-known/openid-configuration"
     );
 }
