@@ -44,6 +44,9 @@ pub enum AuthError {
     InsufficientScope,
     /// A `required_claims` rule is not met.
     ClaimMismatch,
+    /// A claim path used by a rule or a header reads two different values (a top-level key
+    /// spelled like the dotted path next to the nested claim): it satisfies nothing.
+    AmbiguousClaim,
     /// No usable keys: the IdP is unreachable or answered garbage and nothing usable is cached.
     KeysUnavailable,
     /// No valid Google ID token cached and minting one failed.
@@ -98,6 +101,7 @@ impl AuthError {
             AuthError::UnrepresentableClaim => "claim cannot be forwarded",
             AuthError::InsufficientScope => "insufficient scope",
             AuthError::ClaimMismatch => "required claim not satisfied",
+            AuthError::AmbiguousClaim => "ambiguous claim",
             AuthError::KeysUnavailable => "signing keys unavailable",
             AuthError::GoogleTokenUnavailable => "upstream identity token unavailable",
             AuthError::InvalidConfiguration => "invalid filter configuration",
@@ -135,12 +139,14 @@ impl AuthError {
                 body: BODY_401,
             },
             // RFC 6750 §3.1 `insufficient_scope`: valid token, not enough privilege.
-            AuthError::InsufficientScope | AuthError::ClaimMismatch => Rejection {
-                status: 403,
-                www_authenticate: Some(challenge("insufficient_scope", self.reason())),
-                retry_after: None,
-                body: BODY_403,
-            },
+            AuthError::InsufficientScope | AuthError::ClaimMismatch | AuthError::AmbiguousClaim => {
+                Rejection {
+                    status: 403,
+                    www_authenticate: Some(challenge("insufficient_scope", self.reason())),
+                    retry_after: None,
+                    body: BODY_403,
+                }
+            }
             AuthError::KeysUnavailable | AuthError::GoogleTokenUnavailable => Rejection {
                 status: 503,
                 www_authenticate: None,
@@ -171,7 +177,9 @@ impl AuthError {
             AuthError::BadSignature => "signature",
             AuthError::Expired | AuthError::NotYetValid => "expired",
             AuthError::WrongAudience => "audience",
-            AuthError::InsufficientScope | AuthError::ClaimMismatch => "forbidden",
+            AuthError::InsufficientScope | AuthError::ClaimMismatch | AuthError::AmbiguousClaim => {
+                "forbidden"
+            }
             AuthError::KeysUnavailable => "keys_unavailable",
             AuthError::GoogleTokenUnavailable => "google_token_unavailable",
             AuthError::InvalidConfiguration => "config",
@@ -190,7 +198,7 @@ fn challenge(error: &str, description: &str) -> String {
 mod tests {
     use super::*;
 
-    const ALL: [AuthError; 20] = [
+    const ALL: [AuthError; 21] = [
         AuthError::MissingToken,
         AuthError::ConflictingTokens,
         AuthError::TokenTooLarge,
@@ -207,6 +215,7 @@ mod tests {
         AuthError::UnrepresentableClaim,
         AuthError::InsufficientScope,
         AuthError::ClaimMismatch,
+        AuthError::AmbiguousClaim,
         AuthError::KeysUnavailable,
         AuthError::GoogleTokenUnavailable,
         AuthError::InvalidConfiguration,
@@ -235,7 +244,11 @@ mod tests {
 
     #[test]
     fn policy_failures_get_insufficient_scope() {
-        for e in [AuthError::InsufficientScope, AuthError::ClaimMismatch] {
+        for e in [
+            AuthError::InsufficientScope,
+            AuthError::ClaimMismatch,
+            AuthError::AmbiguousClaim,
+        ] {
             let r = e.rejection();
             assert_eq!(r.status, 403);
             assert!(r

@@ -88,3 +88,24 @@ fn moved_jwks_uri_is_rediscovered() -> Result<()> {
     assert!(refused, "the retired key still passes everywhere");
     Ok(())
 }
+
+/// Item 4: a top-level claim spelled like a dotted path never stands in for the nested claim.
+#[test]
+fn dotted_top_level_claim_never_satisfies_a_nested_rule() -> Result<()> {
+    let stack = stack_with(|c| {
+        c["required_claims"] = json!({"realm_access.roles": ["admin"]});
+        c["claims_to_headers"]["realm_access.roles"] = json!("x-user-roles");
+    })?;
+    let admin =
+        stack.mint(MintRequest::new("RS256").claim("realm_access", json!({"roles": ["admin"]})))?;
+    assert_eq!(stack.call(Some(&admin))?.status, 200);
+    let spoofed = stack.mint(
+        MintRequest::new("RS256")
+            .claim("realm_access", json!({"roles": ["user"]}))
+            .claim("realm_access.roles", json!(["admin"])),
+    )?;
+    let resp = stack.call(Some(&spoofed))?;
+    assert_eq!(resp.status, 403, "{}", resp.text());
+    assert_eq!(stack.upstream_requests()?, 1);
+    Ok(())
+}
