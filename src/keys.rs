@@ -20,7 +20,9 @@ const SHARED_RECHECK_MS: u64 = 1_000;
 /// Where one issuer's keys come from.
 #[derive(Debug)]
 pub struct Source {
-    /// Identifies the source across routes and workers (the discovery or JWKS URL).
+    /// Identifies the source across routes and workers: the JWKS URL, or the discovery URL
+    /// together with the issuer its document was checked against (keys found through one
+    /// issuer's discovery never serve another issuer, whoever fetched them first).
     pub id: String,
     /// The issuer, for discovery checks and logs.
     pub issuer: String,
@@ -47,12 +49,13 @@ pub enum Origin {
 }
 
 impl Source {
-    /// A fetched source under `namespace`; `id` is the URL keys are fetched from.
+    /// A fetched source under `namespace`; `id` is the URL keys are fetched from, plus the
+    /// issuer for discovery (a URL has no spaces, so `discovery:<url> <issuer>` is unambiguous).
     pub fn fetched(namespace: &str, issuer: &str, origin: Origin) -> Source {
         let id = match &origin {
             Origin::Inline(_) => format!("inline:{issuer}"),
             Origin::JwksUrl { url, .. } => format!("jwks:{url}"),
-            Origin::Discovery { url, .. } => format!("discovery:{url}"),
+            Origin::Discovery { url, .. } => format!("discovery:{url} {issuer}"),
         };
         Source {
             shared: JwksKeys::new(namespace, &id),

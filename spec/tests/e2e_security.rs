@@ -2,8 +2,10 @@
 //! behaviour across the Kong stand-in that the review found missing.
 
 use anyhow::Result;
-use cloudrun_spec::testkit::mocks::MintRequest;
-use cloudrun_spec::testkit::stack::{eventually, Stack, StackOptions};
+use cloudrun_spec::testkit::gateway::{Gateway, GatewayOpts};
+use cloudrun_spec::testkit::http;
+use cloudrun_spec::testkit::mocks::{CloudRun, CloudRunOptions, IdpOptions, MintRequest, MockIdp};
+use cloudrun_spec::testkit::stack::{eventually, filter_meta, filter_wasm, Stack, StackOptions};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -86,6 +88,73 @@ fn moved_jwks_uri_is_rediscovered() -> Result<()> {
         refused |= status == 401;
     }
     assert!(refused, "the retired key still passes everywhere");
+    Ok(())
+}
+
+/// Item 6: route `beta` names `alpha`'s discovery URL for another issuer. Whether or not alpha
+/// warmed the worker, beta never verifies with keys found for alpha's issuer.
+#[test]
+fn discovery_of_another_issuer_never_lends_its_keys() -> Result<()> {
+    let idp = MockIdp::start(IdpOptions::default())?;
+    let upstream = CloudRun::start(CloudRunOptions {
+        no_auth: true,
+        ..CloudRunOptions::default()
+    })?;
+    let other = "http://other.example/realms/beta";
+    let alpha = json!({"issuers": [{"issuer": idp.issuer(), "audiences": ["alpha-api"]}]});
+    let beta = json!({"issuers": [{"issuer": other, "audiences": ["beta-api"],
+        "discovery_url": idp.discovery_url()}]});
+    let route = |name: &str, config: &Value| {
+        let config = if filter_meta().is_some() {
+            config.to_string()
+        } else {
+            serde_json::to_string(&config.to_string()).unwrap_or_default()
+        };
+        format!(
+            "      - name: {name}\n        paths: [\"/{name}\"]\n        filter_chains:\n          - filters:\n              - name: cloudrun_oidc\n                config: {config}\n"
+        )
+    };
+    let kong_yml = format!(
+        "_format_version: \"3.0\"\nservices:\n  - name: svc\n    url: http://{}\n    routes:\n{}{}",
+        upstream.http_addr(),
+        route("alpha", &alpha),
+        route("beta", &beta),
+    );
+    let gateway = Gateway::start(&GatewayOpts {
+        kong_yml,
+        filters: vec![("cloudrun_oidc".into(), filter_wasm()?, filter_meta())],
+        shm_kv: vec!["cloudrun_oidc=12m".into()],
+        ..GatewayOpts::default()
+    })?;
+    let call = |path: &str, token: &str| -> Result<u16> {
+        Ok(http::get(
+            &gateway.url(path),
+            &[("authorization", &format!("Bearer {token}"))],
+        )?
+        .status)
+    };
+    let alpha_token = idp.mint(&MintRequest::new("RS256").claim("aud", "alpha-api"))?;
+    for _ in 0..4 {
+        assert_eq!(call("/alpha", &alpha_token)?, 200);
+    }
+    // Signed by alpha's IdP, claiming beta's issuer.
+    let forged = idp.mint(
+        &MintRequest::new("RS256")
+            .claim("iss", other)
+            .claim("aud", "beta-api"),
+    )?;
+    for _ in 0..4 {
+        let status = call("/beta", &forged)?;
+        assert_eq!(
+            status, 503,
+            "beta verified with keys checked for alpha's issuer"
+        );
+    }
+    assert_eq!(
+        upstream.counter("requests")?,
+        4,
+        "only alpha's calls went upstream"
+    );
     Ok(())
 }
 

@@ -241,3 +241,42 @@ fn rediscovery_is_rate_limited() {
         "/realms/prod/.well-known/openid-configuration"
     );
 }
+
+// --- 6: a discovery URL named by routes of different issuers ---------------------------------
+
+#[test]
+fn discovered_keys_serve_only_the_issuer_the_document_names() {
+    let a = route(json!({}));
+    let b = route(json!({"issuers": [{
+        "issuer": "https://other.example",
+        "audiences": ["orders-api"],
+        "discovery_url": "https://idp.example/realms/prod/.well-known/openid-configuration"
+    }]}));
+    let (idp, mut worker, mut host) = (Idp::new(), Worker::new(1), FakeHost::at(NOW));
+    assert_eq!(
+        allowed_user(&warm(&mut host, &a, &mut worker, &idp)),
+        Some("ada")
+    );
+    // A token for B's issuer signed by A's IdP: B must check the document itself, warm or cold.
+    let forged = idp.token(
+        "k1",
+        json!({"iss": "https://other.example", "sub": "mallory"}),
+    );
+    let (request, step) = start(&mut host, &b, &mut worker, &forged);
+    assert_eq!(step, Step::Wait, "B never uses keys checked for A's issuer");
+    let step = answer(
+        &mut host,
+        &b,
+        &mut worker,
+        &mut request.unwrap(),
+        &ok(&discovery()),
+    );
+    assert_eq!(step, Step::Deny(AuthError::KeysUnavailable));
+    // Another worker that only sees shared data agrees.
+    let mut second = Worker::new(2);
+    let (_, step) = start(&mut host, &b, &mut second, &forged);
+    assert_eq!(allowed_user(&step), None, "{step:?}");
+    // A keeps working on both.
+    let (_, step) = start(&mut host, &a, &mut second, &idp.token("k1", json!({})));
+    assert_eq!(allowed_user(&step), Some("ada"));
+}
