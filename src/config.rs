@@ -22,7 +22,7 @@ use crate::claims::ClaimPath;
 use crate::id_token::ServiceAccountKey;
 use crate::jwks_cache::CachePolicy;
 use crate::url::{parse_authority, HttpUrl};
-use crate::verifier::{IssuerRule, Limits};
+use crate::verifier::{token_type, IssuerRule, Limits};
 use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -357,6 +357,9 @@ pub struct RawIssuer {
     pub algorithms: Option<List<String>>,
     #[serde(default)]
     pub callout_host: Option<String>,
+    /// `null` means absent (no `typ` check).
+    #[serde(default)]
+    pub token_types: Option<List<String>>,
 }
 
 /// `token` as written.
@@ -829,15 +832,58 @@ fn issuer(raw: RawIssuer, at: &str) -> Result<IssuerConfig, ConfigError> {
         ));
     }
 
+    let token_types = token_types(raw.token_types, at)?;
+
     Ok(IssuerConfig {
         rule: IssuerRule {
             issuer,
             audiences,
             algorithms,
+            token_types,
         },
         keys,
         callout_upstream,
     })
+}
+
+/// `token_types`: media type names (RFC 6838 restricted names, optionally `application/`-prefixed),
+/// stored lowercased without the prefix, duplicates dropped. Absent: no `typ` check.
+fn token_types(raw: Option<List<String>>, at: &str) -> Result<Vec<String>, ConfigError> {
+    let Some(List(names)) = raw else {
+        return Ok(Vec::new());
+    };
+    if names.is_empty() {
+        return Err(ConfigError::new(
+            format!("{at}.token_types"),
+            "must list at least one token type (omit it to accept any typ)",
+        ));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(names.len());
+    for (j, name) in names.iter().enumerate() {
+        let normal = token_type(name);
+        let valid = normal.len() <= 127
+            && normal
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphanumeric())
+            && normal.bytes().all(|b| {
+                b.is_ascii_alphanumeric()
+                    || matches!(
+                        b,
+                        b'!' | b'#' | b'$' | b'&' | b'^' | b'_' | b'.' | b'+' | b'-'
+                    )
+            });
+        if !valid {
+            return Err(ConfigError::new(
+                format!("{at}.token_types[{j}]"),
+                "must be a media type name such as at+jwt or application/at+jwt",
+            ));
+        }
+        if !out.contains(&normal) {
+            out.push(normal);
+        }
+    }
+    Ok(out)
 }
 
 /// Inline keys: an object, or a string holding one, with a non-empty `keys` array.
@@ -1262,6 +1308,7 @@ mod tests {
             )
         );
         assert_eq!(i.callout_upstream, None);
+        assert!(i.rule.token_types.is_empty(), "typ is not checked");
         assert_eq!(c.token, TokenLocation::default());
         assert_eq!(c.token.header.as_deref(), Some("authorization"));
         assert_eq!(c.token.scheme.as_deref(), Some("Bearer"));
@@ -1285,6 +1332,32 @@ mod tests {
         assert_eq!(c.callout_timeout_ms, 5000);
         assert_eq!(c.shm_namespace, "cloudrun_oidc");
         assert_eq!(c.owned_headers(), vec!["x-forwarded-authorization"]);
+    }
+
+    #[test]
+    fn token_types_are_normalised_and_checked() {
+        let c = parse(issuer_with(
+            "token_types",
+            json!(["application/AT+JWT", "at+jwt", "JWT"]),
+        ))
+        .unwrap();
+        assert_eq!(c.issuers[0].rule.token_types, vec!["at+jwt", "jwt"]);
+        for (bad, field) in [
+            (json!([]), "issuers[0].token_types"),
+            (json!({}), "issuers[0].token_types"),
+            (json!("at+jwt"), "issuers[0].token_types"),
+            (json!(["at+jwt", "at jwt"]), "issuers[0].token_types[1]"),
+            (json!(["application/"]), "issuers[0].token_types[0]"),
+            (json!(["a/b"]), "issuers[0].token_types[0]"),
+            (json!(["+jwt"]), "issuers[0].token_types[0]"),
+            (json!([""]), "issuers[0].token_types[0]"),
+        ] {
+            assert_eq!(
+                err(issuer_with("token_types", bad.clone())).field,
+                field,
+                "{bad}"
+            );
+        }
     }
 
     #[test]

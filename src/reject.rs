@@ -38,6 +38,9 @@ pub enum AuthError {
     NotYetValid,
     /// `aud` is missing or none of its values is a configured audience.
     WrongAudience,
+    /// The header's `typ` is not one of the issuer's `token_types` (RFC 8725 §3.11: an ID token
+    /// must not pass where access tokens are expected, nor the other way round).
+    WrongTokenType,
     /// A verified claim mapped to a header holds bytes a header cannot carry (CR, LF, controls).
     UnrepresentableClaim,
     /// `required_scopes` not all granted.
@@ -98,6 +101,7 @@ impl AuthError {
             AuthError::Expired => "token expired",
             AuthError::NotYetValid => "token not yet valid",
             AuthError::WrongAudience => "invalid audience",
+            AuthError::WrongTokenType => "wrong token type",
             AuthError::UnrepresentableClaim => "claim cannot be forwarded",
             AuthError::InsufficientScope => "insufficient scope",
             AuthError::ClaimMismatch => "required claim not satisfied",
@@ -132,6 +136,7 @@ impl AuthError {
             | AuthError::Expired
             | AuthError::NotYetValid
             | AuthError::WrongAudience
+            | AuthError::WrongTokenType
             | AuthError::UnrepresentableClaim => Rejection {
                 status: 401,
                 www_authenticate: Some(challenge("invalid_token", self.reason())),
@@ -177,6 +182,7 @@ impl AuthError {
             AuthError::BadSignature => "signature",
             AuthError::Expired | AuthError::NotYetValid => "expired",
             AuthError::WrongAudience => "audience",
+            AuthError::WrongTokenType => "token_type",
             AuthError::InsufficientScope | AuthError::ClaimMismatch | AuthError::AmbiguousClaim => {
                 "forbidden"
             }
@@ -198,7 +204,7 @@ fn challenge(error: &str, description: &str) -> String {
 mod tests {
     use super::*;
 
-    const ALL: [AuthError; 21] = [
+    const ALL: [AuthError; 22] = [
         AuthError::MissingToken,
         AuthError::ConflictingTokens,
         AuthError::TokenTooLarge,
@@ -212,6 +218,7 @@ mod tests {
         AuthError::Expired,
         AuthError::NotYetValid,
         AuthError::WrongAudience,
+        AuthError::WrongTokenType,
         AuthError::UnrepresentableClaim,
         AuthError::InsufficientScope,
         AuthError::ClaimMismatch,

@@ -66,6 +66,7 @@ fn jwt_tool_attacks_are_all_refused() {
         issuer: issuer.into(),
         audiences: vec!["urn:test:rs256".into(), "urn:test:es256".into()],
         algorithms: Algorithm::ALL.to_vec(),
+        token_types: Vec::new(),
     }];
     let now = 1_795_382_100;
     // The untouched base tokens verify: the refusals below are due to the attacks.
@@ -287,6 +288,7 @@ fn nginx_auth_jwt_tokens() {
             issuer: format!("https://test{n}.issuer.example.com"),
             audiences: vec![format!("test{n}.audience.example.com")],
             algorithms: Algorithm::ALL.to_vec(),
+            token_types: Vec::new(),
         }];
         match precheck(token, &rules, &LIMITS, now).and_then(|pre| verify_signature(pre, &keys)) {
             Ok(_) => accepted.push(name.clone()),

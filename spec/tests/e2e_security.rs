@@ -178,3 +178,21 @@ fn dotted_top_level_claim_never_satisfies_a_nested_rule() -> Result<()> {
     assert_eq!(stack.upstream_requests()?, 1);
     Ok(())
 }
+
+/// Item 8: `token_types` pins the JOSE header's `typ` (RFC 8725 §3.11, RFC 9068 §4).
+#[test]
+fn token_types_refuse_tokens_of_another_type() -> Result<()> {
+    let stack = stack_with(|c| c["issuers"][0]["token_types"] = json!(["at+jwt"]))?;
+    let access = stack.mint(MintRequest::new("RS256").header("typ", "application/at+jwt"))?;
+    assert_eq!(stack.call(Some(&access))?.status, 200);
+    let id_token = stack.mint(MintRequest::new("RS256").header("typ", "JWT"))?;
+    let resp = stack.call(Some(&id_token))?;
+    assert_eq!(resp.status, 401);
+    let challenge = resp.header("www-authenticate").unwrap_or_default();
+    assert!(
+        challenge.contains("error=\"invalid_token\"") && challenge.contains("type"),
+        "{challenge}"
+    );
+    assert_eq!(stack.upstream_requests()?, 1);
+    Ok(())
+}

@@ -4,6 +4,22 @@
 
 use super::*;
 
+/// `Idp::token` with a chosen header (`typ`, `kid`, …), signed by the IdP's key.
+fn token_with_header(idp: &Idp, header: Value, claims: Value) -> String {
+    let mut all = json!({"iss": ISSUER, "aud": "orders-api", "sub": "ada", "exp": NOW + 300});
+    for (k, v) in claims.as_object().unwrap() {
+        all[k] = v.clone();
+    }
+    let input = format!(
+        "{}.{}",
+        b64::encode(header.to_string().as_bytes()),
+        b64::encode(all.to_string().as_bytes())
+    );
+    let mut signer = Signer::new(MessageDigest::sha256(), &idp.key).unwrap();
+    signer.update(input.as_bytes()).unwrap();
+    format!("{input}.{}", b64::encode(&signer.sign_to_vec().unwrap()))
+}
+
 fn status(code: u16) -> CalloutResponse {
     CalloutResponse {
         status: Some(code),
@@ -279,4 +295,85 @@ fn discovered_keys_serve_only_the_issuer_the_document_names() {
     // A keeps working on both.
     let (_, step) = start(&mut host, &a, &mut second, &idp.token("k1", json!({})));
     assert_eq!(allowed_user(&step), Some("ada"));
+}
+
+// --- 8: explicit token types ------------------------------------------------------------------
+
+fn typed_route(types: Value) -> Route {
+    route(json!({"issuers": [{
+        "issuer": ISSUER,
+        "audiences": ["orders-api"],
+        "token_types": types
+    }]}))
+}
+
+#[test]
+fn token_types_pin_the_header_typ() {
+    let (idp, mut worker, mut host) = (Idp::new(), Worker::new(1), FakeHost::at(NOW));
+    let route = typed_route(json!(["at+jwt"]));
+    let typed = |typ: Value| {
+        let mut header = json!({"alg": "RS256", "kid": "k1"});
+        if !typ.is_null() {
+            header["typ"] = typ;
+        }
+        token_with_header(&idp, header, json!({}))
+    };
+    assert_eq!(
+        allowed_user(&cold(
+            &mut host,
+            &route,
+            &mut worker,
+            &idp,
+            &typed(json!("at+jwt"))
+        )),
+        Some("ada")
+    );
+    for typ in ["AT+JWT", "application/at+jwt", "Application/At+Jwt"] {
+        let (_, step) = start(&mut host, &route, &mut worker, &typed(json!(typ)));
+        assert_eq!(allowed_user(&step), Some("ada"), "{typ}");
+    }
+    // An ID token (typ JWT), no typ, or a type merely containing the name: 401 invalid_token.
+    for typ in [
+        json!("JWT"),
+        Value::Null,
+        json!("at+jwt2"),
+        json!("xapplication/at+jwt"),
+    ] {
+        let (_, step) = start(&mut host, &route, &mut worker, &typed(typ.clone()));
+        let Step::Deny(error) = step else {
+            panic!("{typ}: {step:?}")
+        };
+        let rejection = error.rejection();
+        assert_eq!(rejection.status, 401, "{typ}");
+        let challenge = rejection.www_authenticate.unwrap_or_default();
+        assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+        assert!(challenge.contains("type"), "{challenge}");
+    }
+}
+
+#[test]
+fn configured_token_types_may_carry_the_media_type_prefix() {
+    let (idp, mut worker, mut host) = (Idp::new(), Worker::new(1), FakeHost::at(NOW));
+    let typed = typed_route(json!(["application/JWT", "at+jwt"]));
+    let token = token_with_header(
+        &idp,
+        json!({"alg": "RS256", "kid": "k1", "typ": "JWT"}),
+        json!({}),
+    );
+    assert_eq!(
+        allowed_user(&cold(&mut host, &typed, &mut worker, &idp, &token)),
+        Some("ada")
+    );
+    // Without token_types nothing is checked (as before).
+    let (idp, mut worker, mut host) = (Idp::new(), Worker::new(1), FakeHost::at(NOW));
+    let plain = route(json!({}));
+    let token = token_with_header(
+        &idp,
+        json!({"alg": "RS256", "kid": "k1", "typ": "anything"}),
+        json!({}),
+    );
+    assert_eq!(
+        allowed_user(&cold(&mut host, &plain, &mut worker, &idp, &token)),
+        Some("ada")
+    );
 }
