@@ -196,3 +196,35 @@ fn token_types_refuse_tokens_of_another_type() -> Result<()> {
     assert_eq!(stack.upstream_requests()?, 1);
     Ok(())
 }
+
+/// Item 9: when the host's clock call fails, nothing is verified against a made-up time:
+/// requests are refused (500, logged), even a token whose `exp` is absurdly far away.
+#[test]
+fn clock_failure_refuses_requests() -> Result<()> {
+    let stack = stack_with(|_| {})?;
+    let far = stack.mint(MintRequest::new("RS256").claim("exp", 100_000_000_000_000_000u64))?;
+    let valid = stack.valid_token()?;
+    warm_both_workers(&stack, &valid)?;
+    let fault = |name: &str| -> Result<()> {
+        let resp = http::post_json(
+            &format!("http://{}/__fault", stack.gateway.admin),
+            &json!({"fault": name}),
+            &[],
+        )?;
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        Ok(())
+    };
+    fault("clock")?;
+    for token in [&far, &valid, &far, &valid] {
+        let resp = stack.call(Some(token))?;
+        assert_eq!(resp.status, 500, "clock failed: {}", resp.text());
+    }
+    assert!(
+        stack.gateway.wait_log_count("reading the clock failed", 4) >= 4,
+        "no log line names the clock"
+    );
+    fault("none")?;
+    assert_eq!(stack.call(Some(&valid))?.status, 200);
+    assert_eq!(stack.upstream_requests()?, 5);
+    Ok(())
+}
