@@ -5,7 +5,9 @@ use anyhow::Result;
 use cloudrun_spec::testkit::gateway::{Gateway, GatewayOpts};
 use cloudrun_spec::testkit::http;
 use cloudrun_spec::testkit::mocks::{CloudRun, CloudRunOptions, IdpOptions, MintRequest, MockIdp};
-use cloudrun_spec::testkit::stack::{eventually, filter_meta, filter_wasm, Stack, StackOptions};
+use cloudrun_spec::testkit::stack::{
+    eventually, filter_meta, filter_wasm, GoogleMode, Stack, StackOptions,
+};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -226,5 +228,28 @@ fn clock_failure_refuses_requests() -> Result<()> {
     fault("none")?;
     assert_eq!(stack.call(Some(&valid))?.status, 200);
     assert_eq!(stack.upstream_requests()?, 5);
+    Ok(())
+}
+
+/// Item 10: with `refresh_before_expiry_seconds` close to the token's lifetime (300 s before a
+/// 301 s token: due a second after each mint), the background refresh still waits for half of
+/// the token's life instead of minting on every tick.
+#[test]
+fn google_refresh_close_to_the_lifetime_does_not_storm() -> Result<()> {
+    let stack = Stack::start(StackOptions {
+        google: GoogleMode::Metadata,
+        google_token_ttl: Some(301),
+        config: Box::new(|c, _| c["google_id_token"]["refresh_before_expiry_seconds"] = json!(300)),
+        ..StackOptions::default()
+    })?;
+    let google = stack
+        .google
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("no mock google"))?;
+    assert_eq!(stack.call(Some(&stack.valid_token()?))?.status, 200);
+    std::thread::sleep(Duration::from_secs(10));
+    let mints = google.counter("identity")?;
+    // The first mint, and at most one more by a request racing the first tick.
+    assert!(mints <= 2, "{mints} mints in 10 s for a 301 s token");
     Ok(())
 }

@@ -377,3 +377,42 @@ fn configured_token_types_may_carry_the_media_type_prefix() {
         Some("ada")
     );
 }
+
+// --- 10: Google token refresh rate ------------------------------------------------------------
+
+#[test]
+fn google_refresh_waits_for_half_the_token_lifetime() {
+    let route = route(json!({"google_id_token": {
+        "audience": "https://run.example",
+        "metadata_host": "metadata:8080",
+        "refresh_before_expiry_seconds": 300
+    }}));
+    let (mut worker, mut host, mut jobs) = (Worker::new(1), FakeHost::at(NOW), RootJobs::default());
+    let mut answered = 0;
+    // 15 ticks a second apart; every mint is answered with a token living 303 s.
+    for _ in 0..15 {
+        jobs.tick(&mut host, &route, &mut worker);
+        let mints: Vec<CalloutToken> = host
+            .callouts
+            .iter()
+            .filter(|(_, c)| c.upstream == "metadata:8080")
+            .map(|(t, _)| *t)
+            .collect();
+        for t in mints.into_iter().skip(answered) {
+            let token = google_jwt(host.now_secs() + 303);
+            jobs.on_callout(&mut host, &route, &mut worker, t, &ok(&token));
+            answered += 1;
+        }
+        host.advance_secs(1);
+    }
+    assert_eq!(answered, 1, "one mint in 15 s for a 303 s token");
+    // Half-way through its life (151 s after it was obtained) the refresh starts.
+    host.advance_secs(151 - 15);
+    jobs.tick(&mut host, &route, &mut worker);
+    let mints = host
+        .callouts
+        .iter()
+        .filter(|(_, c)| c.upstream == "metadata:8080")
+        .count();
+    assert_eq!(mints, 2, "refresh at half-life");
+}
