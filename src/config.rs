@@ -1116,10 +1116,23 @@ fn google(raw: RawGoogle) -> Result<GoogleIdTokenConfig, ConfigError> {
     )?;
     let source = match raw.source.as_deref().unwrap_or("metadata") {
         "metadata" => {
-            if raw.service_account_key.is_some() || raw.token_url.is_some() {
+            // Name the setting that was given: the operator forgot `source`, or left a key behind.
+            let given = match (&raw.service_account_key, &raw.token_url) {
+                (Some(_), _) => Some("service_account_key"),
+                (None, Some(_)) => Some("token_url"),
+                (None, None) => None,
+            };
+            if let Some(given) = given {
                 return Err(ConfigError::new(
                     "google_id_token.source",
-                    "service_account_key and token_url need source: service_account",
+                    format!(
+                        "is metadata{}, but {given} needs source: service_account",
+                        if raw.source.is_none() {
+                            " (the default)"
+                        } else {
+                            ""
+                        }
+                    ),
                 ));
             }
             let host = raw
@@ -1358,6 +1371,25 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn google_source_errors_name_the_setting_given() {
+        let e = err(with(
+            minimal(),
+            "google_id_token",
+            json!({"audience": "a", "token_url": "https://t/token"}),
+        ));
+        assert_eq!(e.field, "google_id_token.source");
+        assert!(e.message.contains("token_url"), "{e}");
+        assert!(e.message.contains("default"), "{e}");
+        let e = err(with(
+            minimal(),
+            "google_id_token",
+            json!({"audience": "a", "source": "metadata", "service_account_key": "{}"}),
+        ));
+        assert!(e.message.contains("service_account_key"), "{e}");
+        assert!(!e.message.contains("default"), "{e}");
     }
 
     #[test]
