@@ -13,12 +13,16 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 all: build
 
-## setup: toolchain target and Debian packages the build and tests need
+## setup: toolchain target and Debian packages the build and tests need (LuaJIT with lua-cjson and
+## lua-rex-pcre2 run Kong's own config validator in tests/kong_validator.rs)
 setup:
 	rustup target add $(WASM_TARGET)
 	@missing=""; \
 	pkg-config --exists openssl 2>/dev/null || missing="$$missing libssl-dev pkg-config"; \
 	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	command -v luajit >/dev/null || missing="$$missing luajit"; \
+	luajit -e 'require "cjson"' 2>/dev/null || missing="$$missing lua-cjson"; \
+	luajit -e 'require "rex_pcre2"' 2>/dev/null || missing="$$missing lua-rex-pcre2"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \

@@ -672,6 +672,8 @@ mod tests {
     use openssl::sign::Signer;
     use serde_json::{json, Value};
 
+    mod security;
+
     const ISSUER: &str = "https://idp.example/realms/prod";
     const NOW: u64 = 1_800_000_000;
 
@@ -940,7 +942,22 @@ mod tests {
             "/realms/prod/certs",
             "known jwks_uri reused"
         );
-        let step = request.unwrap().on_callout(
+        let mut request = request.unwrap();
+        let step = request.on_callout(
+            &mut host,
+            &route,
+            &mut worker,
+            t,
+            &failed("broken connection"),
+        );
+        // The failed URI came from discovery: the fetch asks discovery again (it may have moved).
+        assert_eq!(step, Step::Wait);
+        let (t, call) = last_callout(&host);
+        assert_eq!(
+            header(&call, ":path"),
+            "/realms/prod/.well-known/openid-configuration"
+        );
+        let step = request.on_callout(
             &mut host,
             &route,
             &mut worker,

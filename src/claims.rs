@@ -2,10 +2,14 @@
 //!
 //! A [`ClaimPath`] is parsed once from configuration. Lookup is dot-aware but tolerant of keys
 //! that themselves contain dots (Auth0/Okta namespaced claims such as
-//! `https://example.com/roles`): at each level the longest run of segments that names an
-//! existing key wins, so `https://example.com/roles` finds that key whole, and
-//! `https://example.com/app.roles` finds key `https://example.com/app` then `roles`. There is no
-//! backtracking: if the longest matching key leads nowhere, the claim is absent.
+//! `https://example.com/roles`): every way of reading the path as keys is followed, so
+//! `https://example.com/roles` finds that key whole, and `https://example.com/app.roles` finds
+//! key `https://example.com/app` then `roles`. When two readings find different values — a
+//! top-level key `realm_access.roles` next to the nested `realm_access` → `roles` — the claim is
+//! [`Claim::Ambiguous`]: it satisfies no rule and fills no header (the request is refused, 403),
+//! so whoever can add a claim spelled like a path cannot shadow the claim the path means. Each
+//! JSON node is reached by at most one reading (its ancestry fixes the keys), so the walk is
+//! linear in the token.
 //!
 //! Rendering (decisions where DESIGN.md is silent): strings as is; numbers and booleans as JSON
 //! text; arrays of scalars comma-joined (`a,b`) unless an element is a string containing a comma,
@@ -91,21 +95,51 @@ impl ClaimPath {
     }
 }
 
-/// Finds the claim at `path` (see the module doc for dotted keys).
+/// What a claim path names in a payload.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Claim<'v> {
+    /// No reading of the path finds a value.
+    Missing,
+    /// Every reading that finds a value finds this one.
+    Found(&'v Value),
+    /// Two readings find different values (a dotted key shadowing a nested claim).
+    Ambiguous,
+}
+
+/// Reads the claim at `path` every way its dots can be split (see the module doc).
+pub fn resolve<'v>(claims: &'v Map<String, Value>, path: &ClaimPath) -> Claim<'v> {
+    let mut found = Claim::Missing;
+    walk(claims, path, 0, &mut found);
+    found
+}
+
+/// The claim at `path` when it is found and unambiguous.
 pub fn lookup<'v>(claims: &'v Map<String, Value>, path: &ClaimPath) -> Option<&'v Value> {
-    let mut object = claims;
-    let mut from = 0;
+    match resolve(claims, path) {
+        Claim::Found(value) => Some(value),
+        Claim::Missing | Claim::Ambiguous => None,
+    }
+}
+
+/// Follows every key at this level that spells segments `from..=to`; stops once ambiguous.
+fn walk<'v>(object: &'v Map<String, Value>, path: &ClaimPath, from: usize, found: &mut Claim<'v>) {
     let n = path.segments.len();
-    loop {
-        // Longest run of segments naming a key at this level.
-        let (to, value) = (from..n)
-            .rev()
-            .find_map(|to| object.get(path.span(from, to)?).map(|v| (to, v)))?;
-        if to + 1 == n {
-            return Some(value);
+    for to in from..n {
+        if *found == Claim::Ambiguous {
+            return;
         }
-        object = value.as_object()?;
-        from = to + 1;
+        let Some(value) = path.span(from, to).and_then(|key| object.get(key)) else {
+            continue;
+        };
+        if to + 1 == n {
+            *found = match *found {
+                Claim::Missing => Claim::Found(value),
+                Claim::Found(seen) if seen == value => Claim::Found(seen),
+                Claim::Found(_) | Claim::Ambiguous => Claim::Ambiguous,
+            };
+        } else if let Some(inner) = value.as_object() {
+            walk(inner, path, to + 1, found);
+        }
     }
 }
 
@@ -153,17 +187,21 @@ pub fn header_value(v: &Value) -> Result<Option<String>, AuthError> {
 }
 
 /// The headers to add for a verified token, in configuration order. Missing claims (and claims
-/// rendering nothing) leave their header absent; one unrepresentable claim refuses the request.
+/// rendering nothing) leave their header absent; one unrepresentable claim refuses the request,
+/// and so does one ambiguous claim ([`AuthError::AmbiguousClaim`]).
 pub fn map_claims(
     claims: &Map<String, Value>,
     mapping: &[(ClaimPath, HeaderName)],
 ) -> Result<Vec<(String, String)>, AuthError> {
     let mut out = Vec::with_capacity(mapping.len());
     for (path, header) in mapping {
-        if let Some(value) = lookup(claims, path) {
-            if let Some(text) = header_value(value)? {
-                out.push((header.as_str().to_string(), text));
-            }
+        let value = match resolve(claims, path) {
+            Claim::Missing => continue,
+            Claim::Found(value) => value,
+            Claim::Ambiguous => return Err(AuthError::AmbiguousClaim),
+        };
+        if let Some(text) = header_value(value)? {
+            out.push((header.as_str().to_string(), text));
         }
     }
     Ok(out)
@@ -228,9 +266,39 @@ mod tests {
     }
 
     #[test]
-    fn prefers_the_longest_key_at_each_level() {
+    fn a_dotted_key_and_the_nested_claim_it_spells_must_agree() {
+        // Until the review this read 1 (the longest key won); the two readings differ.
         let c = obj(json!({"a.b": 1, "a": {"b": 2}}));
-        assert_eq!(lookup(&c, &path("a.b")), Some(&json!(1)));
+        assert_eq!(resolve(&c, &path("a.b")), Claim::Ambiguous);
+        assert_eq!(lookup(&c, &path("a.b")), None);
+        let agree = obj(json!({"a.b": 1, "a": {"b": 1}}));
+        assert_eq!(resolve(&agree, &path("a.b")), Claim::Found(&json!(1)));
+        // Readings that lead nowhere do not count: the nested one is the claim.
+        let partial = obj(json!({"a.b": {"x": 1}, "a": {"b": {"c": 2}}}));
+        assert_eq!(resolve(&partial, &path("a.b.c")), Claim::Found(&json!(2)));
+        // Three readings of a.b.c, two of which disagree.
+        let three = obj(json!({"a.b.c": 1, "a": {"b.c": 1, "b": {"c": 3}}}));
+        assert_eq!(resolve(&three, &path("a.b.c")), Claim::Ambiguous);
+        assert_eq!(resolve(&three, &path("a.x")), Claim::Missing);
+    }
+
+    #[test]
+    fn a_dotted_key_shadowing_a_nested_claim_maps_to_no_header() {
+        let c = obj(json!({"realm_access": {"roles": ["user"]}, "realm_access.roles": ["admin"]}));
+        let mapping = vec![(
+            path("realm_access.roles"),
+            HeaderName::parse("x-user-roles").unwrap(),
+        )];
+        let mapped = map_claims(&c, &mapping);
+        assert!(mapped.is_err(), "{mapped:?}");
+        assert_eq!(mapped, Err(AuthError::AmbiguousClaim));
+        // Readings that agree are one claim.
+        let same = obj(json!({"a": {"b": "x"}, "a.b": "x"}));
+        let mapping = vec![(path("a.b"), HeaderName::parse("x-ab").unwrap())];
+        assert_eq!(
+            map_claims(&same, &mapping),
+            Ok(vec![("x-ab".to_string(), "x".to_string())])
+        );
     }
 
     #[test]

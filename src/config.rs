@@ -22,7 +22,7 @@ use crate::claims::ClaimPath;
 use crate::id_token::ServiceAccountKey;
 use crate::jwks_cache::CachePolicy;
 use crate::url::{parse_authority, HttpUrl};
-use crate::verifier::{IssuerRule, Limits};
+use crate::verifier::{token_type, IssuerRule, Limits};
 use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -383,6 +383,9 @@ pub struct RawIssuer {
     pub algorithms: Option<List<String>>,
     #[serde(default)]
     pub callout_host: Option<String>,
+    /// `null` means absent (no `typ` check).
+    #[serde(default)]
+    pub token_types: Option<List<String>>,
 }
 
 /// `token` as written.
@@ -857,15 +860,58 @@ fn issuer(raw: RawIssuer, at: &str) -> Result<IssuerConfig, ConfigError> {
         ));
     }
 
+    let token_types = token_types(raw.token_types, at)?;
+
     Ok(IssuerConfig {
         rule: IssuerRule {
             issuer,
             audiences,
             algorithms,
+            token_types,
         },
         keys,
         callout_upstream,
     })
+}
+
+/// `token_types`: media type names (RFC 6838 restricted names, optionally `application/`-prefixed),
+/// stored lowercased without the prefix, duplicates dropped. Absent: no `typ` check.
+fn token_types(raw: Option<List<String>>, at: &str) -> Result<Vec<String>, ConfigError> {
+    let Some(List(names)) = raw else {
+        return Ok(Vec::new());
+    };
+    if names.is_empty() {
+        return Err(ConfigError::new(
+            format!("{at}.token_types"),
+            "must list at least one token type (omit it to accept any typ)",
+        ));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(names.len());
+    for (j, name) in names.iter().enumerate() {
+        let normal = token_type(name);
+        let valid = normal.len() <= 127
+            && normal
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphanumeric())
+            && normal.bytes().all(|b| {
+                b.is_ascii_alphanumeric()
+                    || matches!(
+                        b,
+                        b'!' | b'#' | b'$' | b'&' | b'^' | b'_' | b'.' | b'+' | b'-'
+                    )
+            });
+        if !valid {
+            return Err(ConfigError::new(
+                format!("{at}.token_types[{j}]"),
+                "must be a media type name such as at+jwt or application/at+jwt",
+            ));
+        }
+        if !out.contains(&normal) {
+            out.push(normal);
+        }
+    }
+    Ok(out)
 }
 
 /// Inline keys: an object, or a string holding one, with a non-empty `keys` array.
@@ -1107,10 +1153,23 @@ fn google(raw: RawGoogle) -> Result<GoogleIdTokenConfig, ConfigError> {
     )?;
     let source = match raw.source.as_deref().unwrap_or("metadata") {
         "metadata" => {
-            if raw.service_account_key.is_some() || raw.token_url.is_some() {
+            // Name the setting that was given: the operator forgot `source`, or left a key behind.
+            let given = match (&raw.service_account_key, &raw.token_url) {
+                (Some(_), _) => Some("service_account_key"),
+                (None, Some(_)) => Some("token_url"),
+                (None, None) => None,
+            };
+            if let Some(given) = given {
                 return Err(ConfigError::new(
                     "google_id_token.source",
-                    "service_account_key and token_url need source: service_account",
+                    format!(
+                        "is metadata{}, but {given} needs source: service_account",
+                        if raw.source.is_none() {
+                            " (the default)"
+                        } else {
+                            ""
+                        }
+                    ),
                 ));
             }
             let host = raw
@@ -1310,6 +1369,7 @@ mod tests {
             )
         );
         assert_eq!(i.callout_upstream, None);
+        assert!(i.rule.token_types.is_empty(), "typ is not checked");
         assert_eq!(c.token, TokenLocation::default());
         assert_eq!(c.token.header.as_deref(), Some("authorization"));
         assert_eq!(c.token.scheme.as_deref(), Some("Bearer"));
@@ -1333,6 +1393,51 @@ mod tests {
         assert_eq!(c.callout_timeout_ms, 5000);
         assert_eq!(c.shm_namespace, "cloudrun_oidc");
         assert_eq!(c.owned_headers(), vec!["x-forwarded-authorization"]);
+    }
+
+    #[test]
+    fn token_types_are_normalised_and_checked() {
+        let c = parse(issuer_with(
+            "token_types",
+            json!(["application/AT+JWT", "at+jwt", "JWT"]),
+        ))
+        .unwrap();
+        assert_eq!(c.issuers[0].rule.token_types, vec!["at+jwt", "jwt"]);
+        for (bad, field) in [
+            (json!([]), "issuers[0].token_types"),
+            (json!({}), "issuers[0].token_types"),
+            (json!("at+jwt"), "issuers[0].token_types"),
+            (json!(["at+jwt", "at jwt"]), "issuers[0].token_types[1]"),
+            (json!(["application/"]), "issuers[0].token_types[0]"),
+            (json!(["a/b"]), "issuers[0].token_types[0]"),
+            (json!(["+jwt"]), "issuers[0].token_types[0]"),
+            (json!([""]), "issuers[0].token_types[0]"),
+        ] {
+            assert_eq!(
+                err(issuer_with("token_types", bad.clone())).field,
+                field,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn google_source_errors_name_the_setting_given() {
+        let e = err(with(
+            minimal(),
+            "google_id_token",
+            json!({"audience": "a", "token_url": "https://t/token"}),
+        ));
+        assert_eq!(e.field, "google_id_token.source");
+        assert!(e.message.contains("token_url"), "{e}");
+        assert!(e.message.contains("default"), "{e}");
+        let e = err(with(
+            minimal(),
+            "google_id_token",
+            json!({"audience": "a", "source": "metadata", "service_account_key": "{}"}),
+        ));
+        assert!(e.message.contains("service_account_key"), "{e}");
+        assert!(!e.message.contains("default"), "{e}");
     }
 
     #[test]

@@ -3,6 +3,10 @@
 //! Builds the callouts that mint a token, reads the answers, and decides when a cached token
 //! must be refreshed. Cloud Run's IAM check accepts a Google ID token whose `aud` is the service
 //! URL; the token's lifetime is read from its own `exp`. Pure: time comes in as `now`.
+//!
+//! Refresh timing: `refresh_before_expiry_seconds` ahead of `exp`, but never before half of the
+//! token's life (from when it was obtained) has passed. A setting close to the lifetime Google
+//! grants (300 s before a 303 s token) would otherwise make every tick mint a new token.
 
 use crate::host::CalloutRequest;
 use crate::shared::layout;
@@ -170,17 +174,19 @@ pub fn token_request(
     }
 }
 
-/// A minted token and when it expires (its own `exp`, seconds).
+/// A minted token, when it expires (its own `exp`) and when it was obtained (our clock), seconds.
 #[derive(Clone, PartialEq, Eq)]
 pub struct GoogleToken {
     pub token: String,
     pub expires_at: u64,
+    pub obtained_at: u64,
 }
 
 impl fmt::Debug for GoogleToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GoogleToken")
             .field("expires_at", &self.expires_at)
+            .field("obtained_at", &self.obtained_at)
             .finish_non_exhaustive()
     }
 }
@@ -227,6 +233,7 @@ impl GoogleToken {
         Ok(GoogleToken {
             token: token.to_string(),
             expires_at,
+            obtained_at: now,
         })
     }
 
@@ -249,15 +256,21 @@ impl GoogleToken {
         now.saturating_add(MIN_REMAINING_SECS) < self.expires_at
     }
 
-    /// Whether a refresh should start at `now`, `refresh_before_secs` ahead of expiry.
+    /// Whether a refresh should start at `now`: `refresh_before_secs` ahead of expiry, and not
+    /// before half of the token's life since it was obtained.
     pub fn refresh_due(&self, now: u64, refresh_before_secs: u64) -> bool {
-        now.saturating_add(refresh_before_secs) >= self.expires_at
+        let ahead = self.expires_at.saturating_sub(refresh_before_secs);
+        let half_life = self
+            .obtained_at
+            .saturating_add(self.expires_at.saturating_sub(self.obtained_at) / 2);
+        now >= ahead.max(half_life)
     }
 
     /// Payload bytes for [`crate::shared::write`].
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(12 + self.token.len());
+        let mut out = Vec::with_capacity(20 + self.token.len());
         layout::put_u64(&mut out, self.expires_at);
+        layout::put_u64(&mut out, self.obtained_at);
         layout::put_bytes(&mut out, self.token.as_bytes());
         out
     }
@@ -266,10 +279,13 @@ impl GoogleToken {
     pub fn decode(payload: &[u8]) -> Option<GoogleToken> {
         let mut input = payload;
         let expires_at = layout::take_u64(&mut input)?;
+        let obtained_at = layout::take_u64(&mut input)?;
         let token = String::from_utf8(layout::take_bytes(&mut input)?.to_vec()).ok()?;
-        input
-            .is_empty()
-            .then_some(GoogleToken { token, expires_at })
+        input.is_empty().then_some(GoogleToken {
+            token,
+            expires_at,
+            obtained_at,
+        })
     }
 }
 
@@ -358,6 +374,7 @@ mod tests {
         let token = GoogleToken {
             token: "secret.token.value".into(),
             expires_at: 5,
+            obtained_at: 1,
         };
         assert!(!format!("{token:?}").contains("secret"));
     }
@@ -438,6 +455,7 @@ mod tests {
         let t = GoogleToken {
             token: "t".into(),
             expires_at: 4_600,
+            obtained_at: 1_000,
         };
         assert!(!t.refresh_due(4_299, 300));
         assert!(t.refresh_due(4_300, 300));
@@ -446,10 +464,32 @@ mod tests {
     }
 
     #[test]
+    fn refresh_waits_for_half_the_lifetime_whatever_the_setting() {
+        // 303 s token, refresh 300 s ahead: not before 151 s after it was obtained.
+        let t = GoogleToken::from_jwt(jwt_with_exp(1_303).as_bytes(), 1_000).unwrap();
+        assert_eq!(t.obtained_at, 1_000);
+        assert!(!t.refresh_due(1_003, 300));
+        assert!(!t.refresh_due(1_150, 300));
+        assert!(t.refresh_due(1_151, 300));
+        // A setting larger than the whole lifetime, or zero, changes nothing unsafe.
+        assert!(!t.refresh_due(1_100, 3_000));
+        assert!(!t.refresh_due(1_302, 0));
+        assert!(t.refresh_due(1_303, 0));
+        // Times that make no sense (obtained after its `exp`) mean: due now.
+        let odd = GoogleToken {
+            token: "t".into(),
+            expires_at: 500,
+            obtained_at: 1_000,
+        };
+        assert!(odd.refresh_due(1_000, 300));
+    }
+
+    #[test]
     fn shared_payload_round_trips() {
         let t = GoogleToken {
             token: "a.b.c".into(),
             expires_at: 42,
+            obtained_at: 7,
         };
         assert_eq!(GoogleToken::decode(&t.encode()), Some(t.clone()));
         assert_eq!(GoogleToken::decode(&t.encode()[..5]), None);

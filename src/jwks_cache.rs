@@ -11,6 +11,9 @@ use crate::shared::layout;
 const REFRESH_AT_PER_MILLE: u64 = 800;
 /// After a failed fetch, requests do not start another cold fetch for this long (seconds).
 pub const FAILURE_BACKOFF_SECS: u64 = 5;
+/// A JWKS fetch from a `jwks_uri` found by an earlier discovery that fails sends the fetch back
+/// to discovery at most this often per source across workers (seconds): the failure back-off.
+pub const REDISCOVERY_EVERY_SECS: u64 = FAILURE_BACKOFF_SECS;
 /// Concurrent cold fetches one worker may have in flight for one issuer.
 pub const MAX_COLD_FETCHES_PER_WORKER: usize = 4;
 
@@ -117,15 +120,20 @@ pub struct JwksKeys {
     pub unknown_kid: String,
     /// Rate limit for cold fetches after a failure.
     pub failure_backoff: String,
+    /// Rate limit for rediscovering a `jwks_uri` that stopped answering.
+    pub rediscovery: String,
 }
 
 impl JwksKeys {
+    /// The keys of source `source` (its id) under `namespace`. Full keys, however long: the
+    /// host gets a bounded form of each ([`crate::shared::host_key`]).
     pub fn new(namespace: &str, source: &str) -> JwksKeys {
         JwksKeys {
             entry: format!("{namespace}/jwks/{source}"),
             fetch_lease: format!("{namespace}/jwks-lease/{source}"),
             unknown_kid: format!("{namespace}/jwks-kid/{source}"),
             failure_backoff: format!("{namespace}/jwks-fail/{source}"),
+            rediscovery: format!("{namespace}/jwks-rediscover/{source}"),
         }
     }
 }

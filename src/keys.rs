@@ -6,6 +6,7 @@ use crate::host::{CalloutRequest, CalloutResponse, CalloutToken, Host, LogLevel}
 use crate::jwks::KeySet;
 use crate::jwks_cache::{
     CachePolicy, Freshness, JwksEntry, JwksKeys, FAILURE_BACKOFF_SECS, MAX_COLD_FETCHES_PER_WORKER,
+    REDISCOVERY_EVERY_SECS,
 };
 use crate::metrics::Metric;
 use crate::shared::{self, layout, Lease, Slot};
@@ -19,7 +20,9 @@ const SHARED_RECHECK_MS: u64 = 1_000;
 /// Where one issuer's keys come from.
 #[derive(Debug)]
 pub struct Source {
-    /// Identifies the source across routes and workers (the discovery or JWKS URL).
+    /// Identifies the source across routes and workers: the JWKS URL, or the discovery URL
+    /// together with the issuer its document was checked against (keys found through one
+    /// issuer's discovery never serve another issuer, whoever fetched them first).
     pub id: String,
     /// The issuer, for discovery checks and logs.
     pub issuer: String,
@@ -46,12 +49,13 @@ pub enum Origin {
 }
 
 impl Source {
-    /// A fetched source under `namespace`; `id` is the URL keys are fetched from.
+    /// A fetched source under `namespace`; `id` is the URL keys are fetched from, plus the
+    /// issuer for discovery (a URL has no spaces, so `discovery:<url> <issuer>` is unambiguous).
     pub fn fetched(namespace: &str, issuer: &str, origin: Origin) -> Source {
         let id = match &origin {
             Origin::Inline(_) => format!("inline:{issuer}"),
             Origin::JwksUrl { url, .. } => format!("jwks:{url}"),
-            Origin::Discovery { url, .. } => format!("discovery:{url}"),
+            Origin::Discovery { url, .. } => format!("discovery:{url} {issuer}"),
         };
         Source {
             shared: JwksKeys::new(namespace, &id),
@@ -115,6 +119,8 @@ pub struct Fetch {
     cold: bool,
     lease: bool,
     started_ms: u64,
+    /// This fetch ran discovery itself: a failing `jwks_uri` is then not rediscovered.
+    discovered: bool,
 }
 
 /// What a callout answer did to a fetch.
@@ -272,6 +278,7 @@ impl KeyCache {
             cold,
             lease,
             started_ms,
+            discovered: false,
         })
     }
 
@@ -295,6 +302,7 @@ impl KeyCache {
         };
         let progress = match result {
             Ok(progress) => progress,
+            Err(reason) if self.rediscover(host, source, fetch, holder, &reason) => Progress::Next,
             Err(reason) => {
                 self.fail(host, source, fetch.cold, &reason);
                 Progress::Failed
@@ -342,7 +350,44 @@ impl KeyCache {
         fetch.stage = Stage::Jwks {
             jwks_uri: jwks_uri.to_string(),
         };
+        fetch.discovered = true;
         Ok(Progress::Next)
+    }
+
+    /// After a failed JWKS fetch from a `jwks_uri` an earlier discovery gave (the IdP may have
+    /// moved its keys), sends `fetch` back to discovery. At most once per
+    /// [`REDISCOVERY_EVERY_SECS`] per source across workers (a lease left to run out). `true`:
+    /// the fetch's next stage is discovery (the failure was logged and counted); like any
+    /// [`Progress::Next`], its callout starts through [`KeyCache::dispatch_next`].
+    fn rediscover(
+        &mut self,
+        host: &mut dyn Host,
+        source: &Source,
+        fetch: &mut Fetch,
+        holder: u64,
+        reason: &str,
+    ) -> bool {
+        let known_uri = matches!(fetch.stage, Stage::Jwks { .. }) && !fetch.discovered;
+        if !known_uri || !matches!(source.origin, Origin::Discovery { .. }) {
+            return false;
+        }
+        let every_ms = REDISCOVERY_EVERY_SECS.saturating_mul(1000);
+        if !matches!(
+            shared::try_lease(host, &source.shared.rediscovery, holder, every_ms),
+            Ok(Lease::Acquired | Lease::Uncoordinated)
+        ) {
+            return false;
+        }
+        host.count(Metric::JwksFetchFailures);
+        host.log(
+            LogLevel::Warn,
+            &format!(
+                "cloudrun_oidc: fetching keys for issuer {} failed: {reason}; discovering its jwks_uri again",
+                source.issuer
+            ),
+        );
+        fetch.stage = Stage::Discovery;
+        true
     }
 
     fn after_jwks(

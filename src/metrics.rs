@@ -33,7 +33,7 @@ impl From<AuthError> for Metric {
 }
 
 /// Every deny reason, so the adapter can define all counters up front.
-pub const DENY_REASONS: [&str; 14] = [
+pub const DENY_REASONS: [&str; 15] = [
     "missing_token",
     "malformed",
     "algorithm",
@@ -42,6 +42,7 @@ pub const DENY_REASONS: [&str; 14] = [
     "signature",
     "expired",
     "audience",
+    "token_type",
     "forbidden",
     "keys_unavailable",
     "google_token_unavailable",
@@ -89,6 +90,8 @@ mod tests {
         for e in [
             AuthError::MissingToken,
             AuthError::Expired,
+            AuthError::WrongTokenType,
+            AuthError::AmbiguousClaim,
             AuthError::Internal,
         ] {
             assert!(defined.contains(&Metric::from(e).name()), "{e:?}");

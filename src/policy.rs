@@ -7,9 +7,11 @@
 //! A `required_claims` rule holds when the claim equals one of the configured values, or is an
 //! array containing one of them. Numbers compare by value (`1` equals `1.0`); strings, numbers
 //! and booleans never equal each other (`"1"` is not `1`, `"true"` is not `true`). A missing
-//! claim fails the rule.
+//! claim fails the rule; an ambiguous one (a top-level key spelled like the dotted path next to
+//! the nested claim, with different values, see [`crate::claims`]) fails it too, as
+//! [`AuthError::AmbiguousClaim`].
 
-use crate::claims::{lookup, ClaimPath};
+use crate::claims::{resolve, Claim, ClaimPath};
 use crate::reject::AuthError;
 use serde_json::{Map, Value};
 
@@ -30,12 +32,13 @@ pub fn check(
         }
     }
     for (path, allowed) in required_claims {
-        let ok = match lookup(claims, path) {
-            None => false,
-            Some(Value::Array(items)) => items
+        let ok = match resolve(claims, path) {
+            Claim::Missing => false,
+            Claim::Ambiguous => return Err(AuthError::AmbiguousClaim),
+            Claim::Found(Value::Array(items)) => items
                 .iter()
                 .any(|item| allowed.iter().any(|a| scalar_eq(item, a))),
-            Some(value) => allowed.iter().any(|a| scalar_eq(value, a)),
+            Claim::Found(value) => allowed.iter().any(|a| scalar_eq(value, a)),
         };
         if !ok {
             return Err(AuthError::ClaimMismatch);
@@ -225,6 +228,25 @@ mod tests {
             Err(AuthError::InsufficientScope)
         );
         assert_eq!(check(&c, &scopes(&["a"]), &rules[..1]), Ok(()));
+    }
+
+    #[test]
+    fn a_dotted_key_shadowing_a_nested_claim_passes_no_rule() {
+        // The nested claim says "user"; a top-level key spelled like the path says "admin".
+        let c = obj(json!({"realm_access": {"roles": ["user"]}, "realm_access.roles": ["admin"]}));
+        for wanted in [json!(["admin"]), json!(["user"])] {
+            let result = check(&c, &[], &[rule("realm_access.roles", wanted.clone())]);
+            assert_eq!(result, Err(AuthError::AmbiguousClaim), "{wanted}");
+            assert_eq!(
+                result.map_err(|e| e.rejection().status),
+                Err(403),
+                "{wanted}"
+            );
+        }
+        // Deeper: `a.b` + `c` versus `a` + `b.c`, and `a.b.c` whole.
+        let c = obj(json!({"a.b": {"c": "x"}, "a": {"b.c": "y"}}));
+        assert!(check(&c, &[], &[rule("a.b.c", json!(["x"]))]).is_err());
+        assert!(check(&c, &[], &[rule("a.b.c", json!(["y"]))]).is_err());
     }
 
     #[test]

@@ -38,12 +38,18 @@ pub enum AuthError {
     NotYetValid,
     /// `aud` is missing or none of its values is a configured audience.
     WrongAudience,
+    /// The header's `typ` is not one of the issuer's `token_types` (RFC 8725 §3.11: an ID token
+    /// must not pass where access tokens are expected, nor the other way round).
+    WrongTokenType,
     /// A verified claim mapped to a header holds bytes a header cannot carry (CR, LF, controls).
     UnrepresentableClaim,
     /// `required_scopes` not all granted.
     InsufficientScope,
     /// A `required_claims` rule is not met.
     ClaimMismatch,
+    /// A claim path used by a rule or a header reads two different values (a top-level key
+    /// spelled like the dotted path next to the nested claim): it satisfies nothing.
+    AmbiguousClaim,
     /// No usable keys: the IdP is unreachable or answered garbage and nothing usable is cached.
     KeysUnavailable,
     /// No valid Google ID token cached and minting one failed.
@@ -103,9 +109,11 @@ impl AuthError {
             AuthError::Expired => "token expired",
             AuthError::NotYetValid => "token not yet valid",
             AuthError::WrongAudience => "invalid audience",
+            AuthError::WrongTokenType => "wrong token type",
             AuthError::UnrepresentableClaim => "claim cannot be forwarded",
             AuthError::InsufficientScope => "insufficient scope",
             AuthError::ClaimMismatch => "required claim not satisfied",
+            AuthError::AmbiguousClaim => "ambiguous claim",
             AuthError::KeysUnavailable => "signing keys unavailable",
             AuthError::GoogleTokenUnavailable => "upstream identity token unavailable",
             AuthError::ForgedHeader => "request carries a header set by the gateway",
@@ -138,6 +146,7 @@ impl AuthError {
             | AuthError::Expired
             | AuthError::NotYetValid
             | AuthError::WrongAudience
+            | AuthError::WrongTokenType
             | AuthError::UnrepresentableClaim => Rejection {
                 status: 401,
                 www_authenticate: Some(challenge("invalid_token", self.reason())),
@@ -145,12 +154,14 @@ impl AuthError {
                 body: BODY_401,
             },
             // RFC 6750 §3.1 `insufficient_scope`: valid token, not enough privilege.
-            AuthError::InsufficientScope | AuthError::ClaimMismatch => Rejection {
-                status: 403,
-                www_authenticate: Some(challenge("insufficient_scope", self.reason())),
-                retry_after: None,
-                body: BODY_403,
-            },
+            AuthError::InsufficientScope | AuthError::ClaimMismatch | AuthError::AmbiguousClaim => {
+                Rejection {
+                    status: 403,
+                    www_authenticate: Some(challenge("insufficient_scope", self.reason())),
+                    retry_after: None,
+                    body: BODY_403,
+                }
+            }
             // RFC 6750 §3.1 `invalid_request`: the request is malformed, whatever its token.
             AuthError::ForgedHeader | AuthError::TooManyHeaders => Rejection {
                 status: 400,
@@ -188,7 +199,10 @@ impl AuthError {
             AuthError::BadSignature => "signature",
             AuthError::Expired | AuthError::NotYetValid => "expired",
             AuthError::WrongAudience => "audience",
-            AuthError::InsufficientScope | AuthError::ClaimMismatch => "forbidden",
+            AuthError::WrongTokenType => "token_type",
+            AuthError::InsufficientScope | AuthError::ClaimMismatch | AuthError::AmbiguousClaim => {
+                "forbidden"
+            }
             AuthError::KeysUnavailable => "keys_unavailable",
             AuthError::GoogleTokenUnavailable => "google_token_unavailable",
             AuthError::ForgedHeader | AuthError::TooManyHeaders => "invalid_request",
@@ -208,7 +222,7 @@ fn challenge(error: &str, description: &str) -> String {
 mod tests {
     use super::*;
 
-    const ALL: [AuthError; 22] = [
+    const ALL: [AuthError; 24] = [
         AuthError::MissingToken,
         AuthError::ConflictingTokens,
         AuthError::TokenTooLarge,
@@ -222,9 +236,11 @@ mod tests {
         AuthError::Expired,
         AuthError::NotYetValid,
         AuthError::WrongAudience,
+        AuthError::WrongTokenType,
         AuthError::UnrepresentableClaim,
         AuthError::InsufficientScope,
         AuthError::ClaimMismatch,
+        AuthError::AmbiguousClaim,
         AuthError::KeysUnavailable,
         AuthError::GoogleTokenUnavailable,
         AuthError::ForgedHeader,
@@ -255,7 +271,11 @@ mod tests {
 
     #[test]
     fn policy_failures_get_insufficient_scope() {
-        for e in [AuthError::InsufficientScope, AuthError::ClaimMismatch] {
+        for e in [
+            AuthError::InsufficientScope,
+            AuthError::ClaimMismatch,
+            AuthError::AmbiguousClaim,
+        ] {
             let r = e.rejection();
             assert_eq!(r.status, 403);
             assert!(r

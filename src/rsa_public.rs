@@ -12,6 +12,10 @@
 use rsa::BigUint;
 use sha2::Digest;
 
+/// Whether this build runs the wasm SIMD128 dot product (the shipped `.wasm` does; the vector
+/// tests built for wasm32 check it, `spec/tests/wasm_vectors.rs`).
+pub const SIMD128: bool = cfg!(all(target_arch = "wasm32", target_feature = "simd128"));
+
 /// An RSA public key with its precomputed Montgomery form (see the module documentation).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RsaKey {

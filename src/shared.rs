@@ -4,12 +4,20 @@
 //! slot. Every value therefore starts with a header carrying the full key; a read whose stored
 //! key differs is treated as "not ours" ([`Slot::Foreign`]). Kong keeps no TTL, so records carry
 //! the time they were written and each kind of payload carries its own expiry.
+//!
+//! Keys are built from configuration (URLs up to 2 KiB), so they can be long. The host is handed
+//! a bounded key ([`host_key`]: the key itself, or a SHA-256 of it when it is long); the full key
+//! still travels inside the value and is compared whole on read, so a hash changes which slot a
+//! key lands on, never what counts as ours.
 
 use crate::host::{Host, HostError, SharedSetError};
+use sha2::{Digest, Sha256};
+use std::borrow::Cow;
+use std::fmt::Write;
 
-const MAGIC: &[u8; 4] = b"CRO1";
-/// Longest key we store (keys are built from config, never from requests).
-const MAX_KEY_BYTES: usize = 1024;
+const MAGIC: &[u8; 4] = b"CRO2";
+/// Longest key handed to the host as is; longer keys are hashed (see [`host_key`]).
+pub const MAX_HOST_KEY_BYTES: usize = 256;
 
 /// A decoded shared-data value that belongs to the key it was read under.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,14 +39,33 @@ pub enum Slot {
     Foreign,
 }
 
-/// Serialises `payload` with the header that names its full key.
+/// The key the host sees for `key`: `key` itself up to [`MAX_HOST_KEY_BYTES`], else
+/// `<namespace>/#<SHA-256 of key, hex>` (the namespace, up to the first `/`, picks the host's
+/// zone, so it stays). `#` never starts a segment of a key the filter builds, so a hashed key
+/// cannot equal a literal one.
+pub fn host_key(key: &str) -> Cow<'_, str> {
+    if key.len() <= MAX_HOST_KEY_BYTES {
+        return Cow::Borrowed(key);
+    }
+    let namespace = key.split_once('/').map_or(key, |(ns, _)| ns);
+    let mut out = String::with_capacity(namespace.len() + 2 + 64);
+    out.push_str(namespace);
+    out.push_str("/#");
+    for byte in Sha256::digest(key.as_bytes()) {
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{byte:02x}");
+    }
+    Cow::Owned(out)
+}
+
+/// Serialises `payload` with the header that names its full key (never cut: a key longer
+/// than a u32 cannot be built from a configuration capped at 64 KiB).
 pub fn encode(key: &str, payload: &[u8]) -> Vec<u8> {
     let key = key.as_bytes();
-    let key_len = key.len().min(MAX_KEY_BYTES);
-    let mut out = Vec::with_capacity(4 + 2 + key_len + payload.len());
+    let mut out = Vec::with_capacity(4 + 4 + key.len() + payload.len());
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&(key_len as u16).to_be_bytes());
-    out.extend_from_slice(key.get(..key_len).unwrap_or_default());
+    out.extend_from_slice(&u32::try_from(key.len()).unwrap_or(u32::MAX).to_be_bytes());
+    out.extend_from_slice(key);
     out.extend_from_slice(payload);
     out
 }
@@ -46,15 +73,15 @@ pub fn encode(key: &str, payload: &[u8]) -> Vec<u8> {
 /// The payload of `bytes` when its header names exactly `key`.
 pub fn decode<'a>(key: &str, bytes: &'a [u8]) -> Option<&'a [u8]> {
     let rest = bytes.strip_prefix(MAGIC.as_slice())?;
-    let (len, rest) = rest.split_first_chunk::<2>()?;
-    let len = usize::from(u16::from_be_bytes(*len));
+    let (len, rest) = rest.split_first_chunk::<4>()?;
+    let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
     let (stored_key, payload) = (rest.get(..len)?, rest.get(len..)?);
-    (stored_key == key.as_bytes() && len <= MAX_KEY_BYTES).then_some(payload)
+    (stored_key == key.as_bytes()).then_some(payload)
 }
 
 /// Reads `key` and classifies what is there.
 pub fn read(host: &dyn Host, key: &str) -> Result<Slot, HostError> {
-    Ok(match host.shared_get(key)? {
+    Ok(match host.shared_get(&host_key(key))? {
         None => Slot::Empty,
         Some((bytes, cas)) => match decode(key, &bytes) {
             Some(payload) => Slot::Ours(Record {
@@ -73,7 +100,7 @@ pub fn write(
     payload: &[u8],
     cas: Option<u32>,
 ) -> Result<(), SharedSetError> {
-    host.shared_set(key, &encode(key, payload), cas)
+    host.shared_set(&host_key(key), &encode(key, payload), cas)
 }
 
 /// Replaces whatever `key` holds (if it is ours or empty), retrying a few times on CAS races.
@@ -221,9 +248,63 @@ mod tests {
 
     #[test]
     fn refuses_truncated_headers() {
-        for bytes in [&b""[..], b"CRO", b"CRO1", b"CRO1\x00", b"CRO1\x00\x05ns/a"] {
+        for bytes in [
+            &b""[..],
+            b"CRO",
+            b"CRO2",
+            b"CRO2\x00",
+            b"CRO2\x00\x00\x00\x05ns/a",
+        ] {
             assert_eq!(decode("ns/a", bytes), None);
         }
+    }
+
+    #[test]
+    fn long_keys_are_bounded_and_still_exact() {
+        // Keys built from a ~1 KiB URL (as every key of such a key source is).
+        let mut host = FakeHost::at(1_000);
+        let long = format!("ns/jwks-kid/jwks:https://idp.example/{}", "k".repeat(1100));
+        assert!(overwrite(&mut host, &long, b"mine").unwrap());
+        match read(&host, &long).unwrap() {
+            Slot::Ours(r) => assert_eq!(r.payload, b"mine"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            try_lease(&mut host, &long, 1, 5_000).unwrap(),
+            Lease::Acquired
+        );
+        assert_eq!(
+            try_lease(&mut host, &long, 2, 5_000).unwrap(),
+            Lease::Held,
+            "the lease coordinates workers"
+        );
+        // What the host is handed stays bounded and in the namespace's zone.
+        assert!(host
+            .shared
+            .keys()
+            .all(|k| k.len() <= MAX_HOST_KEY_BYTES && k.starts_with("ns/")));
+        // A key that differs only past the first KiB is another key.
+        let sibling = format!("{}x", &long[..1030]);
+        assert_eq!(read(&host, &sibling).unwrap(), Slot::Empty);
+        assert_eq!(
+            try_lease(&mut host, &sibling, 3, 5_000).unwrap(),
+            Lease::Acquired
+        );
+    }
+
+    #[test]
+    fn hashed_slot_holding_another_keys_value_is_foreign() {
+        let mut host = FakeHost::at(1_000);
+        let long = format!("ns/jwks/{}", "a".repeat(400));
+        let slot = host_key(&long).into_owned();
+        assert!(
+            slot.starts_with("ns/#") && slot.len() == 3 + 1 + 64,
+            "{slot}"
+        );
+        assert_eq!(host_key("ns/short"), "ns/short");
+        host.shared.insert(slot, (encode("ns/jwks/other", b"x"), 1));
+        assert_eq!(read(&host, &long).unwrap(), Slot::Foreign);
+        assert!(!overwrite(&mut host, &long, b"mine").unwrap());
     }
 
     #[test]

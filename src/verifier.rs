@@ -1,5 +1,5 @@
 //! The fixed verification order: size → segments → header → `crit` → alg allowlist → issuer →
-//! cheap claim refusals → key → signature → [`VerifiedToken`].
+//! token type → cheap claim refusals → key → signature → [`VerifiedToken`].
 //!
 //! [`precheck`] refuses early on the unverified token (nothing from it is *used*: it only says
 //! no); [`verify_signature`] finds the key and checks the signature, and only then hands the
@@ -23,6 +23,20 @@ pub struct IssuerRule {
     pub audiences: Vec<String>,
     /// Algorithms accepted for this issuer. Never empty; never `none` or `HS*` (unrepresentable).
     pub algorithms: Vec<Algorithm>,
+    /// `token_types`: the header's `typ` must be one of these, compared by [`token_type`]
+    /// (stored in that form). Default empty: `typ` is not checked.
+    pub token_types: Vec<String>,
+}
+
+/// A JOSE `typ` (or a configured token type) in comparable form: ASCII-lowercased, without the
+/// `application/` prefix that RFC 7515 §4.1.9 lets writers omit (`application/at+JWT` and `at+jwt`
+/// name one type). Only a prefix followed by a name without `/` is dropped.
+pub fn token_type(typ: &str) -> String {
+    let lower = typ.to_ascii_lowercase();
+    match lower.strip_prefix("application/") {
+        Some(name) if !name.is_empty() && !name.contains('/') => name.to_string(),
+        _ => lower,
+    }
 }
 
 /// Route-wide limits applied before any key work.
@@ -72,7 +86,8 @@ pub struct VerifiedToken {
 /// size ([`AuthError::TokenTooLarge`]) → parse ([`AuthError::Malformed`]) → `crit`
 /// ([`AuthError::CriticalHeader`]) → `alg` supported ([`AuthError::AlgorithmNotAllowed`]) →
 /// `iss` is a configured issuer ([`AuthError::UnknownIssuer`]) → `alg` on that issuer's list
-/// ([`AuthError::AlgorithmNotAllowed`]) → `exp` present and `now <= exp + skew`
+/// ([`AuthError::AlgorithmNotAllowed`]) → `typ` among the issuer's `token_types`, when it has
+/// any ([`AuthError::WrongTokenType`]) → `exp` present and `now <= exp + skew`
 /// ([`AuthError::Expired`]) → `now + skew >= nbf` ([`AuthError::NotYetValid`]) → `aud` any-of
 /// ([`AuthError::WrongAudience`]). `iat` is not checked.
 pub fn precheck<'t>(
@@ -99,6 +114,14 @@ pub fn precheck<'t>(
         .ok_or(AuthError::UnknownIssuer)?;
     if !rule.algorithms.contains(&alg) {
         return Err(AuthError::AlgorithmNotAllowed);
+    }
+    if !rule.token_types.is_empty()
+        && !header
+            .typ
+            .as_deref()
+            .is_some_and(|typ| rule.token_types.contains(&token_type(typ)))
+    {
+        return Err(AuthError::WrongTokenType);
     }
     let skew = limits.clock_skew_secs.max(0);
     let exp = claims.exp.ok_or(AuthError::Expired)?;
@@ -165,11 +188,13 @@ mod tests {
                 issuer: "https://other.example".into(),
                 audiences: vec!["x".into()],
                 algorithms: Algorithm::ALL.to_vec(),
+                token_types: Vec::new(),
             },
             IssuerRule {
                 issuer: ISS.into(),
                 audiences: vec!["orders-api".into(), "billing".into()],
                 algorithms: vec![Algorithm::Rs256, Algorithm::Es256, Algorithm::EdDsa],
+                token_types: Vec::new(),
             },
         ]
     }
@@ -440,6 +465,50 @@ mod tests {
         let key = TestKey::for_alg(Algorithm::Es256);
         let t = sign(&key, &json!({"alg":"ES256"}), &claims());
         assert!(check(&t, &keyset(&key, "k")).is_ok());
+    }
+
+    #[test]
+    fn token_types_compare_case_insensitively_with_optional_media_prefix() {
+        assert_eq!(token_type("application/AT+JWT"), "at+jwt");
+        assert_eq!(token_type("at+jwt"), "at+jwt");
+        assert_eq!(token_type("JWT"), "jwt");
+        assert_eq!(token_type("application/"), "application/");
+        assert_eq!(token_type("application/a/b"), "application/a/b");
+        assert_eq!(token_type("xapplication/at+jwt"), "xapplication/at+jwt");
+        let key = TestKey::rsa(2048);
+        let mut pinned = rules();
+        pinned[1].token_types = vec!["at+jwt".into()];
+        let at = |header: Value| {
+            let t = sign(&key, &header, &claims());
+            verify_signature(precheck(&t, &pinned, &LIMITS, NOW)?, &keyset(&key, "k"))
+        };
+        assert!(at(json!({"alg":"RS256","kid":"k","typ":"at+jwt"})).is_ok());
+        assert!(at(json!({"alg":"RS256","kid":"k","typ":"application/at+JWT"})).is_ok());
+        for typ in [json!("JWT"), json!("at+jwt "), json!("")] {
+            assert_eq!(
+                at(json!({"alg":"RS256","kid":"k","typ":typ})).err(),
+                Some(AuthError::WrongTokenType),
+                "{typ}"
+            );
+        }
+        assert_eq!(
+            at(json!({"alg":"RS256","kid":"k"})).err(),
+            Some(AuthError::WrongTokenType),
+            "no typ"
+        );
+        // After the issuer and its algorithms, before the claims.
+        let mut c = claims();
+        c["exp"] = json!(1);
+        let t = sign(&key, &json!({"alg":"RS256","kid":"k","typ":"JWT"}), &c);
+        assert_eq!(
+            precheck(&t, &pinned, &LIMITS, NOW).err(),
+            Some(AuthError::WrongTokenType)
+        );
+        let t = sign(&key, &json!({"alg":"PS256","kid":"k","typ":"JWT"}), &c);
+        assert_eq!(
+            precheck(&t, &pinned, &LIMITS, NOW).err(),
+            Some(AuthError::AlgorithmNotAllowed)
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use cloudrun_oidc::b64;
 use cloudrun_oidc::jwks::KeySet;
 use cloudrun_oidc::reject::AuthError;
 use cloudrun_oidc::verifier::{precheck, verify_signature, IssuerRule, Limits};
-use common::{keyset_of, read_bytes, read_json, verify_jws, Tally};
+use common::{jwk_from_pem, keyset_of, read_bytes, read_json, verify_jws, Tally};
 use serde_json::{json, Value};
 
 const LIMITS: Limits = Limits {
@@ -24,37 +24,60 @@ const LIMITS: Limits = Limits {
     clock_skew_secs: 60,
 };
 
-/// A JWK for a PEM public key (via OpenSSL), or `None` for key types the filter never uses
-/// (secp256k1, P-521, Ed448).
-fn jwk_from_pem(pem: &str) -> Option<Value> {
-    let pkey = openssl::pkey::PKey::public_key_from_pem(pem.as_bytes()).ok()?;
-    if let Ok(rsa) = pkey.rsa() {
-        return Some(
-            json!({"kty":"RSA","n":b64::encode(&rsa.n().to_vec()),"e":b64::encode(&rsa.e().to_vec())}),
+/// The PEM keys of the lua-resty-jwt-verification vectors convert (pure Rust,
+/// `common::jwk_from_pem`, so this file also runs in wasm) to what OpenSSL reads from them, or
+/// to nothing for key types the filter never uses (secp256k1, P-521, Ed448). Native only.
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn pem_keys_convert_as_openssl_does() {
+    fn openssl_jwk(pem: &str) -> Option<Value> {
+        let pkey = openssl::pkey::PKey::public_key_from_pem(pem.as_bytes()).ok()?;
+        if let Ok(rsa) = pkey.rsa() {
+            return Some(
+                json!({"kty":"RSA","n":b64::encode(&rsa.n().to_vec()),"e":b64::encode(&rsa.e().to_vec())}),
+            );
+        }
+        if pkey.id() == openssl::pkey::Id::ED25519 {
+            return Some(
+                json!({"kty":"OKP","crv":"Ed25519","x":b64::encode(&pkey.raw_public_key().ok()?)}),
+            );
+        }
+        let ec = pkey.ec_key().ok()?;
+        let (crv, len) = match ec.group().curve_name()? {
+            openssl::nid::Nid::X9_62_PRIME256V1 => ("P-256", 32),
+            openssl::nid::Nid::SECP384R1 => ("P-384", 48),
+            _ => return None,
+        };
+        let mut ctx = openssl::bn::BigNumContext::new().ok()?;
+        let (mut x, mut y) = (
+            openssl::bn::BigNum::new().ok()?,
+            openssl::bn::BigNum::new().ok()?,
         );
+        ec.public_key()
+            .affine_coordinates(ec.group(), &mut x, &mut y, &mut ctx)
+            .ok()?;
+        Some(
+            json!({"kty":"EC","crv":crv,"x":b64::encode(&x.to_vec_padded(len).ok()?),"y":b64::encode(&y.to_vec_padded(len).ok()?)}),
+        )
     }
-    if pkey.id() == openssl::pkey::Id::ED25519 {
-        return Some(
-            json!({"kty":"OKP","crv":"Ed25519","x":b64::encode(&pkey.raw_public_key().ok()?)}),
-        );
+    let doc = read_json("attacks/lua-resty-jwt-verification/jws-vectors.json");
+    let (mut converted, mut skipped) = (0, 0);
+    for v in doc["vectors"].as_array().unwrap() {
+        let key = v.get("key").and_then(Value::as_str).unwrap_or("");
+        if !key.starts_with("-----BEGIN PUBLIC KEY-----") {
+            continue;
+        }
+        let ours = jwk_from_pem(key);
+        assert_eq!(ours, openssl_jwk(key), "{}", v["title"]);
+        match ours {
+            Some(_) => converted += 1,
+            None => skipped += 1,
+        }
     }
-    let ec = pkey.ec_key().ok()?;
-    let (crv, len) = match ec.group().curve_name()? {
-        openssl::nid::Nid::X9_62_PRIME256V1 => ("P-256", 32),
-        openssl::nid::Nid::SECP384R1 => ("P-384", 48),
-        _ => return None,
-    };
-    let mut ctx = openssl::bn::BigNumContext::new().ok()?;
-    let (mut x, mut y) = (
-        openssl::bn::BigNum::new().ok()?,
-        openssl::bn::BigNum::new().ok()?,
+    assert!(
+        converted > 5 && skipped > 0,
+        "{converted} converted, {skipped} skipped"
     );
-    ec.public_key()
-        .affine_coordinates(ec.group(), &mut x, &mut y, &mut ctx)
-        .ok()?;
-    Some(
-        json!({"kty":"EC","crv":crv,"x":b64::encode(&x.to_vec_padded(len).ok()?),"y":b64::encode(&y.to_vec_padded(len).ok()?)}),
-    )
 }
 
 #[test]
@@ -66,6 +89,7 @@ fn jwt_tool_attacks_are_all_refused() {
         issuer: issuer.into(),
         audiences: vec!["urn:test:rs256".into(), "urn:test:es256".into()],
         algorithms: Algorithm::ALL.to_vec(),
+        token_types: Vec::new(),
     }];
     let now = 1_795_382_100;
     // The untouched base tokens verify: the refusals below are due to the attacks.
@@ -287,6 +311,7 @@ fn nginx_auth_jwt_tokens() {
             issuer: format!("https://test{n}.issuer.example.com"),
             audiences: vec![format!("test{n}.audience.example.com")],
             algorithms: Algorithm::ALL.to_vec(),
+            token_types: Vec::new(),
         }];
         match precheck(token, &rules, &LIMITS, now).and_then(|pre| verify_signature(pre, &keys)) {
             Ok(_) => accepted.push(name.clone()),

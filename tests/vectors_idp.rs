@@ -30,6 +30,7 @@ fn rule(issuer: &str, audiences: &[&str]) -> IssuerRule {
         issuer: issuer.to_string(),
         audiences: audiences.iter().map(|a| a.to_string()).collect(),
         algorithms: Algorithm::ALL.to_vec(),
+        token_types: Vec::new(),
     }
 }
 

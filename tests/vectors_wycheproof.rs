@@ -15,8 +15,39 @@ use cloudrun_oidc::alg::Algorithm;
 use cloudrun_oidc::b64;
 use cloudrun_oidc::jwk::Jwk;
 use cloudrun_oidc::signature;
-use common::{hex, keyset_of, read_json, verify_jws, Tally};
+use common::{hex, jwk_from_spki_der, keyset_of, read_json, verify_jws, Tally};
 use serde_json::{json, Value};
+
+/// Every raw-signature file the tests below run.
+const RAW_FILES: [&str; 19] = [
+    "wycheproof/ecdsa_secp256r1_sha256_p1363_test.json",
+    "wycheproof/ecdsa_secp384r1_sha384_p1363_test.json",
+    "wycheproof/ed25519_test.json",
+    "wycheproof/rsa_signature_2048_sha256_test.json",
+    "wycheproof/rsa_signature_2048_sha384_test.json",
+    "wycheproof/rsa_signature_2048_sha512_test.json",
+    "wycheproof/rsa_signature_3072_sha256_test.json",
+    "wycheproof/rsa_signature_3072_sha384_test.json",
+    "wycheproof/rsa_signature_3072_sha512_test.json",
+    "wycheproof/rsa_signature_4096_sha256_test.json",
+    "wycheproof/rsa_signature_4096_sha384_test.json",
+    "wycheproof/rsa_signature_4096_sha512_test.json",
+    "wycheproof/rsa_pss_2048_sha256_mgf1_32_test.json",
+    "wycheproof/rsa_pss_2048_sha384_mgf1_48_test.json",
+    "wycheproof/rsa_pss_3072_sha256_mgf1_32_test.json",
+    "wycheproof/rsa_pss_4096_sha256_mgf1_32_test.json",
+    "wycheproof/rsa_pss_4096_sha384_mgf1_48_test.json",
+    "wycheproof/rsa_pss_4096_sha512_mgf1_64_test.json",
+    "wycheproof/rsa_pss_4096_sha512_mgf1_32_test.json",
+];
+
+/// In wasm32 these vectors run through the code path the shipped `.wasm` uses: the SIMD128
+/// RSA dot product (`src/rsa_public.rs`), as `.cargo/config.toml` builds every wasm32 target.
+#[cfg(target_arch = "wasm32")]
+#[test]
+fn wasm_build_runs_the_simd128_rsa_path() {
+    assert!(cloudrun_oidc::rsa_public::SIMD128);
+}
 
 fn groups(doc: &Value) -> &Vec<Value> {
     doc["testGroups"].as_array().unwrap()
@@ -116,32 +147,54 @@ fn json_web_key_test() {
 }
 
 /// The public key of a raw-signature group: its JWK, or (when Wycheproof gives none) one
-/// built from the DER/PEM with OpenSSL.
+/// built from the DER (`common::jwk_from_spki_der`, pure Rust so this also runs in wasm).
 fn group_jwk(group: &Value) -> Value {
     if let Some(jwk) = group.get("publicKeyJwk") {
         return jwk.clone();
     }
     let der = hex(group["publicKeyDer"].as_str().unwrap());
-    let pkey = openssl::pkey::PKey::public_key_from_der(&der).unwrap();
-    if let Ok(rsa) = pkey.rsa() {
-        return json!({"kty":"RSA","n":b64::encode(&rsa.n().to_vec()),"e":b64::encode(&rsa.e().to_vec())});
+    jwk_from_spki_der(&der).unwrap_or_else(|| panic!("unexpected key {}", group["publicKeyDer"]))
+}
+
+/// The key conversion of `group_jwk` gives what OpenSSL reads from the same DER, for every
+/// group of every raw-signature file (native only: OpenSSL is not built for wasm).
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn der_keys_convert_as_openssl_does() {
+    fn openssl_jwk(der: &[u8]) -> Value {
+        let pkey = openssl::pkey::PKey::public_key_from_der(der).unwrap();
+        if let Ok(rsa) = pkey.rsa() {
+            return json!({"kty":"RSA","n":b64::encode(&rsa.n().to_vec()),"e":b64::encode(&rsa.e().to_vec())});
+        }
+        if pkey.id() == openssl::pkey::Id::ED25519 {
+            return json!({"kty":"OKP","crv":"Ed25519","x":b64::encode(&pkey.raw_public_key().unwrap())});
+        }
+        let ec = pkey.ec_key().unwrap();
+        let group_ = ec.group();
+        let mut ctx = openssl::bn::BigNumContext::new().unwrap();
+        let (mut x, mut y) = (
+            openssl::bn::BigNum::new().unwrap(),
+            openssl::bn::BigNum::new().unwrap(),
+        );
+        ec.public_key()
+            .affine_coordinates(group_, &mut x, &mut y, &mut ctx)
+            .unwrap();
+        let (crv, len) = match group_.curve_name() {
+            Some(openssl::nid::Nid::X9_62_PRIME256V1) => ("P-256", 32),
+            Some(openssl::nid::Nid::SECP384R1) => ("P-384", 48),
+            other => panic!("unexpected curve {other:?}"),
+        };
+        json!({"kty":"EC","crv":crv,"x":b64::encode(&x.to_vec_padded(len).unwrap()),"y":b64::encode(&y.to_vec_padded(len).unwrap())})
     }
-    let ec = pkey.ec_key().unwrap();
-    let group_ = ec.group();
-    let mut ctx = openssl::bn::BigNumContext::new().unwrap();
-    let (mut x, mut y) = (
-        openssl::bn::BigNum::new().unwrap(),
-        openssl::bn::BigNum::new().unwrap(),
-    );
-    ec.public_key()
-        .affine_coordinates(group_, &mut x, &mut y, &mut ctx)
-        .unwrap();
-    let (crv, len) = match group_.curve_name() {
-        Some(openssl::nid::Nid::X9_62_PRIME256V1) => ("P-256", 32),
-        Some(openssl::nid::Nid::SECP384R1) => ("P-384", 48),
-        other => panic!("unexpected curve {other:?}"),
-    };
-    json!({"kty":"EC","crv":crv,"x":b64::encode(&x.to_vec_padded(len).unwrap()),"y":b64::encode(&y.to_vec_padded(len).unwrap())})
+    let mut checked = 0;
+    for file in RAW_FILES {
+        for group in groups(&read_json(file)) {
+            let der = hex(group["publicKeyDer"].as_str().unwrap());
+            assert_eq!(jwk_from_spki_der(&der), Some(openssl_jwk(&der)), "{file}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 200, "{checked} keys");
 }
 
 /// Raw signature files: `msg`/`sig` in hex against the group's key under `alg`. The JWK's own

@@ -115,6 +115,7 @@ pub fn world() -> &'static World {
                 issuer: issuer.clone(),
                 audiences,
                 algorithms: Algorithm::ALL.to_vec(),
+                token_types: Vec::new(),
             }],
             limits: Limits {
                 max_token_bytes: 8192,

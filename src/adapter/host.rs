@@ -1,21 +1,63 @@
 //! The one real [`Host`]: the filter's logic talking to Kong through proxy-wasm host calls.
+//!
+//! The clock is read once per callback ([`ProxyHost::at_callback_start`]): the core sees one
+//! `now` per callback, and a clock that cannot be read stops the callback before any
+//! verification, instead of standing in a made-up time (the far future would make every token
+//! look expired, until one with an absurd `exp` comes along).
 
 use super::ffi;
 use crate::host::{CalloutRequest, CalloutToken, Host, HostError, LogLevel, SharedSetError};
 use crate::metrics::Metric;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
 thread_local! {
     /// Metric ids by name. Defined lazily: after a trap Kong re-runs `on_configure` but not
     /// `on_vm_start`, so nothing defined at VM start could be relied upon.
     static METRIC_IDS: RefCell<HashMap<Metric, u32>> = RefCell::new(HashMap::new());
+    /// The last clock reading of this instance (ms), for work that must finish without one.
+    static LAST_READING_MS: Cell<u64> = const { Cell::new(0) };
 }
 
-/// Host calls for the current context (root or HTTP); stateless, so cheap to create.
-pub struct ProxyHost;
+/// Host calls for the current callback (root or HTTP context), with the clock read at its start.
+pub struct ProxyHost {
+    now_ms: u64,
+}
+
+/// Logs one line (no clock needed). Never pass token bytes here.
+pub fn log(level: LogLevel, message: &str) {
+    let level = match level {
+        LogLevel::Debug => 1,
+        LogLevel::Info => 2,
+        LogLevel::Warn => 3,
+        LogLevel::Error => 4,
+        LogLevel::Critical => 5,
+    };
+    // Nothing sensible to do if logging itself fails.
+    let _ = ffi::log(level, message);
+}
 
 impl ProxyHost {
+    /// Reads the host clock for this callback. `Err` when the host cannot tell the time: a
+    /// request is then refused and a tick skipped, never run against a made-up time.
+    pub fn at_callback_start() -> Result<ProxyHost, HostError> {
+        let now_ms = ffi::now_nanos()
+            .map(|ns| ns / 1_000_000)
+            .map_err(|s| host_error("get_current_time_nanoseconds", s))?;
+        LAST_READING_MS.with(|last| last.set(now_ms));
+        Ok(ProxyHost { now_ms })
+    }
+
+    /// A host at this instance's last clock reading, for a background callout answer that
+    /// arrives while the clock fails: the answer must still end its job (stored times then
+    /// look older than they are, which only makes keys and tokens refresh sooner). Never used
+    /// for a request.
+    pub fn at_last_reading() -> ProxyHost {
+        ProxyHost {
+            now_ms: LAST_READING_MS.with(Cell::get),
+        }
+    }
+
     /// Defines every counter up front, so exporters show zeros instead of nothing.
     pub fn define_metrics() {
         for metric in crate::metrics::Metric::all() {
@@ -43,11 +85,7 @@ fn host_error(what: &str, status: ffi::Status) -> HostError {
 
 impl Host for ProxyHost {
     fn now_ms(&self) -> u64 {
-        // If the host cannot tell the time, report the far future: every token then counts as
-        // expired, so the failure refuses requests instead of admitting them.
-        ffi::now_nanos()
-            .map(|ns| ns / 1_000_000)
-            .unwrap_or(u64::MAX)
+        self.now_ms
     }
 
     fn dispatch(&mut self, request: &CalloutRequest) -> Result<CalloutToken, HostError> {
@@ -83,15 +121,7 @@ impl Host for ProxyHost {
     }
 
     fn log(&self, level: LogLevel, message: &str) {
-        let level = match level {
-            LogLevel::Debug => 1,
-            LogLevel::Info => 2,
-            LogLevel::Warn => 3,
-            LogLevel::Error => 4,
-            LogLevel::Critical => 5,
-        };
-        // Nothing sensible to do if logging itself fails.
-        let _ = ffi::log(level, message);
+        log(level, message);
     }
 
     fn count(&mut self, metric: Metric) {

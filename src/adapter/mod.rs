@@ -9,7 +9,7 @@ mod ffi;
 mod host;
 
 use crate::authn::{Request, RootJobs, RouteState, Step, Worker};
-use crate::host::{CalloutResponse, Host, LogLevel};
+use crate::host::{CalloutResponse, LogLevel};
 use crate::reject::{AuthError, BODY_CONTENT_TYPE, REALM};
 use host::ProxyHost;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -59,15 +59,25 @@ impl Context for Root {
         let Some(RouteState::Ready(route)) = self.route.as_deref() else {
             return;
         };
+        // The answer must end its job even while the clock fails (it holds the source busy).
+        let mut host = ProxyHost::at_callback_start().unwrap_or_else(|e| {
+            host::log(
+                LogLevel::Warn,
+                &format!(
+                    "cloudrun_oidc: {}; finishing a background callout with the last reading",
+                    e.0
+                ),
+            );
+            ProxyHost::at_last_reading()
+        });
         let jobs = &mut self.jobs;
-        let _ =
-            with_worker(|worker| jobs.on_callout(&mut ProxyHost, route, worker, token, &response));
+        let _ = with_worker(|worker| jobs.on_callout(&mut host, route, worker, token, &response));
     }
 }
 
 impl RootContext for Root {
     fn on_vm_start(&mut self, _: usize) -> bool {
-        ProxyHost.log(
+        host::log(
             LogLevel::Info,
             &format!("cloudrun_oidc {} started", crate::VERSION),
         );
@@ -81,7 +91,7 @@ impl RootContext for Root {
             .unwrap_or_default();
         let state = RouteState::from_config(&config);
         if let RouteState::Invalid(message) = &state {
-            ProxyHost.log(LogLevel::Error, message);
+            host::log(LogLevel::Error, message);
         }
         self.route = Some(Rc::new(state));
         ProxyHost::define_metrics();
@@ -97,8 +107,18 @@ impl RootContext for Root {
         let Some(RouteState::Ready(route)) = self.route.as_deref() else {
             return;
         };
+        let mut host = match ProxyHost::at_callback_start() {
+            Ok(host) => host,
+            Err(e) => {
+                host::log(
+                    LogLevel::Warn,
+                    &format!("cloudrun_oidc: {}; tick skipped", e.0),
+                );
+                return;
+            }
+        };
         let jobs = &mut self.jobs;
-        let _ = with_worker(|worker| jobs.tick(&mut ProxyHost, route, worker));
+        let _ = with_worker(|worker| jobs.tick(&mut host, route, worker));
     }
 
     fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
@@ -132,7 +152,7 @@ impl Http {
         let route = match &*state {
             RouteState::Ready(route) => route,
             RouteState::Invalid(message) => {
-                ProxyHost.log(LogLevel::Error, message);
+                host::log(LogLevel::Error, message);
                 return self.finish(Step::Deny(AuthError::InvalidConfiguration));
             }
         };
@@ -146,9 +166,18 @@ impl Http {
                 .flatten(),
             None => None,
         };
+        // Never verify against a made-up time: no clock, no decision (500, logged).
+        let mut host = match ProxyHost::at_callback_start() {
+            Ok(host) => host,
+            Err(e) => {
+                return self.finish(deny_internal(&format!(
+                    "reading the clock failed ({})",
+                    e.0
+                )))
+            }
+        };
         let step = with_worker(|worker| {
-            let (request, step) =
-                Request::start(&mut ProxyHost, route, worker, &pairs, path.as_deref());
+            let (request, step) = Request::start(&mut host, route, worker, &pairs, path.as_deref());
             self.request = request;
             step
         });
@@ -160,17 +189,28 @@ impl Http {
             return;
         }
         let response = read_callout_response(body_size);
+        // Read before the request is taken: a refusal still knows what the request sent.
+        let mut host = match ProxyHost::at_callback_start() {
+            Ok(host) => host,
+            Err(e) => {
+                self.finish(deny_internal(&format!(
+                    "reading the clock failed ({})",
+                    e.0
+                )));
+                return;
+            }
+        };
         let (Some(state), Some(mut request)) = (self.route.clone(), self.request.take()) else {
             self.finish(deny_internal("callout answer without a request"));
             return;
         };
         let RouteState::Ready(route) = &*state else {
+            self.request = Some(request);
             self.finish(Step::Deny(AuthError::InvalidConfiguration));
             return;
         };
-        let step = with_worker(|worker| {
-            request.on_callout(&mut ProxyHost, route, worker, token, &response)
-        });
+        let step =
+            with_worker(|worker| request.on_callout(&mut host, route, worker, token, &response));
         self.request = Some(request);
         self.finish(step.unwrap_or_else(|| deny_internal("worker state busy")));
     }
@@ -228,7 +268,7 @@ impl HttpContext for Http {
 }
 
 fn deny_internal(what: &str) -> Step {
-    ProxyHost.log(
+    host::log(
         LogLevel::Error,
         &format!("cloudrun_oidc: {what}; refusing the request"),
     );
@@ -252,7 +292,7 @@ fn respond(error: AuthError, with_body: bool) {
     }
     let body = if with_body { rejection.body } else { "" };
     if ffi::send_local_response(u32::from(rejection.status), &headers, body.as_bytes()).is_err() {
-        ProxyHost.log(
+        host::log(
             LogLevel::Critical,
             &format!("cloudrun_oidc: could not refuse a request ({REALM}); host refused the local response"),
         );

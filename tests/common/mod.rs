@@ -43,6 +43,86 @@ pub fn hex(s: &str) -> Vec<u8> {
         .collect()
 }
 
+/// A public JWK for a DER `SubjectPublicKeyInfo`: RSA (also `id-RSASSA-PSS`), P-256, P-384 or
+/// Ed25519, members taken as encoded (the filter's own `jwk` module judges them). `None` for
+/// other keys (secp256k1, P-521, Ed448, X25519, …) and for bytes that are no SPKI. Pure Rust, so
+/// that the vector tests also run in wasm32 (`spec/tests/wasm_vectors.rs`); natively it is
+/// checked against OpenSSL (`vectors_wycheproof::der_keys_convert_as_openssl_does`,
+/// `vectors_attacks::pem_keys_convert_as_openssl_does`).
+pub fn jwk_from_spki_der(der: &[u8]) -> Option<Value> {
+    use cloudrun_oidc::b64;
+    use p256::elliptic_curve::sec1::ToEncodedPoint;
+    use rsa::pkcs8::der::asn1::ObjectIdentifier;
+    use rsa::pkcs8::der::Decode;
+    use rsa::pkcs8::spki::SubjectPublicKeyInfoRef;
+    const RSA: &str = "1.2.840.113549.1.1.1";
+    const RSA_PSS: &str = "1.2.840.113549.1.1.10";
+    const EC: &str = "1.2.840.10045.2.1";
+    const P256: &str = "1.2.840.10045.3.1.7";
+    const P384: &str = "1.3.132.0.34";
+    const ED25519: &str = "1.3.101.112";
+    let spki = SubjectPublicKeyInfoRef::from_der(der).ok()?;
+    let key = spki.subject_public_key.as_bytes()?;
+    let oid = spki.algorithm.oid.to_string();
+    match oid.as_str() {
+        RSA | RSA_PSS => {
+            let rsa = rsa::pkcs1::RsaPublicKey::from_der(key).ok()?;
+            Some(json!({"kty": "RSA",
+                "n": b64::encode(rsa.modulus.as_bytes()),
+                "e": b64::encode(rsa.public_exponent.as_bytes())}))
+        }
+        EC => {
+            let curve = spki
+                .algorithm
+                .parameters?
+                .decode_as::<ObjectIdentifier>()
+                .ok()?
+                .to_string();
+            let (crv, point) = match curve.as_str() {
+                P256 => (
+                    "P-256",
+                    p256::PublicKey::from_sec1_bytes(key)
+                        .ok()?
+                        .to_encoded_point(false)
+                        .as_bytes()
+                        .to_vec(),
+                ),
+                P384 => (
+                    "P-384",
+                    p384::PublicKey::from_sec1_bytes(key)
+                        .ok()?
+                        .to_encoded_point(false)
+                        .as_bytes()
+                        .to_vec(),
+                ),
+                _ => return None,
+            };
+            // Uncompressed SEC1: 0x04 ‖ x ‖ y.
+            let coords = point.get(1..)?;
+            let (x, y) = coords.split_at(coords.len() / 2);
+            Some(json!({"kty": "EC", "crv": crv, "x": b64::encode(x), "y": b64::encode(y)}))
+        }
+        ED25519 if key.len() == 32 => {
+            Some(json!({"kty": "OKP", "crv": "Ed25519", "x": b64::encode(key)}))
+        }
+        _ => None,
+    }
+}
+
+/// [`jwk_from_spki_der`] for a PEM `PUBLIC KEY`.
+pub fn jwk_from_pem(pem: &str) -> Option<Value> {
+    use base64::Engine;
+    let body = pem
+        .trim()
+        .strip_prefix("-----BEGIN PUBLIC KEY-----")?
+        .strip_suffix("-----END PUBLIC KEY-----")?;
+    let text: String = body.chars().filter(|c| !c.is_whitespace()).collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .ok()?;
+    jwk_from_spki_der(&der)
+}
+
 /// A key set from one JWK or from a JWKS document.
 pub fn keyset_of(jwk_or_set: &Value) -> Result<KeySet, String> {
     let doc = if jwk_or_set.get("keys").is_some() {

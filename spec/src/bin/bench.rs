@@ -427,6 +427,7 @@ fn main() -> Result<()> {
             .iter()
             .filter_map(|a| Algorithm::from_name(a.name()))
             .collect(),
+        token_types: Vec::new(),
     }];
     let limits = Limits {
         max_token_bytes: 8192,

@@ -15,11 +15,12 @@ use crate::host::World;
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use clap::Parser;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// `gateway` command line (see spec/README.md).
@@ -38,7 +39,7 @@ pub struct Opts {
     /// Proxy listener (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: String,
-    /// Admin listener (`/__metrics`, `/__status`).
+    /// Admin listener (`/__metrics`, `/__status`, `/__fault`).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub admin_listen: String,
     /// Number of workers, each with its own filter instances.
@@ -196,7 +197,18 @@ async fn serve_admin(listener: tokio::net::TcpListener, world: Arc<World>) {
                 hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let world = world.clone();
                     async move {
-                        Ok::<_, std::convert::Infallible>(admin_response(&world, req.uri().path()))
+                        let post = req.method() == hyper::Method::POST;
+                        let path = req.uri().path().to_string();
+                        let body = match req.into_body().collect().await {
+                            Ok(collected) => collected.to_bytes(),
+                            Err(_) => Bytes::new(),
+                        };
+                        let body = post.then_some(body);
+                        Ok::<_, std::convert::Infallible>(admin_response(
+                            &world,
+                            &path,
+                            body.as_deref(),
+                        ))
                     }
                 });
             let _ = hyper::server::conn::http1::Builder::new()
@@ -206,10 +218,13 @@ async fn serve_admin(listener: tokio::net::TcpListener, world: Arc<World>) {
     }
 }
 
-fn admin_response(world: &World, path: &str) -> hyper::Response<Full<Bytes>> {
-    let (status, body) = match path {
-        "/__metrics" => (200, world.metrics.to_json()),
-        "/__status" => (200, status_json(world)),
+/// Answers an admin request; `post` is the body of a `POST` (`None` for other methods).
+fn admin_response(world: &World, path: &str, post: Option<&[u8]>) -> hyper::Response<Full<Bytes>> {
+    let (status, body) = match (path, post) {
+        ("/__metrics", None) => (200, world.metrics.to_json()),
+        ("/__status", None) => (200, status_json(world)),
+        ("/__fault", None) => (200, fault_json(world)),
+        ("/__fault", Some(body)) => set_fault(world, body),
         _ => (404, serde_json::json!({"message": "Not found"})),
     };
     let mut resp = hyper::Response::new(Full::new(Bytes::from(body.to_string())));
@@ -220,6 +235,31 @@ fn admin_response(world: &World, path: &str) -> hyper::Response<Full<Bytes>> {
         hyper::header::HeaderValue::from_static("application/json"),
     );
     resp
+}
+
+/// The host fault in force: `clock` (the clock call fails) or `none`.
+fn fault_json(world: &World) -> serde_json::Value {
+    let clock = world.clock_fails.load(Ordering::Relaxed);
+    serde_json::json!({"fault": if clock { "clock" } else { "none" }})
+}
+
+/// `{"fault": "clock"}` makes every worker's `proxy_get_current_time_nanoseconds` fail;
+/// `{"fault": "none"}` clears it.
+fn set_fault(world: &World, body: &[u8]) -> (u16, serde_json::Value) {
+    let wanted = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("fault").and_then(|f| f.as_str()).map(str::to_string));
+    match wanted.as_deref() {
+        Some("clock") => world.clock_fails.store(true, Ordering::Relaxed),
+        Some("none") => world.clock_fails.store(false, Ordering::Relaxed),
+        _ => {
+            return (
+                400,
+                serde_json::json!({"message": "expected {\"fault\": \"clock\" | \"none\"}"}),
+            )
+        }
+    }
+    (200, fault_json(world))
 }
 
 fn status_json(world: &World) -> serde_json::Value {

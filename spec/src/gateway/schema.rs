@@ -128,17 +128,7 @@ impl Filters {
                 let Some(schema) = &meta.schema else {
                     bail!("{at}.config: wrong type: expected a string (filter '{name}' has no config_schema in {name}.meta.json)");
                 };
-                let errors: Vec<String> = schema
-                    .iter_errors(value)
-                    .map(|e| {
-                        let path = e.instance_path().to_string();
-                        if path.is_empty() {
-                            e.to_string()
-                        } else {
-                            format!("{}: {e}", path.trim_start_matches('/').replace('/', "."))
-                        }
-                    })
-                    .collect();
+                let errors: Vec<String> = schema.iter_errors(value).map(|e| describe(&e)).collect();
                 if !errors.is_empty() {
                     bail!("{at}.config: {}", errors.join("; "));
                 }
@@ -151,4 +141,29 @@ impl Filters {
     pub fn all(&self) -> impl Iterator<Item = (&String, &FilterMeta)> {
         self.found.iter()
     }
+}
+
+/// One validation error as `path: message`. For `anyOf`/`oneOf`, like Kong's validator, the
+/// rectifications each branch needs follow (`1) …; 2) …`), so the message names the field.
+fn describe(e: &jsonschema::ValidationError<'_>) -> String {
+    let path = e.instance_path().to_string();
+    let mut text = if path.is_empty() {
+        e.to_string()
+    } else {
+        format!("{}: {e}", path.trim_start_matches('/').replace('/', "."))
+    };
+    if let jsonschema::error::ValidationErrorKind::AnyOf { context }
+    | jsonschema::error::ValidationErrorKind::OneOfNotValid { context } = e.kind()
+    {
+        let branches: Vec<String> = context
+            .iter()
+            .enumerate()
+            .map(|(i, errors)| {
+                let inner: Vec<String> = errors.iter().map(describe).collect();
+                format!("{}) {}", i + 1, inner.join(", "))
+            })
+            .collect();
+        text.push_str(&format!(" ({})", branches.join("; ")));
+    }
+    text
 }

@@ -10,6 +10,7 @@ use super::metrics::{MetricError, MetricType};
 use super::properties::{self, Property};
 use super::shared_data::{SetOutcome, ZoneError};
 use anyhow::Result;
+use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 use wasmtime::{Caller, Linker};
 
@@ -62,6 +63,9 @@ fn add_integration(linker: &mut Linker<HostState>) -> Result<()> {
         ENV,
         "proxy_get_current_time_nanoseconds",
         |mut c: C, ret: i32| -> Result<i32> {
+            if c.data().world.clock_fails.load(Ordering::Relaxed) {
+                return Ok(INTERNAL_FAILURE);
+            }
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_nanos() as u64)

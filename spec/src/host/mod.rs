@@ -18,7 +18,7 @@ pub mod wasi;
 
 use context::HostState;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Mutex;
 
 /// Kong hands filters at most this many request header pairs.
@@ -36,6 +36,9 @@ pub struct World {
     /// Per worker: filter name → linear-memory size (bytes) of its live instance, as last seen
     /// after a guest callback (for `/__status`: soak tests watch it stay bounded).
     pub memory_bytes: Mutex<Vec<BTreeMap<String, u64>>>,
+    /// Host fault (admin `POST /__fault {"fault": "clock"}`): `proxy_get_current_time_nanoseconds`
+    /// answers `InternalFailure` instead of the time, in every worker.
+    pub clock_fails: AtomicBool,
 }
 
 impl World {
@@ -48,6 +51,7 @@ impl World {
             tokens: AtomicU32::new(1),
             instances_created: Mutex::new(vec![BTreeMap::new(); workers]),
             memory_bytes: Mutex::new(vec![BTreeMap::new(); workers]),
+            clock_fails: AtomicBool::new(false),
         }
     }
 

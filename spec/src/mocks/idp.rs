@@ -106,7 +106,9 @@ impl Idp {
         self.issuer.trim_end_matches('/')
     }
 
-    fn discovery(&self, elsewhere: bool) -> Value {
+    /// The discovery document; `elsewhere` names another issuer and host, `moved` names the
+    /// moved JWKS (`<issuer>/jwks-moved`, fault `jwks_moved`).
+    fn discovery(&self, elsewhere: bool, moved: bool) -> Value {
         let (issuer, base) = if elsewhere {
             (
                 "http://elsewhere.invalid/realms/other".to_string(),
@@ -117,7 +119,7 @@ impl Idp {
         };
         json!({
             "issuer": issuer,
-            "jwks_uri": format!("{base}/jwks"),
+            "jwks_uri": format!("{base}/{}", if moved { "jwks-moved" } else { "jwks" }),
             "token_endpoint": format!("{base}/token"),
             "authorization_endpoint": format!("{base}/auth"),
             "response_types_supported": ["code", "token", "id_token"],
@@ -415,7 +417,7 @@ async fn handle_main(idp: Arc<Idp>, req: Req) -> Outcome {
     let rel = req.path.strip_prefix(idp.base_path.as_str()).unwrap_or("");
     let endpoint = match rel {
         "/.well-known/openid-configuration" => "discovery",
-        "/jwks" => "jwks",
+        "/jwks" | "/jwks-moved" => "jwks",
         "/token" => "token",
         _ => return Reply::error(404, "not_found", &format!("no endpoint at {}", req.path)).into(),
     };
@@ -428,8 +430,15 @@ async fn handle_main(idp: Arc<Idp>, req: Req) -> Outcome {
     let f = fault.as_deref().unwrap_or("none");
     match endpoint {
         "discovery" => generic_fault(f, || {
-            Reply::json(200, &idp.discovery(f == "discovery_elsewhere"))
+            Reply::json(
+                200,
+                &idp.discovery(f == "discovery_elsewhere", f == "jwks_moved"),
+            )
         }),
+        // `jwks_moved`: the keys live at `/jwks-moved` and the old `/jwks` is gone (404).
+        "jwks" if (f == "jwks_moved") != (rel == "/jwks-moved") => {
+            Reply::error(404, "not_found", &format!("no endpoint at {}", req.path)).into()
+        }
         "jwks" => {
             let fault_keys = matches!(f, "many_keys" | "wrong_type_keys").then_some(f);
             match idp.jwks(fault_keys) {
@@ -499,7 +508,12 @@ pub async fn serve(args: Args) -> Result<()> {
         }),
         filler,
         faults: Faults::new(
-            &["many_keys", "wrong_type_keys", "discovery_elsewhere"],
+            &[
+                "many_keys",
+                "wrong_type_keys",
+                "discovery_elsewhere",
+                "jwks_moved",
+            ],
             &["discovery", "jwks", "token"],
         ),
         counters: Counters::new(&["discovery", "jwks", "token"]),
