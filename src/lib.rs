@@ -27,8 +27,10 @@ pub mod reject;
 pub mod rsa_public;
 pub mod shared;
 pub mod signature;
+pub mod sigv4;
 pub mod token_cache;
 pub mod url;
+pub mod utc;
 pub mod verifier;
 
 #[cfg(target_arch = "wasm32")]
