@@ -7,6 +7,7 @@
 
 pub mod alg;
 pub mod authn;
+pub mod aws;
 pub mod b64;
 pub mod claims;
 pub mod config;
