@@ -302,7 +302,7 @@ impl Chain {
         if from_cache && !self.retried {
             self.retried = true;
             host.log(
-                LogLevel::Info,
+                LogLevel::Warn,
                 &format!(
                     "cloudrun_oidc: {} refused cached credentials ({reason}); retrying with fresh ones",
                     step.describe()
