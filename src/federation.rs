@@ -316,7 +316,13 @@ impl Chain {
                 Ok(Next::Call(self.begin_subject_fresh(target)))
             };
         }
-        Err(Failure { step, why: reason })
+        let metadata = matches!(step, Step::AwsRegion | Step::AwsRole | Step::AwsCredentials);
+        let why = if metadata && status == Some(401) && self.session.is_none() {
+            format!("{reason} (the instance requires IMDSv2: add imdsv2_session_token_url, gcloud's --enable-imdsv2)")
+        } else {
+            reason
+        };
+        Err(Failure { step, why })
     }
 
     /// The first callout towards a subject token, or the exchange when one is cached.
@@ -1159,6 +1165,20 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn imdsv1_refused_by_an_imdsv2_instance_says_what_to_add() {
+        let mut host = FakeHost::at(NOW);
+        let (_, result) = run(&mut host, &aws(false), |step, r| match step {
+            Step::AwsRegion => status(401, ""),
+            other => healthy(NOW)(other, r),
+        });
+        let text = result.unwrap_err().to_string();
+        assert!(
+            text.contains("HTTP status 401") && text.contains("imdsv2_session_token_url"),
+            "{text}"
+        );
     }
 
     #[test]
