@@ -1,5 +1,6 @@
 //! The whole example topology of `kong/kong.yml` on 127.0.0.1: two mock IdPs, mock Google (the
-//! metadata server and Google's JWKS), three Cloud Run stand-ins and the Kong stand-in running the
+//! metadata server, Google's JWKS, STS and IAM Credentials), mock AWS instance metadata, three
+//! Cloud Run stand-ins and the Kong stand-in running the
 //! real `dist/cloudrun_oidc.wasm` with `kong/kong.yml` as is. Every host name kong.yml uses
 //! (`mock-idp:9000`, `cloudrun-orders:9201`, …) is mapped to the random local port of the process
 //! that plays it with `--resolve NAME:PORT=127.0.0.1:RANDPORT`, so the file needs no edits.
@@ -9,7 +10,8 @@
 use super::gateway::{Gateway, GatewayOpts};
 use super::http::{self, Response};
 use super::mocks::{
-    CloudRun, CloudRunOptions, GoogleOptions, IdpOptions, MintRequest, MockGoogle, MockIdp,
+    AwsOptions, CloudRun, CloudRunOptions, GoogleOptions, IdpOptions, MintRequest, MockAws,
+    MockGoogle, MockIdp,
 };
 use super::process::repo_root;
 use anyhow::{anyhow, bail, Context, Result};
@@ -36,10 +38,11 @@ pub const CLOUDRUNS: [(&str, u16); 3] = [
     ("cloudrun-partners", 9203),
 ];
 /// Every `host:port` kong.yml names, and who plays it.
-pub const TOPOLOGY: [(&str, u16); 6] = [
+pub const TOPOLOGY: [(&str, u16); 7] = [
     ("mock-idp", 9000),
     ("partner-idp", 9001),
     ("mock-google", 9100),
+    ("mock-aws", 9400),
     ("cloudrun-orders", 9201),
     ("cloudrun-reports", 9202),
     ("cloudrun-partners", 9203),
@@ -136,8 +139,10 @@ pub struct World {
     pub idp: MockIdp,
     /// `partner-idp:9001`, issuer [`PARTNER_ISSUER`].
     pub partner_idp: MockIdp,
-    /// `mock-google:9100`: metadata server and Google's JWKS.
+    /// `mock-google:9100`: metadata server, Google's JWKS, STS and IAM Credentials.
     pub google: MockGoogle,
+    /// `mock-aws:9400`: EC2 instance metadata (the `/reports` route federates from it).
+    pub aws: MockAws,
     /// Cloud Run stand-ins by host name (`cloudrun-orders`, …).
     pub cloudruns: BTreeMap<String, CloudRun>,
     /// `NAME:PORT=127.0.0.1:RANDPORT` entries given to the gateway.
@@ -193,6 +198,7 @@ impl World {
         })
         .context("starting partner-idp")?;
         let google = MockGoogle::start(GoogleOptions::default()).context("starting mock-google")?;
+        let aws = MockAws::start(AwsOptions::default()).context("starting mock-aws")?;
         let mut cloudruns = BTreeMap::new();
         for (name, port) in CLOUDRUNS {
             let cloudrun = CloudRun::start(CloudRunOptions {
@@ -211,6 +217,7 @@ impl World {
                 "mock-idp" => idp.http_addr(),
                 "partner-idp" => partner_idp.http_addr(),
                 "mock-google" => google.http_addr(),
+                "mock-aws" => aws.http_addr(),
                 _ => cloudruns
                     .get(name)
                     .map(CloudRun::http_addr)
@@ -236,6 +243,7 @@ impl World {
             idp,
             partner_idp,
             google,
+            aws,
             cloudruns,
             resolve,
         })
