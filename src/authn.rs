@@ -10,7 +10,7 @@ use crate::claims;
 use crate::config::FilterConfig;
 use crate::config::GoogleHeader;
 use crate::extractor;
-use crate::google::{GoogleTokens, Mint, TokenKeys};
+use crate::google::{GoogleTokens, Mint, MintProgress, TokenKeys};
 use crate::host::{CalloutResponse, CalloutToken, Host, LogLevel};
 use crate::jwks::KeySet;
 use crate::keys::{Fetch, KeyCache, Keys, Origin, Progress, Source};
@@ -322,17 +322,25 @@ impl Request {
                 self.fetched = true;
                 self.run(host, route, worker)
             }
-            Stage::Google { grant, mint } => {
+            Stage::Google { grant, mut mint } => {
                 let (Some(keys), Some(config)) = (&route.google, &route.config.google_id_token)
                 else {
                     return deny(host, AuthError::Internal, "google config");
                 };
                 match worker
                     .google
-                    .finish(host, keys, config, &mint, response, worker.holder)
+                    .advance(host, keys, config, &mut mint, response, worker.holder)
                 {
-                    Some(bearer) => self.allow(host, route, &grant, Some(bearer)),
-                    None => deny(host, AuthError::GoogleTokenUnavailable, ""),
+                    // A federated mint's next step; a request starts it at once.
+                    MintProgress::Next if worker.google.dispatch_next(host, keys, &mut mint) => {
+                        self.sent_body |= mint.carries_body;
+                        self.stage = Stage::Google { grant, mint };
+                        Step::Wait
+                    }
+                    MintProgress::Done(bearer) => self.allow(host, route, &grant, Some(bearer)),
+                    MintProgress::Next | MintProgress::Failed => {
+                        deny(host, AuthError::GoogleTokenUnavailable, "")
+                    }
                 }
             }
         }
@@ -544,8 +552,8 @@ fn describe(token: &crate::jwt::UnverifiedToken<'_>) -> String {
 #[derive(Debug, Default)]
 pub struct RootJobs {
     jobs: HashMap<CalloutToken, Job>,
-    /// Key fetches whose next callout is due at the next tick.
-    next_steps: Vec<(usize, Fetch)>,
+    /// Jobs whose next callout (chosen by a call answer) is due at the next tick.
+    next_steps: Vec<Job>,
 }
 
 #[derive(Debug)]
@@ -579,7 +587,11 @@ impl RootJobs {
                 self.jobs.insert(fetch.token, Job::Keys { issuer, fetch });
             }
         }
-        let google_busy = self.jobs.values().any(|job| matches!(job, Job::Google(_)));
+        let google_busy = self
+            .jobs
+            .values()
+            .chain(&self.next_steps)
+            .any(|job| matches!(job, Job::Google(_)));
         if let (false, Some(keys), Some(config)) =
             (google_busy, &route.google, &route.config.google_id_token)
         {
@@ -601,24 +613,39 @@ impl RootJobs {
     /// Whether a fetch for `source` (the same URL, whichever issuer entry) is under way.
     fn fetching(&self, route: &Route, source: &Source) -> bool {
         let same = |i: &usize| route.sources.get(*i).is_some_and(|s| s.id == source.id);
-        self.jobs.values().any(|job| match job {
-            Job::Keys { issuer, .. } => same(issuer),
-            Job::Google(_) => false,
-        }) || self.next_steps.iter().any(|(issuer, _)| same(issuer))
+        self.jobs
+            .values()
+            .chain(&self.next_steps)
+            .any(|job| match job {
+                Job::Keys { issuer, .. } => same(issuer),
+                Job::Google(_) => false,
+            })
     }
 
     /// Starts the callouts that call answers left for this tick.
     fn start_next_steps(&mut self, host: &mut dyn Host, route: &Route, worker: &mut Worker) {
         let timeout = route.config.callout_timeout_ms;
-        for (issuer, mut fetch) in std::mem::take(&mut self.next_steps) {
-            let Some(source) = route.sources.get(issuer) else {
-                continue;
-            };
-            if worker
-                .keys
-                .dispatch_next(host, source, &mut fetch, timeout, worker.holder)
-            {
-                self.jobs.insert(fetch.token, Job::Keys { issuer, fetch });
+        for job in std::mem::take(&mut self.next_steps) {
+            match job {
+                Job::Keys { issuer, mut fetch } => {
+                    let Some(source) = route.sources.get(issuer) else {
+                        continue;
+                    };
+                    if worker
+                        .keys
+                        .dispatch_next(host, source, &mut fetch, timeout, worker.holder)
+                    {
+                        self.jobs.insert(fetch.token, Job::Keys { issuer, fetch });
+                    }
+                }
+                Job::Google(mut mint) => {
+                    let Some(keys) = &route.google else {
+                        continue;
+                    };
+                    if worker.google.dispatch_next(host, keys, &mut mint) {
+                        self.jobs.insert(mint.token, Job::Google(mint));
+                    }
+                }
             }
         }
     }
@@ -642,15 +669,23 @@ impl RootJobs {
                         .keys
                         .advance(host, source, &mut fetch, response, worker.holder)
                 {
-                    self.next_steps.push((issuer, fetch));
+                    self.next_steps.push(Job::Keys { issuer, fetch });
                 }
             }
-            Some(Job::Google(mint)) => {
+            Some(Job::Google(mut mint)) => {
                 if let (Some(keys), Some(config)) = (&route.google, &route.config.google_id_token) {
-                    let _ =
-                        worker
-                            .google
-                            .finish(host, keys, config, &mint, response, worker.holder);
+                    let progress = worker.google.advance(
+                        host,
+                        keys,
+                        config,
+                        &mut mint,
+                        response,
+                        worker.holder,
+                    );
+                    // A federated mint is a chain: its next callout waits for the next tick.
+                    if progress == MintProgress::Next {
+                        self.next_steps.push(Job::Google(mint));
+                    }
                 }
             }
             None => host.log(
@@ -1285,5 +1320,166 @@ mod tests {
             2,
             "refresh 300 s ahead of expiry"
         );
+    }
+
+    /// A route minting its Google token through Workload Identity Federation with a URL
+    /// subject source; `jwks`: inline caller keys (no key fetch job in the tick).
+    fn federated_route(jwks: Option<Value>) -> Route {
+        let mut issuer = json!({"issuer": ISSUER, "audiences": ["orders-api"]});
+        if let Some(jwks) = jwks {
+            issuer["jwks"] = jwks;
+        }
+        route(json!({
+            "issuers": [issuer],
+            "google_id_token": {
+                "audience": "https://run.example",
+                "source": "external_account",
+                "external_account": {
+                    "type": "external_account",
+                    "audience": "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/idp",
+                    "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+                    "token_url": "http://sts.test/v1/token",
+                    "service_account_impersonation_url": "http://iam.test/v1/projects/-/serviceAccounts/kong@p.iam.gserviceaccount.com:generateAccessToken",
+                    "credential_source": {"url": "http://token.test/token"}
+                }
+            }
+        }))
+    }
+
+    /// The answer each federation step's upstream gives when healthy.
+    fn federation_answer(call: &CalloutRequest) -> CalloutResponse {
+        match call.upstream.as_str() {
+            "token.test:80" => ok(b"subject.jwt.token"),
+            "sts.test:80" => {
+                ok(br#"{"access_token":"ya29.sts","token_type":"Bearer","expires_in":3600}"#)
+            }
+            "iam.test:80" => {
+                let token = String::from_utf8(google_jwt(NOW + 3600)).unwrap();
+                ok(json!({ "token": token }).to_string().as_bytes())
+            }
+            other => panic!("unexpected callout to {other}"),
+        }
+    }
+
+    #[test]
+    fn federated_mint_chains_one_callout_at_a_time_then_forwards() {
+        let (idp, route, mut worker, mut host) = (
+            Idp::new(),
+            federated_route(None),
+            Worker::new(1),
+            FakeHost::at(NOW),
+        );
+        let caller = idp.token("k1", json!({}));
+        let (mut request, mut step) = cold_request(&mut host, &route, &mut worker, &idp, &caller);
+        let mut upstreams = Vec::new();
+        while step == Step::Wait {
+            let before = host.callouts.len();
+            let (t, call) = last_callout(&host);
+            upstreams.push(call.upstream.clone());
+            step = request.on_callout(&mut host, &route, &mut worker, t, &federation_answer(&call));
+            let started = host.callouts.len() - before;
+            assert!(started <= 1, "{started} callouts started by one answer");
+            assert_eq!(
+                started == 1,
+                step == Step::Wait,
+                "waiting exactly when a callout is in flight"
+            );
+        }
+        assert_eq!(upstreams, ["token.test:80", "sts.test:80", "iam.test:80"]);
+        let Step::Allow(edits) = step else {
+            panic!("{step:?}")
+        };
+        let google = String::from_utf8(google_jwt(NOW + 3600)).unwrap();
+        assert!(edits.contains(&("authorization".into(), format!("Bearer {google}").into())));
+        let before = host.callouts.len();
+        let (_, step) = start(&mut host, &route, &mut worker, &caller);
+        assert!(matches!(step, Step::Allow(_)));
+        assert_eq!(host.callouts.len(), before, "cached: no callout");
+    }
+
+    #[test]
+    fn federated_step_failure_is_503_and_names_the_step() {
+        let (idp, route, mut worker, mut host) = (
+            Idp::new(),
+            federated_route(None),
+            Worker::new(1),
+            FakeHost::at(NOW),
+        );
+        let caller = idp.token("k1", json!({}));
+        let (mut request, _) = cold_request(&mut host, &route, &mut worker, &idp, &caller);
+        let (t, call) = last_callout(&host);
+        let step = request.on_callout(&mut host, &route, &mut worker, t, &federation_answer(&call));
+        assert_eq!(step, Step::Wait);
+        let (t, _) = last_callout(&host);
+        let refused = CalloutResponse {
+            status: Some(400),
+            dispatch_status: None,
+            body: br#"{"error":"invalid_grant"}"#.to_vec(),
+        };
+        let step = request.on_callout(&mut host, &route, &mut worker, t, &refused);
+        assert_eq!(step, Step::Deny(AuthError::GoogleTokenUnavailable));
+        assert!(host.logged("STS token exchange (token_url): HTTP status 400 (invalid_grant)"));
+        assert_eq!(host.metric(Metric::GoogleTokenMintFailures), 1);
+        assert!(!host.logged("subject.jwt.token"));
+    }
+
+    #[test]
+    fn federated_cold_mints_are_capped_at_one_per_worker() {
+        let idp = Idp::new();
+        let jwks: Value = serde_json::from_slice(&idp.jwks("k1")).unwrap();
+        let (route, mut worker, mut host) = (
+            federated_route(Some(jwks)),
+            Worker::new(1),
+            FakeHost::at(NOW),
+        );
+        let caller = idp.token("k1", json!({}));
+        let (first, step) = start(&mut host, &route, &mut worker, &caller);
+        assert_eq!(step, Step::Wait);
+        assert_eq!(host.callouts.len(), 1);
+        let (_, step) = start(&mut host, &route, &mut worker, &caller);
+        assert_eq!(step, Step::Deny(AuthError::GoogleTokenUnavailable));
+        assert_eq!(host.callouts.len(), 1, "no second chain in this worker");
+        let mut first = first.unwrap();
+        let mut step = Step::Wait;
+        while step == Step::Wait {
+            let (t, call) = last_callout(&host);
+            step = first.on_callout(&mut host, &route, &mut worker, t, &federation_answer(&call));
+        }
+        assert!(matches!(step, Step::Allow(_)));
+    }
+
+    #[test]
+    fn tick_runs_the_federated_chain_as_one_job() {
+        let idp = Idp::new();
+        let jwks: Value = serde_json::from_slice(&idp.jwks("k1")).unwrap();
+        let (route, mut worker, mut host) = (
+            federated_route(Some(jwks)),
+            Worker::new(1),
+            FakeHost::at(NOW),
+        );
+        let mut jobs = RootJobs::default();
+        jobs.tick(&mut host, &route, &mut worker);
+        assert_eq!(host.callouts.len(), 1);
+        for _ in 0..3 {
+            let (t, call) = last_callout(&host);
+            let before = host.callouts.len();
+            jobs.on_callout(&mut host, &route, &mut worker, t, &federation_answer(&call));
+            assert_eq!(
+                host.callouts.len(),
+                before,
+                "a root context starts no callout from a call answer (it crashes Kong's engine)"
+            );
+            // The chain's next step (if any) starts here, and no second chain with it.
+            jobs.tick(&mut host, &route, &mut worker);
+            assert!(host.callouts.len() - before <= 1);
+        }
+        assert_eq!(
+            host.callouts.len(),
+            3,
+            "ticks start no second chain meanwhile"
+        );
+        let (_, step) = start(&mut host, &route, &mut worker, &idp.token("k1", json!({})));
+        assert!(matches!(step, Step::Allow(_)), "{step:?}");
+        assert_eq!(host.callouts.len(), 3);
     }
 }

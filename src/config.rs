@@ -14,11 +14,15 @@
 //!   "none" (drop the caller's token; no header location; the header holds the bare token) while
 //!   absence means the default.
 //! - At most one of `jwks`, `jwks_url`, `discovery_url` per issuer.
-//! - `google_id_token.source` defaults to `metadata`; fields of the other source are refused.
+//! - `google_id_token.source` defaults to `metadata`; fields of the other sources are refused.
+//! - `google_id_token.external_account` is Google's credential configuration file unchanged (an
+//!   object, or a string holding it); [`crate::external_account`] parses it and errors name the
+//!   field inside it (`google_id_token.external_account.credential_source.file`).
 //! - Header names are lowercased; `algorithms` duplicates are dropped.
 
 use crate::alg::Algorithm;
 use crate::claims::ClaimPath;
+use crate::external_account::ExternalAccount;
 use crate::id_token::ServiceAccountKey;
 use crate::jwks_cache::CachePolicy;
 use crate::url::{parse_authority, HttpUrl};
@@ -223,6 +227,10 @@ pub enum GoogleSource {
         key: Box<ServiceAccountKey>,
         token_url: HttpUrl,
     },
+    /// Workload Identity Federation: the gateway's own identity (a URL's token, or AWS
+    /// instance credentials) exchanged at Google's STS, then an ID token of the impersonated
+    /// service account. Boxed: large and rare.
+    ExternalAccount(Box<ExternalAccount>),
 }
 
 /// Which request header carries the Google ID token to Cloud Run.
@@ -417,6 +425,9 @@ pub struct RawGoogle {
     pub service_account_key: Option<Value>,
     #[serde(default)]
     pub token_url: Option<String>,
+    /// Google's credential configuration (`type: external_account`), as an object or a string.
+    #[serde(default)]
+    pub external_account: Option<Value>,
     #[serde(default, deserialize_with = "present")]
     pub refresh_before_expiry_seconds: Option<u64>,
     #[serde(default)]
@@ -434,6 +445,13 @@ impl fmt::Debug for RawGoogle {
                 &self.service_account_key.as_ref().map(|_| "<redacted>"),
             )
             .field("token_url", &self.token_url)
+            .field(
+                "external_account",
+                &self
+                    .external_account
+                    .as_ref()
+                    .map(|_| "<credential configuration>"),
+            )
             .field(
                 "refresh_before_expiry_seconds",
                 &self.refresh_before_expiry_seconds,
@@ -1139,9 +1157,10 @@ fn check_header_collisions(config: &FilterConfig) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn google(raw: RawGoogle) -> Result<GoogleIdTokenConfig, ConfigError> {
+fn google(mut raw: RawGoogle) -> Result<GoogleIdTokenConfig, ConfigError> {
     let audience = raw
         .audience
+        .take()
         .ok_or_else(|| ConfigError::new("google_id_token.audience", "is required"))?;
     short_string(&audience, "google_id_token.audience")?;
     let refresh_before_expiry_secs = in_range(
@@ -1151,6 +1170,16 @@ fn google(raw: RawGoogle) -> Result<GoogleIdTokenConfig, ConfigError> {
         3000,
         "google_id_token.refresh_before_expiry_seconds",
     )?;
+    let header = match raw.header.take().as_deref() {
+        None | Some("authorization") => GoogleHeader::Authorization,
+        Some(SERVERLESS_AUTHORIZATION) => GoogleHeader::XServerlessAuthorization,
+        Some(_) => {
+            return Err(ConfigError::new(
+                "google_id_token.header",
+                "must be authorization or x-serverless-authorization",
+            ))
+        }
+    };
     let source = match raw.source.as_deref().unwrap_or("metadata") {
         "metadata" => {
             // Name the setting that was given: the operator forgot `source`, or left a key behind.
@@ -1172,6 +1201,7 @@ fn google(raw: RawGoogle) -> Result<GoogleIdTokenConfig, ConfigError> {
                     ),
                 ));
             }
+            refuse_external_account(&raw.external_account)?;
             let host = raw
                 .metadata_host
                 .unwrap_or_else(|| DEFAULT_METADATA_HOST.to_string());
@@ -1190,6 +1220,7 @@ fn google(raw: RawGoogle) -> Result<GoogleIdTokenConfig, ConfigError> {
                     "is only used with source: metadata",
                 ));
             }
+            refuse_external_account(&raw.external_account)?;
             let key = raw.service_account_key.ok_or_else(|| {
                 ConfigError::new(
                     "google_id_token.service_account_key",
@@ -1206,20 +1237,11 @@ fn google(raw: RawGoogle) -> Result<GoogleIdTokenConfig, ConfigError> {
                 token_url,
             }
         }
+        "external_account" => GoogleSource::ExternalAccount(Box::new(external_account(raw)?)),
         _ => {
             return Err(ConfigError::new(
                 "google_id_token.source",
-                "must be metadata or service_account",
-            ))
-        }
-    };
-    let header = match raw.header.as_deref() {
-        None | Some("authorization") => GoogleHeader::Authorization,
-        Some(SERVERLESS_AUTHORIZATION) => GoogleHeader::XServerlessAuthorization,
-        Some(_) => {
-            return Err(ConfigError::new(
-                "google_id_token.header",
-                "must be authorization or x-serverless-authorization",
+                "must be metadata, service_account or external_account",
             ))
         }
     };
@@ -1228,6 +1250,58 @@ fn google(raw: RawGoogle) -> Result<GoogleIdTokenConfig, ConfigError> {
         source,
         header,
         refresh_before_expiry_secs,
+    })
+}
+
+/// `external_account` belongs to `source: external_account` only.
+fn refuse_external_account(external_account: &Option<Value>) -> Result<(), ConfigError> {
+    match external_account {
+        Some(_) => Err(ConfigError::new(
+            "google_id_token.source",
+            "external_account needs source: external_account",
+        )),
+        None => Ok(()),
+    }
+}
+
+/// `source: external_account`: the credential configuration, and none of the other sources'
+/// fields.
+fn external_account(raw: RawGoogle) -> Result<ExternalAccount, ConfigError> {
+    const FIELD: &str = "google_id_token.external_account";
+    if raw.metadata_host.is_some() {
+        return Err(ConfigError::new(
+            "google_id_token.metadata_host",
+            "is only used with source: metadata",
+        ));
+    }
+    if raw.service_account_key.is_some() {
+        return Err(ConfigError::new(
+            "google_id_token.service_account_key",
+            "is only used with source: service_account (external_account needs no key)",
+        ));
+    }
+    if raw.token_url.is_some() {
+        return Err(ConfigError::new(
+            "google_id_token.token_url",
+            "is only used with source: service_account (the STS URL is the credential configuration's token_url)",
+        ));
+    }
+    let value = raw.external_account.ok_or_else(|| {
+        ConfigError::new(
+            FIELD,
+            "is required with source: external_account (the credential configuration gcloud iam workload-identity-pools create-cred-config writes)",
+        )
+    })?;
+    if value.as_str().is_some_and(|s| s.len() > MAX_DOCUMENT_BYTES) {
+        return Err(ConfigError::new(FIELD, "is too large"));
+    }
+    ExternalAccount::parse(&value).map_err(|e| {
+        let field = if e.field.is_empty() {
+            FIELD.to_string()
+        } else {
+            format!("{FIELD}.{}", e.field)
+        };
+        ConfigError::new(field, e.message)
     })
 }
 
@@ -2086,6 +2160,104 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    fn credential_file() -> Value {
+        json!({
+            "type": "external_account",
+            "audience": "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/aws",
+            "subject_token_type": "urn:ietf:params:aws:token-type:aws4_request",
+            "token_url": "https://sts.googleapis.com/v1/token",
+            "service_account_impersonation_url": "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/kong@p.iam.gserviceaccount.com:generateAccessToken",
+            "credential_source": {
+                "environment_id": "aws1",
+                "region_url": "http://169.254.169.254/latest/meta-data/placement/availability-zone",
+                "url": "http://169.254.169.254/latest/meta-data/iam/security-credentials",
+                "regional_cred_verification_url": "https://sts.{region}.amazonaws.com?Action=GetCallerIdentity&Version=2011-06-15"
+            }
+        })
+    }
+
+    #[test]
+    fn external_account_is_the_credential_file_as_object_or_string() {
+        for file in [credential_file(), json!(credential_file().to_string())] {
+            let v = with(
+                minimal(),
+                "google_id_token",
+                json!({"audience": "https://run.example", "source": "external_account", "external_account": file}),
+            );
+            let c = parse(v).unwrap();
+            match &c.google_id_token.as_ref().unwrap().source {
+                GoogleSource::ExternalAccount(a) => {
+                    assert_eq!(a.service_account, "kong@p.iam.gserviceaccount.com")
+                }
+                other => panic!("{other:?}"),
+            }
+            assert!(c
+                .owned_headers()
+                .contains(&FORWARDED_AUTHORIZATION.to_string()));
+        }
+    }
+
+    #[test]
+    fn external_account_errors_name_the_field_inside_the_file() {
+        let google = |extra: Value| {
+            let mut g = json!({"audience": "a", "source": "external_account", "external_account": credential_file()});
+            for (k, v) in extra.as_object().unwrap() {
+                g[k] = v.clone();
+            }
+            with(minimal(), "google_id_token", g)
+        };
+        let mut file_source = credential_file();
+        file_source["credential_source"] = json!({"file": "/run/token"});
+        let cases = [
+            (
+                with(
+                    minimal(),
+                    "google_id_token",
+                    json!({"audience": "a", "source": "external_account"}),
+                ),
+                "google_id_token.external_account",
+            ),
+            (
+                with(
+                    minimal(),
+                    "google_id_token",
+                    json!({"audience": "a", "external_account": credential_file()}),
+                ),
+                "google_id_token.source",
+            ),
+            (
+                google(json!({"token_url": "https://oauth2.googleapis.com/token"})),
+                "google_id_token.token_url",
+            ),
+            (
+                google(json!({"metadata_host": "metadata"})),
+                "google_id_token.metadata_host",
+            ),
+            (
+                google(json!({"service_account_key": "{}"})),
+                "google_id_token.service_account_key",
+            ),
+            (
+                google(json!({"external_account": file_source})),
+                "google_id_token.external_account.credential_source.file",
+            ),
+            (
+                google(json!({"external_account": "{"})),
+                "google_id_token.external_account",
+            ),
+            (
+                google(json!({"external_account": 7})),
+                "google_id_token.external_account",
+            ),
+        ];
+        for (v, field) in cases {
+            let e = err(v);
+            assert_eq!(e.field, field, "{e}");
+        }
+        let e = err(google(json!({"external_account": file_source})));
+        assert!(e.message.contains("cannot read files"), "{e}");
     }
 
     #[test]

@@ -1,23 +1,30 @@
 //! Google ID tokens at run time: the worker's copy, the copy in shared data, and minting one
-//! (metadata server or service-account assertion) through a callout. Token logic and request
-//! shapes live in [`crate::id_token`]; this module decides where a token comes from.
+//! (metadata server or service-account assertion: one callout; Workload Identity Federation: a
+//! chain of single callouts, [`crate::federation`]). Token logic and request shapes live in
+//! [`crate::id_token`]; this module decides where a token comes from.
 
 use crate::config::{GoogleIdTokenConfig, GoogleSource};
-use crate::host::{CalloutResponse, CalloutToken, Host, LogLevel};
+use crate::federation::{self, CacheKeys, Chain, Next, Target};
+use crate::host::{CalloutRequest, CalloutResponse, CalloutToken, Host, LogLevel};
 use crate::id_token::{self, GoogleToken};
 use crate::metrics::Metric;
 use crate::shared::{self, Lease, Slot};
 use std::collections::HashMap;
 use std::rc::Rc;
 
-/// Cold mints one worker may have in flight for one audience.
+/// Cold mints one worker may have in flight for one audience (one-callout sources).
 const MAX_COLD_MINTS_PER_WORKER: usize = 4;
+/// Cold federated mints per worker and audience: each is a chain of up to six callouts against
+/// STS and IAM quotas, so a cold burst mints once per worker (the rest get 503 + Retry-After).
+const MAX_COLD_FEDERATED_MINTS_PER_WORKER: usize = 1;
 
 /// Shared-data keys for one (source, audience).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenKeys {
     pub entry: String,
     pub lease: String,
+    /// The external account's cached credentials (`source: external_account` only).
+    pub federation: Option<CacheKeys>,
 }
 
 impl TokenKeys {
@@ -25,12 +32,27 @@ impl TokenKeys {
         let source = match &config.source {
             GoogleSource::Metadata { host } => format!("metadata:{host}"),
             GoogleSource::ServiceAccount { key, .. } => format!("sa:{}", key.client_email),
+            GoogleSource::ExternalAccount(account) => format!("wif:{}", account.service_account),
+        };
+        let federation = match &config.source {
+            GoogleSource::ExternalAccount(account) => Some(CacheKeys::new(namespace, account)),
+            _ => None,
         };
         TokenKeys {
             entry: format!("{namespace}/google/{source}/{}", config.audience),
             lease: format!("{namespace}/google-lease/{source}/{}", config.audience),
+            federation,
         }
     }
+}
+
+/// How long a mint may take: each of its callouts may use the whole timeout.
+fn mint_lease_ms(config: &GoogleIdTokenConfig, timeout_ms: u32) -> u64 {
+    let steps = match &config.source {
+        GoogleSource::ExternalAccount(account) => account.max_steps(),
+        _ => 1,
+    };
+    u64::from(timeout_ms).saturating_mul(u64::from(steps) + 1)
 }
 
 #[derive(Debug)]
@@ -57,12 +79,33 @@ pub struct GoogleTokens {
 /// A mint in flight.
 #[derive(Debug)]
 pub struct Mint {
+    /// The callout the mint waits for (the current step's, for a chain).
     pub token: CalloutToken,
     /// The callout carries a request body (the service-account token exchange).
     pub carries_body: bool,
     cold: bool,
     lease: bool,
     started_ms: u64,
+    /// Every step's callout timeout.
+    timeout_ms: u32,
+    /// Where a federated mint is; `None` for one-callout sources.
+    chain: Option<Chain>,
+    /// The callout an answer chose for the next step, not started yet (see
+    /// [`GoogleTokens::dispatch_next`]).
+    next_call: Option<Box<CalloutRequest>>,
+}
+
+/// What an answer did to a mint.
+#[derive(Debug, PartialEq, Eq)]
+pub enum MintProgress {
+    /// A federated mint's next step is chosen: start it with [`GoogleTokens::dispatch_next`] (at
+    /// once in a request; at the next tick in a root context, which must not start a callout
+    /// from a call answer).
+    Next,
+    /// The token, as the whole `Authorization` value (stored in the worker and shared data).
+    Done(Rc<str>),
+    /// Minting failed (logged and counted).
+    Failed,
 }
 
 impl GoogleTokens {
@@ -121,13 +164,17 @@ impl GoogleTokens {
         holder: u64,
     ) -> Option<Mint> {
         let now_ms = host.now_ms();
-        let lease_ms = u64::from(timeout_ms).saturating_mul(2);
+        let lease_ms = mint_lease_ms(config, timeout_ms);
         let mut lease = false;
         if cold {
+            let cap = match config.source {
+                GoogleSource::ExternalAccount(_) => MAX_COLD_FEDERATED_MINTS_PER_WORKER,
+                _ => MAX_COLD_MINTS_PER_WORKER,
+            };
             let slot = self.tokens.get_mut(&keys.entry)?;
             slot.cold_started_ms
                 .retain(|s| now_ms.saturating_sub(*s) < lease_ms);
-            if slot.cold_started_ms.len() >= MAX_COLD_MINTS_PER_WORKER {
+            if slot.cold_started_ms.len() >= cap {
                 return None;
             }
         } else {
@@ -138,8 +185,8 @@ impl GoogleTokens {
             }
         }
         host.count(Metric::GoogleTokenMints);
-        let request = match mint_request(config, host.now_secs(), timeout_ms) {
-            Ok(request) => request,
+        let (request, chain) = match mint_request(host, keys, config, timeout_ms) {
+            Ok(started) => started,
             Err(reason) => {
                 self.fail(host, &reason);
                 return None;
@@ -163,48 +210,65 @@ impl GoogleTokens {
             cold,
             lease,
             started_ms: now_ms,
+            timeout_ms,
+            chain,
+            next_call: None,
         })
     }
 
-    /// Takes the answer to `mint`: the new token (stored in the worker and shared data), or
-    /// `None` when minting failed (logged and counted).
-    pub fn finish(
+    /// Takes the answer to `mint`'s callout: the next step of a chain chosen
+    /// ([`MintProgress::Next`]), the new token (stored in the worker and shared data), or a
+    /// failure (logged and counted).
+    pub fn advance(
         &mut self,
         host: &mut dyn Host,
         keys: &TokenKeys,
         config: &GoogleIdTokenConfig,
-        mint: &Mint,
+        mint: &mut Mint,
         response: &CalloutResponse,
         holder: u64,
-    ) -> Option<Rc<str>> {
-        if mint.cold {
-            if let Some(slot) = self.tokens.get_mut(&keys.entry) {
-                if let Some(i) = slot
-                    .cold_started_ms
-                    .iter()
-                    .position(|s| *s == mint.started_ms)
-                {
-                    slot.cold_started_ms.swap_remove(i);
+    ) -> MintProgress {
+        let now = host.now_secs();
+        let timeout_ms = mint.timeout_ms;
+        let parsed = match (
+            &config.source,
+            mint.chain.as_mut(),
+            keys.federation.as_ref(),
+        ) {
+            (GoogleSource::Metadata { .. }, ..) => response
+                .ok_body()
+                .and_then(|body| GoogleToken::from_jwt(body, now).map_err(|e| e.to_string())),
+            (GoogleSource::ServiceAccount { .. }, ..) => response.ok_body().and_then(|body| {
+                GoogleToken::from_token_response(body, now).map_err(|e| e.to_string())
+            }),
+            (GoogleSource::ExternalAccount(account), Some(chain), Some(cache)) => {
+                let target = Target {
+                    account,
+                    keys: cache,
+                    audience: &config.audience,
+                    timeout_ms,
+                };
+                match chain.advance(host, &target, response) {
+                    Ok(Next::Call(request)) => {
+                        mint.next_call = Some(Box::new(request));
+                        return MintProgress::Next;
+                    }
+                    Ok(Next::Token(token)) => Ok(token),
+                    Err(failure) => Err(failure.to_string()),
                 }
             }
-        }
-        let now = host.now_secs();
-        let parsed = response.ok_body().and_then(|body| {
-            match config.source {
-                GoogleSource::Metadata { .. } => GoogleToken::from_jwt(body, now),
-                GoogleSource::ServiceAccount { .. } => GoogleToken::from_token_response(body, now),
-            }
-            .map_err(|e| e.to_string())
-        });
+            (GoogleSource::ExternalAccount(_), ..) => Err("federation state missing".to_string()),
+        };
+        self.end_cold(keys, mint);
         let token = match parsed {
             Ok(token) if token.usable(now) => Rc::new(token),
             Ok(_) => {
                 self.fail(host, "token expires too soon");
-                return None;
+                return MintProgress::Failed;
             }
             Err(reason) => {
                 self.fail(host, &reason);
-                return None;
+                return MintProgress::Failed;
             }
         };
         if let Err(e) = shared::overwrite(host, &keys.entry, &token.encode()) {
@@ -228,7 +292,48 @@ impl GoogleTokens {
         );
         let slot = self.slot(keys);
         slot.set(token);
-        Some(slot.bearer.clone())
+        MintProgress::Done(slot.bearer.clone())
+    }
+
+    /// A finished cold mint frees its place under the per-worker cap.
+    /// Starts the callout of a federated mint's next step (after [`MintProgress::Next`]).
+    /// `false`: there was none, or the host refused it; the mint has failed (logged, counted).
+    pub fn dispatch_next(
+        &mut self,
+        host: &mut dyn Host,
+        keys: &TokenKeys,
+        mint: &mut Mint,
+    ) -> bool {
+        let step = mint.chain.as_ref().map_or("", |c| c.step().describe());
+        let refused = match mint.next_call.take() {
+            Some(request) => match host.dispatch(&request) {
+                Ok(token) => {
+                    mint.token = token;
+                    mint.carries_body |= request.body.is_some();
+                    return true;
+                }
+                Err(e) => format!("dispatch_http_call refused: {}", e.0),
+            },
+            None => "no next step".to_string(),
+        };
+        self.end_cold(keys, mint);
+        self.fail(host, &format!("external_account step {step}: {refused}"));
+        false
+    }
+
+    fn end_cold(&mut self, keys: &TokenKeys, mint: &Mint) {
+        if !mint.cold {
+            return;
+        }
+        if let Some(slot) = self.tokens.get_mut(&keys.entry) {
+            if let Some(i) = slot
+                .cold_started_ms
+                .iter()
+                .position(|s| *s == mint.started_ms)
+            {
+                slot.cold_started_ms.swap_remove(i);
+            }
+        }
     }
 
     /// Logs and counts a failed mint. A lease taken for it is left to run out, which spaces
@@ -254,26 +359,45 @@ fn adopt_shared(slot: &mut WorkerToken, host: &dyn Host, keys: &TokenKeys) {
     }
 }
 
-/// The callout that mints a token for `config`.
+/// The (first) callout that mints a token for `config`, and the chain state of a federated mint.
 fn mint_request(
+    host: &mut dyn Host,
+    keys: &TokenKeys,
     config: &GoogleIdTokenConfig,
-    now: u64,
     timeout_ms: u32,
-) -> Result<crate::host::CalloutRequest, String> {
+) -> Result<(CalloutRequest, Option<Chain>), String> {
+    let now = host.now_secs();
     Ok(match &config.source {
-        GoogleSource::Metadata { host } => {
-            id_token::metadata_request(host, &config.audience, timeout_ms)
-        }
+        GoogleSource::Metadata { host } => (
+            id_token::metadata_request(host, &config.audience, timeout_ms),
+            None,
+        ),
         GoogleSource::ServiceAccount { key, token_url } => {
             let assertion = key
                 .assertion(&token_url.to_string(), &config.audience, now)
                 .map_err(|e| e.to_string())?;
-            id_token::token_request(
+            let request = id_token::token_request(
                 token_url,
                 &token_url.dispatch_target(),
                 &assertion,
                 timeout_ms,
-            )
+            );
+            (request, None)
+        }
+        GoogleSource::ExternalAccount(account) => {
+            let cache = keys
+                .federation
+                .as_ref()
+                .ok_or("federation cache keys missing")?;
+            let target = Target {
+                account,
+                keys: cache,
+                audience: &config.audience,
+                timeout_ms,
+            };
+            let (chain, request) =
+                Chain::start(host, &target).map_err(|f: federation::Failure| f.to_string())?;
+            (request, Some(chain))
         }
     })
 }

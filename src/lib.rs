@@ -7,12 +7,15 @@
 
 pub mod alg;
 pub mod authn;
+pub mod aws;
 pub mod b64;
 pub mod claims;
 pub mod config;
 pub mod discovery;
 pub mod ecdsa_comb;
+pub mod external_account;
 pub mod extractor;
+pub mod federation;
 pub mod google;
 pub mod host;
 pub mod id_token;
@@ -28,8 +31,10 @@ pub mod request_headers;
 pub mod rsa_public;
 pub mod shared;
 pub mod signature;
+pub mod sigv4;
 pub mod token_cache;
 pub mod url;
+pub mod utc;
 pub mod verifier;
 
 #[cfg(target_arch = "wasm32")]

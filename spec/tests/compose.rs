@@ -215,6 +215,31 @@ fn kong_yml_endpoints(kong: &Value) -> Vec<(String, u16, String)> {
                     .unwrap_or("metadata.google.internal");
                 let (h, p) = host_port(host);
                 out.push((h, p, format!("google_id_token.metadata_host {host}")));
+            } else if source == "external_account" {
+                let account = &google["external_account"];
+                let source = &account["credential_source"];
+                for (field, url) in [
+                    ("token_url", &account["token_url"]),
+                    (
+                        "service_account_impersonation_url",
+                        &account["service_account_impersonation_url"],
+                    ),
+                    ("credential_source.url", &source["url"]),
+                    ("credential_source.region_url", &source["region_url"]),
+                    (
+                        "credential_source.imdsv2_session_token_url",
+                        &source["imdsv2_session_token_url"],
+                    ),
+                ] {
+                    if let Some(url) = url.as_str() {
+                        let (h, p) = host_port(url);
+                        out.push((
+                            h,
+                            p,
+                            format!("google_id_token.external_account.{field} {url}"),
+                        ));
+                    }
+                }
             } else if let Some(url) = google["token_url"].as_str() {
                 let (h, p) = host_port(url);
                 out.push((h, p, format!("google_id_token.token_url {url}")));

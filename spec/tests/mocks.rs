@@ -27,7 +27,7 @@ fn bearer(token: &str) -> String {
 
 #[test]
 fn every_binary_answers_help() {
-    for bin in ["mock-idp", "mock-google", "cloudrun"] {
+    for bin in ["mock-idp", "mock-google", "mock-aws", "cloudrun"] {
         let out = std::process::Command::new(cloudrun_spec::testkit::bin_path(bin).unwrap())
             .arg("--help")
             .output()

@@ -382,6 +382,14 @@ fn run(world: &World, demo: &mut Demo) -> Result<()> {
         demo.expect("Google token aud", "http://cloudrun-reports:9202", aud);
         let scopes = echo.header("x-user-scopes").unwrap_or_default();
         demo.expect("x-user-scopes", "openid reports.read", scopes);
+        // /reports mints through Workload Identity Federation (no key): AWS role → STS → IAM.
+        let sts = world.google.counter("sts")?;
+        demo.expect_that(
+            "Google token via external_account (STS exchanges)",
+            sts >= 1,
+            ">= 1".into(),
+            sts.to_string(),
+        );
     }
 
     // 6. Second issuer.

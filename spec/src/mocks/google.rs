@@ -1,5 +1,6 @@
 //! `mock-google`: the GCE metadata identity endpoint, Google's OAuth token endpoint for the
-//! service-account JWT-bearer flow, Google's JWKS, controls and counters (see spec/README.md).
+//! service-account JWT-bearer flow, Google's JWKS, Workload Identity Federation's STS token
+//! exchange and IAM Credentials `generateIdToken`, controls and counters (see spec/README.md).
 
 use super::common::{mint_token, now, obj, Counters};
 use super::server::{self, common_control, generic_fault, Faults, Outcome, Reply, Req};
@@ -7,9 +8,11 @@ use crate::jose::{self, Alg, KeyKind, SigningKey};
 use anyhow::{Context, Result};
 use clap::Parser;
 use serde_json::{json, Map, Value};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 const TAG: &str = "mock-google";
 /// Google's ID token issuer.
@@ -18,6 +21,16 @@ pub const ISSUER: &str = "https://accounts.google.com";
 pub const IDENTITY_PATH: &str = "/computeMetadata/v1/instance/service-accounts/default/identity";
 /// The JWT-bearer grant type.
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+/// STS's token endpoint path (`https://sts.googleapis.com/v1/token`).
+pub const STS_PATH: &str = "/v1/token";
+/// IAM Credentials' service-account paths (`…/serviceAccounts/<email>:generateIdToken`).
+pub const IAM_PREFIX: &str = "/v1/projects/-/serviceAccounts/";
+/// The workload identity pool provider STS accepts by default.
+pub const DEFAULT_POOL: &str = "//iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/spec-pool/providers/spec-provider";
+const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+const AWS_TOKEN_TYPE: &str = "urn:ietf:params:aws:token-type:aws4_request";
+const JWKS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Command line of `mock-google`.
 #[derive(Parser, Debug, Clone)]
@@ -51,6 +64,33 @@ pub struct Args {
     /// The key file's `project_id`.
     #[arg(long, default_value = "spec-project")]
     pub project_id: String,
+    /// The workload identity pool provider STS accepts as `audience` (and AWS subject tokens
+    /// must carry as `x-goog-cloud-target-resource`).
+    #[arg(long, default_value = DEFAULT_POOL)]
+    pub sts_audience: String,
+    /// JWKS of the issuer whose JWTs STS accepts as subject tokens (e.g. mock-idp's `/jwks`).
+    #[arg(long)]
+    pub sts_jwks_url: Option<String>,
+    /// That issuer (`iss` of subject JWTs).
+    #[arg(long)]
+    pub sts_issuer: Option<String>,
+    /// The `aud` subject JWTs must carry. Default: the pool provider as an https URL
+    /// (Google's default allowed audience).
+    #[arg(long)]
+    pub sts_jwt_audience: Option<String>,
+    /// Lifetime of the STS access tokens (s).
+    #[arg(long, default_value_t = 3600)]
+    pub sts_token_ttl: i64,
+    /// The AWS access key id AWS subject tokens must be signed with (mock-aws's).
+    #[arg(long, default_value = super::aws::DEFAULT_ACCESS_KEY_ID)]
+    pub aws_access_key_id: String,
+    #[arg(long, default_value = super::aws::DEFAULT_SECRET_ACCESS_KEY)]
+    pub aws_secret_access_key: String,
+    #[arg(long, default_value = super::aws::DEFAULT_SESSION_TOKEN)]
+    pub aws_session_token: String,
+    /// The region AWS subject tokens must be signed for.
+    #[arg(long, default_value = super::aws::DEFAULT_REGION)]
+    pub aws_region: String,
 }
 
 struct Google {
@@ -63,8 +103,52 @@ struct Google {
     sa_key: SigningKey,
     sa_json: Value,
     ttl: AtomicI64,
+    /// STS access tokens issued: token → (expiry, principal).
+    sts_tokens: Mutex<HashMap<String, (i64, String)>>,
     faults: Arc<Faults>,
     counters: Counters,
+}
+
+/// Google's error shape for IAM APIs.
+fn google_error(status: u16, code: &str, message: &str) -> Reply {
+    Reply::json(
+        status,
+        &json!({"error": {"code": status, "message": message, "status": code}}),
+    )
+}
+
+/// Percent-decoding (no `+` rule: the AWS subject token is `quote()`d, not form-encoded).
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// `20150830T123600Z` → seconds since the epoch.
+fn amz_date_secs(date: &str) -> Option<i64> {
+    let field = |r: std::ops::Range<usize>| date.get(r).and_then(|s| s.parse::<i64>().ok());
+    if date.len() != 16 || date.get(8..9) != Some("T") || !date.ends_with('Z') {
+        return None;
+    }
+    let (y, m, d) = (field(0..4)?, field(4..6)?, field(6..8)?);
+    let (hh, mm, ss) = (field(9..11)?, field(11..13)?, field(13..15)?);
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some((era * 146_097 + doe - 719_468) * 86_400 + hh * 3600 + mm * 60 + ss)
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -251,6 +335,251 @@ impl Google {
         }
     }
 
+    /// RFC 8693 token exchange as Google's STS does it for workload identity pools: the subject
+    /// (a JWT of `--sts-issuer`, or an AWS `GetCallerIdentity` request signed with mock-aws's
+    /// credentials) for a short-lived access token.
+    async fn sts(&self, req: &Req) -> Reply {
+        if req.method != "POST" {
+            return Reply::error(405, "invalid_request", "the token endpoint takes POST");
+        }
+        let form = req.form();
+        let field = |name: &str| {
+            form.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        if field("grant_type") != Some(TOKEN_EXCHANGE) {
+            return Reply::error(400, "unsupported_grant_type", "Invalid grant_type");
+        }
+        if field("audience") != Some(self.args.sts_audience.as_str()) {
+            return Reply::error(
+                400,
+                "invalid_target",
+                "The target service indicated by the \"audience\" parameters is invalid.",
+            );
+        }
+        if field("requested_token_type") != Some(ACCESS_TOKEN_TYPE) {
+            return Reply::error(400, "invalid_request", "Invalid requested_token_type");
+        }
+        if !field("scope").is_some_and(|s| {
+            s.split(' ')
+                .any(|s| s == "https://www.googleapis.com/auth/cloud-platform")
+        }) {
+            return Reply::error(400, "invalid_scope", "cloud-platform scope required");
+        }
+        let Some(subject) = field("subject_token") else {
+            return Reply::error(400, "invalid_request", "subject_token is required");
+        };
+        let principal = match field("subject_token_type") {
+            Some(AWS_TOKEN_TYPE) => self.check_aws_subject(subject),
+            Some(
+                "urn:ietf:params:oauth:token-type:jwt"
+                | "urn:ietf:params:oauth:token-type:id_token",
+            ) => self.check_jwt_subject(subject).await,
+            _ => Err("unsupported subject_token_type".to_string()),
+        };
+        let principal = match principal {
+            Ok(p) => p,
+            Err(why) => return Reply::error(400, "invalid_grant", &why),
+        };
+        let token = format!("ya29.d.mock-sts-{}", random_hex(24));
+        let ttl = self.args.sts_token_ttl;
+        if let Ok(mut tokens) = self.sts_tokens.lock() {
+            tokens.retain(|_, (exp, _)| *exp > now());
+            tokens.insert(token.clone(), (now() + ttl, principal));
+        }
+        Reply::json(
+            200,
+            &json!({"access_token": token, "issued_token_type": ACCESS_TOKEN_TYPE, "token_type": "Bearer", "expires_in": ttl}),
+        )
+    }
+
+    async fn check_jwt_subject(&self, token: &str) -> Result<String, String> {
+        let url = self
+            .args
+            .sts_jwks_url
+            .as_deref()
+            .ok_or("no OIDC provider configured (--sts-jwks-url)")?;
+        let (status, body) = super::client::get(url, JWKS_TIMEOUT)
+            .await
+            .map_err(|e| format!("provider keys unavailable: {e}"))?;
+        if status != 200 {
+            return Err(format!("provider keys unavailable: {status}"));
+        }
+        let jwks: Value =
+            serde_json::from_slice(&body).map_err(|_| "provider keys are not JSON")?;
+        let decoded = jose::verify_compact(token, &jwks, &[Alg::RS256, Alg::ES256])
+            .map_err(|e| format!("Invalid JWT signature ({e})"))?;
+        let claims = decoded.claims().map_err(|e| e.to_string())?;
+        if claims.get("iss").and_then(Value::as_str) != self.args.sts_issuer.as_deref() {
+            return Err("The issuer in ID Token does not match the expected ones".into());
+        }
+        let want = self
+            .args
+            .sts_jwt_audience
+            .clone()
+            .unwrap_or_else(|| format!("https:{}", self.args.sts_audience));
+        let aud_ok = match claims.get("aud") {
+            Some(Value::String(a)) => *a == want,
+            Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(want.as_str())),
+            _ => false,
+        };
+        if !aud_ok {
+            return Err("The audience in ID Token does not match the expected audience".into());
+        }
+        if claims
+            .get("exp")
+            .and_then(Value::as_i64)
+            .is_none_or(|exp| exp <= now())
+        {
+            return Err("ID Token has expired".into());
+        }
+        let sub = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        Ok(format!("principal://pool/subject/{sub}"))
+    }
+
+    /// What AWS STS would say about the replayed `GetCallerIdentity` request.
+    fn check_aws_subject(&self, token: &str) -> Result<String, String> {
+        let json = percent_decode(token).ok_or("subject token is not URL-encoded")?;
+        let signed: Value = serde_json::from_str(&json)
+            .map_err(|_| "subject token is not the serialised request")?;
+        let method = signed["method"].as_str().unwrap_or_default();
+        let url = signed["url"].as_str().unwrap_or_default();
+        let expected_url = format!(
+            "https://sts.{}.amazonaws.com?Action=GetCallerIdentity&Version=2011-06-15",
+            self.args.aws_region
+        );
+        if method != "POST" || url != expected_url {
+            return Err(format!(
+                "the AWS request must be POST {expected_url} (got {method} {url})"
+            ));
+        }
+        let headers: Vec<(String, String)> = signed["headers"]
+            .as_array()
+            .ok_or("no headers")?
+            .iter()
+            .map(|h| {
+                (
+                    h["key"].as_str().unwrap_or_default().to_string(),
+                    h["value"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        };
+        if header("x-goog-cloud-target-resource") != Some(self.args.sts_audience.as_str()) {
+            return Err("x-goog-cloud-target-resource is not this provider".into());
+        }
+        if header("x-amz-security-token") != Some(self.args.aws_session_token.as_str()) {
+            return Err(
+                "InvalidClientTokenId: the security token included in the request is invalid"
+                    .into(),
+            );
+        }
+        let date = header("x-amz-date")
+            .and_then(amz_date_secs)
+            .ok_or("no valid x-amz-date")?;
+        if (date - now()).abs() > 15 * 60 {
+            return Err("Signature expired".into());
+        }
+        super::sigv4::verify(
+            method,
+            url,
+            &headers,
+            &super::sigv4::Expected {
+                access_key_id: &self.args.aws_access_key_id,
+                secret_access_key: &self.args.aws_secret_access_key,
+                region: &self.args.aws_region,
+                service: "sts",
+                must_sign: &[
+                    "host",
+                    "x-amz-date",
+                    "x-amz-security-token",
+                    "x-goog-cloud-target-resource",
+                ],
+            },
+        )?;
+        Ok(format!(
+            "arn:aws:sts::123456789012:assumed-role/{}",
+            "kong-gateway-role"
+        ))
+    }
+
+    /// IAM Credentials `generateIdToken`: an STS token of this mock for the service account.
+    fn iam(&self, req: &Req) -> Reply {
+        if req.method != "POST" {
+            return google_error(405, "METHOD_NOT_ALLOWED", "generateIdToken takes POST");
+        }
+        let Some(account) = req
+            .path
+            .strip_prefix(IAM_PREFIX)
+            .and_then(|rest| rest.strip_suffix(":generateIdToken"))
+        else {
+            return google_error(404, "NOT_FOUND", "no such method");
+        };
+        let bearer = req
+            .header("authorization")
+            .and_then(|a| a.strip_prefix("Bearer "));
+        let known = bearer.and_then(|b| {
+            self.sts_tokens
+                .lock()
+                .ok()
+                .and_then(|t| t.get(b).filter(|(exp, _)| *exp > now()).cloned())
+        });
+        if known.is_none() {
+            return google_error(
+                401,
+                "UNAUTHENTICATED",
+                "Request had invalid authentication credentials.",
+            );
+        }
+        if account != self.args.client_email {
+            return google_error(403, "PERMISSION_DENIED", "Permission 'iam.serviceAccounts.getOpenIdToken' denied on resource (or it may not exist).");
+        }
+        let body = req.json().unwrap_or_default();
+        let Some(audience) = body
+            .get("audience")
+            .and_then(Value::as_str)
+            .filter(|a| !a.is_empty())
+        else {
+            return google_error(400, "INVALID_ARGUMENT", "audience is required");
+        };
+        let t = now();
+        let mut claims = obj(vec![
+            ("iss", json!(ISSUER)),
+            ("aud", json!(audience)),
+            ("azp", json!(self.client_id)),
+            ("sub", json!(self.client_id)),
+            ("iat", json!(t)),
+            ("exp", json!(t + self.ttl.load(Ordering::Relaxed))),
+        ]);
+        if body.get("includeEmail").and_then(Value::as_bool) == Some(true) {
+            claims.insert("email".into(), json!(self.args.client_email));
+            claims.insert("email_verified".into(), json!(true));
+        }
+        match self.id_token(claims) {
+            Ok(token) => Reply::json(200, &json!({ "token": token })),
+            Err(r) => r,
+        }
+    }
+
+    /// Forgets every STS token issued (IAM then answers 401 to them).
+    fn revoke_sts(&self) -> Reply {
+        let n = self.sts_tokens.lock().map(|mut t| {
+            let n = t.len();
+            t.clear();
+            n
+        });
+        Reply::json(200, &json!({ "revoked": n.unwrap_or(0) }))
+    }
+
     fn mint(&self, body: &Value) -> Reply {
         let key = match self.current_key() {
             Ok(k) => k,
@@ -343,6 +672,10 @@ async fn handle_main(g: Arc<Google>, req: Req) -> Outcome {
         "token"
     } else if path == "/oauth2/v3/certs" {
         "certs"
+    } else if path == STS_PATH {
+        "sts"
+    } else if path.starts_with(IAM_PREFIX) {
+        "iam"
     } else {
         return Reply::error(404, "not_found", &format!("no endpoint at {path}")).into();
     };
@@ -356,6 +689,24 @@ async fn handle_main(g: Arc<Google>, req: Req) -> Outcome {
     match endpoint {
         "identity" => generic_fault(f, || g.identity(&req)),
         "token" => generic_fault(f, || g.token(&req)),
+        "sts" if f == "denied" => Reply::error(
+            400,
+            "invalid_grant",
+            "fault denied: the subject is not allowed",
+        )
+        .into(),
+        "sts" if matches!(f, "none" | "truncated" | "huge") => {
+            let reply = g.sts(&req).await;
+            generic_fault(f, || reply)
+        }
+        "sts" => generic_fault(f, || Reply::error(500, "server_error", "unreachable")),
+        "iam" if f == "denied" => google_error(
+            403,
+            "PERMISSION_DENIED",
+            "fault denied: Permission 'iam.serviceAccounts.getOpenIdToken' denied",
+        )
+        .into(),
+        "iam" => generic_fault(f, || g.iam(&req)),
         _ => match g.certs() {
             Ok(jwks) => generic_fault(f, || {
                 Reply::json(200, &jwks).with_header(
@@ -387,10 +738,14 @@ async fn handle_control(g: Arc<Google>, req: Req) -> Outcome {
         },
         ("POST", "/__control/mint") => g.mint(&body),
         ("POST", "/__control/rotate") => g.rotate(&body),
+        ("POST", "/__control/revoke-sts") => g.revoke_sts(),
         ("GET", "/__control/info") => Reply::json(
             200,
             &json!({"token_url": g.token_url, "client_email": g.args.client_email, "client_id": g.client_id,
-                    "identity_path": IDENTITY_PATH, "certs_path": "/oauth2/v3/certs", "issuer": ISSUER}),
+                    "identity_path": IDENTITY_PATH, "certs_path": "/oauth2/v3/certs", "issuer": ISSUER,
+                    "sts_path": STS_PATH, "sts_audience": g.args.sts_audience,
+                    "sts_jwt_audience": g.args.sts_jwt_audience.clone().unwrap_or_else(|| format!("https:{}", g.args.sts_audience)),
+                    "iam_path": format!("{IAM_PREFIX}{}:generateIdToken", g.args.client_email)}),
         ),
         _ => Reply::error(
             404,
@@ -448,8 +803,9 @@ pub async fn serve(args: Args) -> Result<()> {
         sa_key,
         sa_json,
         ttl: AtomicI64::new(args.token_ttl),
-        faults: Faults::new(&[], &["identity", "token", "certs"]),
-        counters: Counters::new(&["identity", "token", "certs"]),
+        sts_tokens: Mutex::new(HashMap::new()),
+        faults: Faults::new(&["denied"], &["identity", "token", "certs", "sts", "iam"]),
+        counters: Counters::new(&["identity", "token", "certs", "sts", "iam"]),
         args,
     });
     let faults = Arc::clone(&g.faults);

@@ -220,6 +220,54 @@ impl Idp {
         }
     }
 
+    /// A workload token service in the style of Azure's instance metadata
+    /// (`GET <issuer>/identity?audience=AUD[&format=json]`, `Metadata: true` required): the raw
+    /// token, or `{"access_token", "token_type", "expires_in", "expires_on", "resource"}`.
+    /// Claims: `iss`, `sub` (`workload`), `aud` = AUD, `iat`, `exp` (`--token-ttl`).
+    fn identity(&self, req: &Req) -> Reply {
+        if req.method != "GET" {
+            return Reply::error(405, "invalid_request", "the identity endpoint takes GET");
+        }
+        if !req
+            .header("metadata")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        {
+            return Reply::error(400, "bad_request", "Required metadata header not specified");
+        }
+        let Some(audience) = req.query_param("audience").filter(|a| !a.is_empty()) else {
+            return Reply::error(400, "invalid_request", "audience is required");
+        };
+        let iat = now();
+        let exp = iat + self.args.token_ttl;
+        let claims = obj(vec![
+            ("iss", json!(self.issuer)),
+            ("sub", json!("workload")),
+            ("aud", json!(audience)),
+            ("iat", json!(iat)),
+            ("exp", json!(exp)),
+        ]);
+        let signed = self.keys().and_then(|keys| {
+            let key = first_key(&keys, "RS256")
+                .ok_or_else(|| Reply::error(500, "server_error", "no RSA key"))?;
+            let header = obj(vec![
+                ("alg", json!("RS256")),
+                ("kid", json!(key.kid)),
+                ("typ", json!("JWT")),
+            ]);
+            mint_token(key, "RS256", header, claims, &json!({}))
+                .map_err(|e| Reply::error(500, "server_error", &e))
+        });
+        match (signed, req.query_param("format").as_deref()) {
+            (Ok(token), Some("json")) => Reply::json(
+                200,
+                &json!({"access_token": token, "token_type": "Bearer", "resource": audience,
+                        "expires_in": self.args.token_ttl.to_string(), "expires_on": exp.to_string()}),
+            ),
+            (Ok(token), _) => Reply::bytes(200, "text/plain", token),
+            (Err(reply), _) => reply,
+        }
+    }
+
     fn mint(&self, body: &Value) -> Reply {
         let alg = body.get("alg").and_then(Value::as_str).unwrap_or("RS256");
         let attacker = body
@@ -419,6 +467,7 @@ async fn handle_main(idp: Arc<Idp>, req: Req) -> Outcome {
         "/.well-known/openid-configuration" => "discovery",
         "/jwks" | "/jwks-moved" => "jwks",
         "/token" => "token",
+        "/identity" => "identity",
         _ => return Reply::error(404, "not_found", &format!("no endpoint at {}", req.path)).into(),
     };
     idp.counters.inc(endpoint);
@@ -446,6 +495,7 @@ async fn handle_main(idp: Arc<Idp>, req: Req) -> Outcome {
                 Err(reply) => reply.into(),
             }
         }
+        "identity" => generic_fault(f, || idp.identity(&req)),
         _ => generic_fault(f, || idp.token(&req)),
     }
 }
@@ -470,6 +520,7 @@ async fn handle_control(idp: Arc<Idp>, req: Req) -> Outcome {
                 "discovery_path": format!("{}/.well-known/openid-configuration", idp.base_path),
                 "jwks_path": format!("{}/jwks", idp.base_path),
                 "token_path": format!("{}/token", idp.base_path),
+                "identity_path": format!("{}/identity", idp.base_path),
             }),
         ),
         _ => Reply::error(
@@ -514,9 +565,9 @@ pub async fn serve(args: Args) -> Result<()> {
                 "discovery_elsewhere",
                 "jwks_moved",
             ],
-            &["discovery", "jwks", "token"],
+            &["discovery", "jwks", "token", "identity"],
         ),
-        counters: Counters::new(&["discovery", "jwks", "token"]),
+        counters: Counters::new(&["discovery", "jwks", "token", "identity"]),
         args,
     });
     let faults = Arc::clone(&idp.faults);

@@ -1,5 +1,5 @@
-//! Typed wrappers around the running mock binaries (`mock-idp`, `mock-google`, `cloudrun`): start
-//! them, build their URLs and drive their control APIs (spec/README.md).
+//! Typed wrappers around the running mock binaries (`mock-idp`, `mock-google`, `mock-aws`,
+//! `cloudrun`): start them, build their URLs and drive their control APIs (spec/README.md).
 
 use super::http::{self, HttpError, Response};
 use super::process::SpecProcess;
@@ -282,6 +282,14 @@ impl MockIdp {
             .post("/__control/remove-key", &json!({ "kid": kid }))
             .map(drop)
     }
+    /// The workload token endpoint (`<issuer>/identity?audience=…`, `&format=json` when `json`).
+    pub fn identity_url(&self, audience: &str, json: bool) -> String {
+        let mut q = vec![("audience", audience)];
+        if json {
+            q.push(("format", "json"));
+        }
+        self.url(&format!("/identity?{}", http::form_encode(&q)))
+    }
     /// `client_credentials` at the token endpoint with Basic authentication.
     pub fn client_credentials(
         &self,
@@ -420,6 +428,30 @@ impl MockGoogle {
         ];
         http::post_form(&self.token_endpoint(), &form, &[])
     }
+    /// STS's token endpoint (`token_url` of a credential configuration).
+    pub fn sts_url(&self) -> String {
+        self.url(crate::mocks::google::STS_PATH)
+    }
+    /// `service_account_impersonation_url` for the mock's service account, as gcloud writes it.
+    pub fn impersonation_url(&self) -> String {
+        self.url(&format!(
+            "{}{}:generateAccessToken",
+            crate::mocks::google::IAM_PREFIX,
+            self.client_email()
+        ))
+    }
+    /// The workload identity pool provider STS accepts.
+    pub fn sts_audience(&self) -> &str {
+        self.info["sts_audience"].as_str().unwrap_or_default()
+    }
+    /// The `aud` STS wants in subject JWTs.
+    pub fn sts_jwt_audience(&self) -> &str {
+        self.info["sts_jwt_audience"].as_str().unwrap_or_default()
+    }
+    /// Forgets every STS token issued: IAM answers 401 to them.
+    pub fn revoke_sts_tokens(&self) -> Result<()> {
+        self.ctl.post("/__control/revoke-sts", &json!({})).map(drop)
+    }
     pub fn set_token_ttl(&self, seconds: i64) -> Result<()> {
         self.ctl
             .post("/__control/token-ttl", &json!({ "seconds": seconds }))
@@ -439,6 +471,57 @@ impl MockGoogle {
     }
 }
 common_methods!(MockGoogle);
+
+/// Options of [`MockAws::start`].
+#[derive(Clone, Debug, Default)]
+pub struct AwsOptions {
+    pub listen: Option<String>,
+    /// Also answer without an IMDSv2 session token.
+    pub imdsv1: bool,
+    pub extra_args: Vec<String>,
+}
+
+/// A running `mock-aws` (EC2 instance metadata).
+pub struct MockAws {
+    pub process: SpecProcess,
+    ctl: Controls,
+}
+
+impl MockAws {
+    pub fn start(opts: AwsOptions) -> Result<MockAws> {
+        let mut args = vec![
+            "--listen".into(),
+            opts.listen.unwrap_or_else(|| "127.0.0.1:0".into()),
+        ];
+        if opts.imdsv1 {
+            args.push("--imdsv1".into());
+        }
+        args.extend(opts.extra_args);
+        let process = SpecProcess::start("mock-aws", &args)?;
+        let ctl = controls_of(&process)?;
+        Ok(MockAws { process, ctl })
+    }
+    /// `http://<listen address><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http_addr())
+    }
+    /// `credential_source` as gcloud writes it for EC2, pointing at this mock (IMDSv2 when
+    /// `imdsv2`).
+    pub fn credential_source(&self, imdsv2: bool) -> Value {
+        use crate::mocks::aws::{ROLES_PATH, SESSION_PATH, ZONE_PATH};
+        let mut source = json!({
+            "environment_id": "aws1",
+            "region_url": self.url(ZONE_PATH),
+            "url": self.url(ROLES_PATH),
+            "regional_cred_verification_url": "https://sts.{region}.amazonaws.com?Action=GetCallerIdentity&Version=2011-06-15",
+        });
+        if imdsv2 {
+            source["imdsv2_session_token_url"] = json!(self.url(SESSION_PATH));
+        }
+        source
+    }
+}
+common_methods!(MockAws);
 
 /// Options of [`CloudRun::start`].
 #[derive(Clone, Debug, Default)]

@@ -1,5 +1,6 @@
 //! The whole example topology of `kong/kong.yml` on loopback: two mock IdPs, mock Google (the
-//! metadata server and Google's JWKS), three Cloud Run stand-ins and a gateway (the Kong stand-in
+//! metadata server, Google's JWKS, STS and IAM Credentials), mock AWS instance metadata, three
+//! Cloud Run stand-ins and a gateway (the Kong stand-in
 //! or Kong's real engine) running the real `dist/cloudrun_oidc.wasm` with `kong/kong.yml` as is.
 //! Every host name kong.yml uses (`mock-idp:9000`, `cloudrun-orders:9201`, …) gets its own
 //! loopback address in a block picked for this world (`127.X.Y.1`, `.2`, …), where the process
@@ -13,7 +14,8 @@ use super::engine::Engine;
 use super::gateway::{Gateway, GatewayOpts};
 use super::http::{self, Response};
 use super::mocks::{
-    CloudRun, CloudRunOptions, GoogleOptions, IdpOptions, MintRequest, MockGoogle, MockIdp,
+    AwsOptions, CloudRun, CloudRunOptions, GoogleOptions, IdpOptions, MintRequest, MockAws,
+    MockGoogle, MockIdp,
 };
 use super::process::repo_root;
 use anyhow::{anyhow, bail, Context, Result};
@@ -40,10 +42,11 @@ pub const CLOUDRUNS: [(&str, u16); 3] = [
     ("cloudrun-partners", 9203),
 ];
 /// Every `host:port` kong.yml names, and who plays it.
-pub const TOPOLOGY: [(&str, u16); 6] = [
+pub const TOPOLOGY: [(&str, u16); 7] = [
     ("mock-idp", 9000),
     ("partner-idp", 9001),
     ("mock-google", 9100),
+    ("mock-aws", 9400),
     ("cloudrun-orders", 9201),
     ("cloudrun-reports", 9202),
     ("cloudrun-partners", 9203),
@@ -143,8 +146,10 @@ pub struct World {
     pub idp: MockIdp,
     /// `partner-idp:9001`, issuer [`PARTNER_ISSUER`].
     pub partner_idp: MockIdp,
-    /// `mock-google:9100`: metadata server and Google's JWKS.
+    /// `mock-google:9100`: metadata server, Google's JWKS, STS and IAM Credentials.
     pub google: MockGoogle,
+    /// `mock-aws:9400`: EC2 instance metadata (the `/reports` route federates from it).
+    pub aws: MockAws,
     /// Cloud Run stand-ins by host name (`cloudrun-orders`, …).
     pub cloudruns: BTreeMap<String, CloudRun>,
     /// `NAME=IP` entries given to the gateway (the processes listen on `IP:<kong.yml's port>`).
@@ -232,6 +237,11 @@ impl World {
             ..GoogleOptions::default()
         })
         .context("starting mock-google")?;
+        let aws = MockAws::start(AwsOptions {
+            listen: listen("mock-aws", 9400),
+            ..AwsOptions::default()
+        })
+        .context("starting mock-aws")?;
         let mut cloudruns = BTreeMap::new();
         for (name, port) in CLOUDRUNS {
             let cloudrun = CloudRun::start(CloudRunOptions {
@@ -268,6 +278,7 @@ impl World {
             idp,
             partner_idp,
             google,
+            aws,
             cloudruns,
             resolve,
         })
