@@ -9,7 +9,7 @@ WASM := $(DIST)/cloudrun_oidc.wasm
 PROBE := target/$(WASM_TARGET)/release/probe_filter.wasm
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all setup build probe spec-tools test lint unit demo bench fuzz soak up down clean engine wasmx
+.PHONY: all setup build probe spec-tools test lint unit demo bench fuzz soak fault-run up down clean engine wasmx
 
 all: build
 
@@ -114,6 +114,15 @@ soak: build
 	SOAK_REQUESTS=$(SOAK_REQUESTS) $(CARGO) test --profile spec -p cloudrun-spec --test soak -- \
 	  --ignored soak_full --nocapture
 	@echo "summary: target/soak/summary.json"
+
+## fault-run: FAULT_RUN_SECONDS (default 300) of six routes whose IdPs and Google endpoints refuse,
+## reset, hang and answer garbage while others work, on FAULT_RUN_ENGINE (default wasmx: Kong's
+## engine); no worker may crash, no answer may be wrong; writes target/fault-run/summary-<engine>.json
+FAULT_RUN_SECONDS ?= 300
+FAULT_RUN_ENGINE ?= wasmx
+fault-run: build probe wasmx
+	FAULT_RUN_SECONDS=$(FAULT_RUN_SECONDS) ENGINE=$(FAULT_RUN_ENGINE) \
+	  $(CARGO) test --profile spec -p cloudrun-spec --test fault_run -- --ignored fault_run_long --nocapture
 
 ## up / down: real Kong 3.9 + the mocks in Docker (docker-compose.yml)
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)

@@ -203,3 +203,56 @@ engine_tests!(
     metadata_down_cold_gives_503,
     metadata_down_warm_keeps_forwarding_the_cached_token,
 );
+
+/// Issue 10's figure: a cold start under 200 concurrent requests over 2 workers (the gateway is
+/// started and hit at once, before any tick has warmed it). What the engine's rules allow: a
+/// request cannot be resumed by another context's callout, so a worker's first requests fetch
+/// keys and mint for themselves, at most 4 of each in flight per worker (the rest get 503 with
+/// `Retry-After`); afterwards one background fetch or mint serves both workers.
+fn cold_start_under_200_concurrent_requests_stays_bounded(engine: Engine) -> Result<()> {
+    let stack = google_stack(engine, GoogleMode::Metadata, None, |_| {})?;
+    let token = stack.valid_token()?;
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let calls: Vec<_> = (0..200)
+            .map(|_| s.spawn(|| stack.call(Some(&token)).map(|r| r.status).unwrap_or(0)))
+            .collect();
+        calls.into_iter().map(|c| c.join().unwrap_or(0)).collect()
+    });
+    let google = stack
+        .google
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("no mock google"))?;
+    let (discovery, jwks, mints) = (
+        stack.idp.counter("discovery")?,
+        stack.idp.counter("jwks")?,
+        google.counter("identity")?,
+    );
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    let unavailable = statuses.iter().filter(|s| **s == 503).count();
+    eprintln!(
+        "{engine}: cold start, 200 concurrent requests over 2 workers: {ok} × 200, {unavailable} × 503; \
+         discovery {discovery}, JWKS {jwks}, Google mints {mints}"
+    );
+    assert_eq!(
+        ok + unavailable,
+        200,
+        "every request answered 200 or 503: {statuses:?}"
+    );
+    // 2 workers × 4 cold fetches (+1 for the first tick) at most, and as many mints.
+    assert!(
+        discovery <= 9 && jwks <= 9,
+        "discovery {discovery}, JWKS {jwks}"
+    );
+    assert!(mints <= 9, "{mints} mints");
+    // Once warm, nothing more is fetched or minted.
+    assert_eq!(stack.call(Some(&token))?.status, 200);
+    std::thread::sleep(Duration::from_millis(1500));
+    for _ in 0..20 {
+        assert_eq!(stack.call(Some(&token))?.status, 200);
+    }
+    assert_eq!(stack.idp.counter("jwks")?, jwks);
+    assert_eq!(google.counter("identity")?, mints);
+    Ok(())
+}
+
+engine_tests!(cold_start_under_200_concurrent_requests_stays_bounded);

@@ -17,9 +17,13 @@ use std::time::{Duration, Instant};
 /// The audience every test token carries unless a test says otherwise.
 pub const AUDIENCE: &str = "orders-api";
 
-/// The release filter built by `make build`.
+/// The release filter built by `make build`, or the build `CLOUDRUN_OIDC_WASM` names (to run
+/// the same tests against another commit's filter).
 pub fn filter_wasm() -> Result<PathBuf> {
-    let path = repo_root().join("dist/cloudrun_oidc.wasm");
+    let path = std::env::var_os("CLOUDRUN_OIDC_WASM")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("dist/cloudrun_oidc.wasm"));
     if !path.is_file() {
         bail!("{} is missing: run `make build` first", path.display());
     }
