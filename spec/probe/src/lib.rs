@@ -26,7 +26,12 @@
 //! `trap_if_header` (`name`: traps when the request has that header), `get_metric` (`name`),
 //! `wasi` (clocks, random_get, environment, arguments, stdout/stderr through WASI),
 //! `wasi_nyi` (calls a WASI import the host does not implement), `bad_pointer` (`proxy_log` with
-//! an out-of-bounds pointer), `huge_random` (`random_get` of 2 GB into a small buffer).
+//! an out-of-bounds pointer), `huge_random` (`random_get` of 2 GB into a small buffer),
+//! `repeat` (`call`, `n`: one host call `n` times, for `make bench`'s host-call costs; `call` is
+//! `none`, `get_header` (`name`), `get_pairs`, `replace_header` (`name`, `value`), `property`
+//! (`path`), `get_shared` (`key`), `cas_shared` (`key`, `value`: read the CAS, then
+//! replace), `log` (`level`, `msg`) or `time`; records
+//! `repeat_<call>=<n>:<calls that failed>:<calls that found nothing>` once).
 //! `$ctx` in a `value` or a shared-data `key` is replaced by the current context id.
 
 use proxy_wasm::hostcalls;
@@ -430,9 +435,65 @@ fn run(list: Vec<&Value>, ctx_id: u32, seen: &mut Vec<String>) {
                 let errno = unsafe { wasi_nyi::fd_filestat_get(3, buf.as_mut_ptr()) };
                 seen.push(format!("wasi_nyi={errno}"));
             }
+            "repeat" => repeat(action, seen),
             other => seen.push(format!("unknown_action={other}")),
         }
     }
+}
+
+/// The level of a `repeat` of `log`: `trace`, `debug` (default), `info`, `warn`, `error`.
+fn log_level(name: &str) -> LogLevel {
+    match name {
+        "trace" => LogLevel::Trace,
+        "info" => LogLevel::Info,
+        "warn" => LogLevel::Warn,
+        "error" => LogLevel::Error,
+        "critical" => LogLevel::Critical,
+        _ => LogLevel::Debug,
+    }
+}
+
+/// `repeat`: the host call `call` made `n` times with arguments read once, so that a route doing
+/// it `n` times minus a route doing `none` is `n` calls' cost; records one line for all of them.
+fn repeat(action: &Value, seen: &mut Vec<String>) {
+    let call = text(action, "call");
+    let n = action.get("n").and_then(Value::as_u64).unwrap_or(1);
+    let name = text(action, "name");
+    let value = text(action, "value");
+    let path = text(action, "path");
+    let key = text(action, "key");
+    let msg = text(action, "msg");
+    let level = log_level(&text(action, "level"));
+    let (mut failed, mut missing) = (0u64, 0u64);
+    for _ in 0..n {
+        // Ok(true): an answer; Ok(false): nothing found; Err: the call failed.
+        let outcome: Result<bool, Status> = match call.as_str() {
+            "get_header" => hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, &name)
+                .map(|v| v.is_some()),
+            "get_pairs" => {
+                hostcalls::get_map_bytes(MapType::HttpRequestHeaders).map(|m| !m.is_empty())
+            }
+            "replace_header" => {
+                hostcalls::set_map_value(MapType::HttpRequestHeaders, &name, Some(&value))
+                    .map(|()| true)
+            }
+            "property" => hostcalls::get_property(path.split('.').collect()).map(|v| v.is_some()),
+            "get_shared" => hostcalls::get_shared_data(&key).map(|(v, _)| v.is_some()),
+            // Kong's engine takes a missing CAS as "create only": read the CAS, then replace.
+            "cas_shared" => hostcalls::get_shared_data(&key).and_then(|(_, cas)| {
+                hostcalls::set_shared_data(&key, Some(value.as_bytes()), cas).map(|()| true)
+            }),
+            "log" => hostcalls::log(level, &msg).map(|()| true),
+            "time" => hostcalls::get_current_time().map(|_| true),
+            _ => Ok(true),
+        };
+        match outcome {
+            Ok(true) => {}
+            Ok(false) => missing += 1,
+            Err(_) => failed += 1,
+        }
+    }
+    seen.push(format!("repeat_{call}={n}:{failed}:{missing}"));
 }
 
 mod raw_env {
