@@ -9,7 +9,7 @@ WASM := $(DIST)/cloudrun_oidc.wasm
 PROBE := target/$(WASM_TARGET)/release/probe_filter.wasm
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all setup build probe spec-tools test lint unit demo bench fuzz soak fault-run up down clean engine wasmx
+.PHONY: all setup build probe spec-tools test lint unit demo bench bench-tools fuzz soak fault-run up down clean engine wasmx
 
 all: build
 
@@ -75,11 +75,18 @@ ENGINE ?= standin
 demo: build spec-tools $(if $(filter wasmx nginx,$(ENGINE)),probe wasmx)
 	ENGINE=$(ENGINE) target/spec/demo
 
-## bench: filter cost in wasm (in-process), natively and in OpenSSL, HTTP throughput (BENCHMARKS.md);
-## figures in target/bench/summary.json. BENCH_ARGS passes options, e.g. BENCH_ARGS="--skip-http".
+## bench: filter cost in wasm (in-process), natively and in OpenSSL, HTTP throughput on the stand-in
+## and on Kong's engine when present (BENCHMARKS.md); figures in target/bench/summary.json.
+## BENCH_ARGS passes options, e.g. BENCH_ARGS="--skip-http" or BENCH_ARGS="--only-engine".
 BENCH_ARGS ?=
-bench: build spec-tools
+bench: build probe spec-tools bench-tools
 	target/spec/bench $(BENCH_ARGS)
+
+## bench-tools: what the engine part of the bench adds: wrk (Debian's package) and the empty filter
+bench-tools: setup
+	@command -v wrk >/dev/null || { echo "installing: wrk"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk; }
+	$(CARGO) build --release --target $(WASM_TARGET) -p empty-filter
 
 ## fuzz: every cargo-fuzz target (fuzz/) for FUZZ_SECONDS each (default 60), seeded from vectors/;
 ## prints libFuzzer's final line per target (`#N DONE cov: X ft: Y`: executions, coverage).

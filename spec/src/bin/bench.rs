@@ -9,16 +9,35 @@
 //!    rlib) and OpenSSL (the reference, through the spec's `jose` module).
 //! 3. HTTP throughput through the Kong stand-in (`gateway`, real loopback HTTP, keep-alive):
 //!    a route without the filter, the filter with one repeated token, a fresh token per request.
+//! 4. Kong's engine (nginx + ngx_wasm_module, `bench/engine.rs`): req/s and CPU per request with
+//!    wrk for no filter, an empty filter, the hot path and fresh tokens, and host-call costs.
+//!    `--only-engine` runs this part alone.
 //!
 //! Prints Markdown tables and writes `target/bench/summary.json`. Every loop is bounded in count
 //! and time; nothing here asserts on timings.
 
+#[path = "../bench/cpu.rs"]
+mod cpu;
 #[path = "../bench/driver.rs"]
 mod driver;
+#[path = "../bench/engine.rs"]
+mod engine;
+#[path = "../bench/engine_report.rs"]
+mod engine_report;
+#[path = "../bench/engine_world.rs"]
+mod engine_world;
+#[path = "../bench/hostcalls.rs"]
+mod hostcalls;
 #[path = "../bench/load.rs"]
 mod load;
 #[path = "../bench/stats.rs"]
 mod stats;
+#[path = "../bench/tokens.rs"]
+mod tokens;
+#[path = "../bench/upstream.rs"]
+mod upstream;
+#[path = "../bench/wrk.rs"]
+mod wrk;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -80,6 +99,29 @@ struct Args {
     /// Skip the HTTP scenarios (in-process and native figures only).
     #[arg(long)]
     skip_http: bool,
+    #[command(flatten)]
+    engine: engine::EngineArgs,
+}
+
+impl Args {
+    /// The filter measured (`--wasm`, else `dist/cloudrun_oidc.wasm`); it must exist.
+    fn wasm_path(&self) -> Result<PathBuf> {
+        let path = self
+            .wasm
+            .clone()
+            .unwrap_or_else(|| repo_root().join("dist/cloudrun_oidc.wasm"));
+        if !path.is_file() {
+            bail!("{} is missing: run `make build`", path.display());
+        }
+        Ok(path)
+    }
+
+    /// Where summary.json goes.
+    fn out_path(&self) -> PathBuf {
+        self.out
+            .clone()
+            .unwrap_or_else(|| repo_root().join("target/bench/summary.json"))
+    }
 }
 
 fn now_secs() -> i64 {
@@ -374,22 +416,15 @@ fn machine() -> Value {
 fn main() -> Result<()> {
     let args = Args::parse();
     let root = repo_root();
-    let wasm_path = args
-        .wasm
-        .clone()
-        .unwrap_or_else(|| root.join("dist/cloudrun_oidc.wasm"));
-    if !wasm_path.is_file() {
-        bail!("{} is missing: run `make build`", wasm_path.display());
-    }
-    let out_path = args
-        .out
-        .clone()
-        .unwrap_or_else(|| root.join("target/bench/summary.json"));
+    let wasm_path = args.wasm_path()?;
     let started = Instant::now();
     let run = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
+    if args.engine.only_engine {
+        return engine::only(&args.engine, &wasm_path, &args.out_path(), run);
+    }
     let wasm_bytes = std::fs::metadata(&wasm_path)?.len();
     let machine = machine();
     eprintln!(
@@ -645,12 +680,13 @@ fn main() -> Result<()> {
         9_100_000,
     )?;
 
-    // ---- 4. HTTP throughput through the gateway ----
+    // ---- 4. HTTP throughput through the gateway; 5. Kong's engine ----
     let http = if args.skip_http {
         None
     } else {
         Some(http_scenarios(&args, &keys, &jwks, run)?)
     };
+    let kong_engine = engine::run(&args.engine, &wasm_path, run)?;
 
     // ---- tables and summary ----
     let mut out = String::new();
@@ -908,7 +944,8 @@ fn main() -> Result<()> {
     ));
     put("bench_seconds", started.elapsed().as_secs_f64());
 
-    println!("{out}");
+    out.push_str(&kong_engine.render());
+    summary.extend(kong_engine.summary());
     summary.insert("machine".into(), machine);
     summary.insert(
         "params".into(),
@@ -922,76 +959,28 @@ fn main() -> Result<()> {
             "http": !args.skip_http,
         }),
     );
+    write_outputs(&args.out_path(), &summary, &out, started)
+}
+
+/// Prints the tables, writes summary.json and table.md beside it.
+fn write_outputs(
+    out_path: &std::path::Path,
+    summary: &Map<String, Value>,
+    tables: &str,
+    started: Instant,
+) -> Result<()> {
+    println!("{tables}");
     if let Some(dir) = out_path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(&out_path, serde_json::to_string_pretty(&summary)? + "\n")?;
-    std::fs::write(out_path.with_file_name("table.md"), &out)?;
+    std::fs::write(out_path, serde_json::to_string_pretty(summary)? + "\n")?;
+    std::fs::write(out_path.with_file_name("table.md"), tables)?;
     eprintln!(
         "bench: wrote {} and table.md ({:.0} s)",
         out_path.display(),
         started.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-/// Clock ticks per second of `/proc/*/stat` times (`getconf CLK_TCK`, 100 if unknown).
-fn clock_ticks() -> f64 {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        std::process::Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-            .filter(|t: &f64| *t > 0.0)
-            .unwrap_or(100.0)
-    })
-}
-
-/// User + system CPU seconds of each child process of this bench, by command name.
-fn child_cpu_secs() -> BTreeMap<String, f64> {
-    let me = std::process::id().to_string();
-    let mut out = BTreeMap::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for entry in dir.flatten() {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let comm = stat.get(open + 1..close).unwrap_or("").to_string();
-        let fields: Vec<&str> = stat
-            .get(close + 1..)
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        if fields.get(1) != Some(&me.as_str()) {
-            continue;
-        }
-        let ticks: f64 = [11, 12]
-            .iter()
-            .filter_map(|i| fields.get(*i).and_then(|f| f.parse::<f64>().ok()))
-            .sum();
-        *out.entry(comm).or_insert(0.0) += ticks / clock_ticks();
-    }
-    out
-}
-
-/// Adds the CPU spent between two [`child_cpu_secs`] readings.
-fn add_cpu(
-    total: &mut BTreeMap<String, f64>,
-    before: &BTreeMap<String, f64>,
-    after: &BTreeMap<String, f64>,
-) {
-    for (name, secs) in after {
-        let spent = secs - before.get(name).copied().unwrap_or(0.0);
-        *total.entry(name.clone()).or_insert(0.0) += spent.max(0.0);
-    }
 }
 
 struct HttpFigures {
@@ -1132,21 +1121,21 @@ services:
             cold_chunk.len()
         );
         // The no-filter route gets the same request (its token is ignored there).
-        let cpu = child_cpu_secs();
+        let cpu = cpu::child_cpu_secs();
         let r = load::run(&scenario("/plain", hot_token.clone(), per_round))?;
         check("no filter", &r)?;
-        add_cpu(&mut cpu_totals.0, &cpu, &child_cpu_secs());
+        cpu::add_cpu(&mut cpu_totals.0, &cpu, &cpu::child_cpu_secs());
         let nf_rps = r.rps();
         no_filter.add(r);
-        let cpu = child_cpu_secs();
+        let cpu = cpu::child_cpu_secs();
         let r = load::run(&scenario("/orders", hot_token.clone(), per_round))?;
-        add_cpu(&mut cpu_totals.1, &cpu, &child_cpu_secs());
+        cpu::add_cpu(&mut cpu_totals.1, &cpu, &cpu::child_cpu_secs());
         let hot_rps = r.rps();
         check("hot", &r)?;
         hot.add(r);
-        let cpu = child_cpu_secs();
+        let cpu = cpu::child_cpu_secs();
         let r = load::run(&scenario("/orders", cold_chunk.to_vec(), cold_chunk.len()))?;
-        add_cpu(&mut cpu_totals.2, &cpu, &child_cpu_secs());
+        cpu::add_cpu(&mut cpu_totals.2, &cpu, &cpu::child_cpu_secs());
         check("cold", &r)?;
         per_round_rps.push((nf_rps, hot_rps, r.rps()));
         cold.add(r);

@@ -1,0 +1,345 @@
+//! The engine bench's figures: per route and round, the best of the rounds, the ratios, the
+//! host-call costs; rendered as Markdown tables and as the `engine_*` keys of summary.json.
+
+use super::engine::EngineArgs;
+use super::engine_world::Route;
+use super::hostcalls::{self, Case};
+use super::stats::{round, us, Table};
+use super::wrk;
+use serde_json::{json, Map, Value};
+use std::path::PathBuf;
+
+/// One route in one round.
+#[derive(Clone)]
+pub struct RoundFigure {
+    pub outcome: wrk::Outcome,
+    /// Workers' CPU µs per request.
+    pub cpu_us: f64,
+    /// The whole machine's busy CPU µs per request (wrk, upstream, kernel, workers, others).
+    pub machine_cpu_us: f64,
+    /// Workers that did at least a tenth of the work (wrk's connections land on workers by
+    /// `reuseport` hashing: both may share one).
+    pub busy_workers: usize,
+}
+
+/// A route and its rounds.
+pub struct Measured {
+    pub route: Route,
+    pub rounds: Vec<RoundFigure>,
+}
+
+impl Measured {
+    pub fn best_rps(&self) -> f64 {
+        self.rounds
+            .iter()
+            .map(|r| r.outcome.rps())
+            .fold(f64::NAN, f64::max)
+    }
+
+    pub fn best_cpu_us(&self) -> f64 {
+        self.rounds
+            .iter()
+            .map(|r| r.cpu_us)
+            .fold(f64::NAN, f64::min)
+    }
+
+    pub fn best_machine_cpu_us(&self) -> f64 {
+        self.rounds
+            .iter()
+            .map(|r| r.machine_cpu_us)
+            .fold(f64::NAN, f64::min)
+    }
+}
+
+/// Everything the engine part measured.
+pub struct Figures {
+    pub measured: Vec<Measured>,
+    pub args: EngineArgs,
+    pub nginx: PathBuf,
+    pub upstream: String,
+    /// Fresh route req/s in the calibration run, and the tokens signed per round from it.
+    pub calibration_rps: f64,
+    pub pool_per_round: usize,
+    pub signing_secs: f64,
+    pub wall_secs: f64,
+}
+
+/// The engine part's outcome.
+pub enum Report {
+    /// Not run, and why.
+    Skipped(String),
+    Measured(Box<Figures>),
+}
+
+impl Figures {
+    fn get(&self, key: &str) -> Option<&Measured> {
+        self.measured.iter().find(|m| m.route.key == key)
+    }
+
+    fn rps(&self, key: &str) -> f64 {
+        self.get(key).map(Measured::best_rps).unwrap_or(f64::NAN)
+    }
+
+    fn cpu_us(&self, key: &str) -> f64 {
+        self.get(key).map(Measured::best_cpu_us).unwrap_or(f64::NAN)
+    }
+
+    fn machine_cpu_us(&self, key: &str) -> f64 {
+        self.get(key)
+            .map(Measured::best_machine_cpu_us)
+            .unwrap_or(f64::NAN)
+    }
+
+    /// Each host call's CPU µs, from its route and the baseline route.
+    fn hostcall_costs(&self) -> Vec<(Case, f64)> {
+        let base = self.cpu_us(&hostcalls::BASELINE.route().0);
+        hostcalls::cases()
+            .into_iter()
+            .filter_map(|case| {
+                let route = self.cpu_us(&case.route().0);
+                route.is_finite().then(|| {
+                    let cost =
+                        hostcalls::per_call_us(route, base, self.args.engine_hostcall_repeat);
+                    (case, cost)
+                })
+            })
+            .collect()
+    }
+
+    fn fresh_exhausted(&self) -> bool {
+        self.get("fresh")
+            .is_some_and(|m| m.rounds.iter().any(|r| r.outcome.exhausted))
+    }
+
+    fn main_table(&self) -> String {
+        let (nf, empty) = (self.rps("no_filter"), self.rps("empty"));
+        let mut t = Table::new(
+            &format!(
+                "Kong's engine: {} workers, wrk with {} connections on loopback, plain nginx \
+                 upstream, best of {} interleaved rounds of {} s",
+                self.args.engine_workers,
+                self.args.engine_connections,
+                self.args.engine_rounds.max(1),
+                self.args.engine_seconds
+            ),
+            &[
+                "route",
+                "requests/s",
+                "vs no filter",
+                "vs an empty filter",
+                "workers' CPU µs/request",
+                "vs an empty filter, by workers' CPU",
+                "machine CPU µs/request",
+                "cores busy",
+                "per round (req/s)",
+            ],
+        );
+        let empty_cpu = self.cpu_us("empty");
+        for key in ["no_filter", "empty", "hot", "fresh"] {
+            let Some(m) = self.get(key) else { continue };
+            let rps = m.best_rps();
+            let vs_empty = |x: f64| {
+                if key == "no_filter" {
+                    "—".to_string()
+                } else {
+                    format!("{x:.2}")
+                }
+            };
+            t.row(vec![
+                m.route.label.clone(),
+                format!("{rps:.0}"),
+                format!("{:.2}", rps / nf),
+                vs_empty(rps / empty),
+                us(m.best_cpu_us()),
+                vs_empty(empty_cpu / m.best_cpu_us()),
+                us(m.best_machine_cpu_us()),
+                format!("{:.2}", rps * m.best_machine_cpu_us() / 1e6),
+                m.rounds
+                    .iter()
+                    .map(|r| format!("{:.0}", r.outcome.rps()))
+                    .collect::<Vec<_>>()
+                    .join(" / "),
+            ]);
+        }
+        t.render()
+    }
+
+    fn hostcall_table(&self) -> String {
+        let mut t = Table::new(
+            &format!(
+                "Host calls on Kong's engine: CPU µs per call in the nginx workers ((route − \
+                 baseline) / {} calls per request)",
+                self.args.engine_hostcall_repeat
+            ),
+            &[
+                "host call",
+                "ABI function",
+                "what",
+                "µs per call",
+                "route CPU µs/request",
+            ],
+        );
+        t.row(vec![
+            "baseline".into(),
+            "—".into(),
+            hostcalls::BASELINE.what.into(),
+            "—".into(),
+            us(self.cpu_us(&hostcalls::BASELINE.route().0)),
+        ]);
+        for (case, cost) in self.hostcall_costs() {
+            t.row(vec![
+                case.name.into(),
+                format!("`{}`", case.abi),
+                case.what.into(),
+                format!("{cost:.3}"),
+                us(self.cpu_us(&case.route().0)),
+            ]);
+        }
+        t.render()
+    }
+
+    fn render(&self) -> String {
+        let mut out = self.main_table();
+        out.push_str(&format!(
+            "\nEngine: {}. Upstream: {}. Requests carry 10 headers (wrk's `Host` included). Fresh \
+             tokens: {} signed per round ({:.0} s on all cores) from a calibration at {:.0} req/s \
+             × {} s × {}; none is sent twice.{} Workers' CPU: utime + stime of the nginx workers \
+             (`/proc/<pid>/stat`) over each run ÷ its requests, best round; \"by workers' CPU\" is the \
+             ratio if they were the only thing running. Machine CPU: every busy core-second \
+             (`/proc/stat`) over the run ÷ its requests: wrk, the upstream and the kernel share \
+             the same cores; cores busy = req/s × machine CPU per request (below the core count, \
+             the run is bound by each connection's round trip, not by CPU). Engine part: {:.0} s.\n\n",
+            self.nginx.display(),
+            self.upstream,
+            self.pool_per_round,
+            self.signing_secs,
+            self.calibration_rps,
+            self.args.engine_seconds,
+            self.args.engine_fresh_margin,
+            if self.fresh_exhausted() {
+                " **A round ran out of fresh tokens: its rate understates (raise --engine-fresh-margin).**"
+            } else {
+                ""
+            },
+            self.wall_secs
+        ));
+        if self.args.engine_hostcall_seconds > 0 {
+            out.push_str(&self.hostcall_table());
+            out.push_str(&format!(
+                "\nProbe filter routes, {} s per round, best round. A call's cost includes the \
+                 Rust SDK's side (allocating and copying what the host returns).\n\n",
+                self.args.engine_hostcall_seconds
+            ));
+        }
+        out
+    }
+
+    fn summary(&self) -> Map<String, Value> {
+        let machine = crate::machine();
+        let mut s = Map::new();
+        let mut put = |k: &str, v: f64| {
+            s.insert(k.to_string(), json!(round(v)));
+        };
+        for key in ["no_filter", "empty", "hot", "fresh"] {
+            put(&format!("engine_rps_{key}"), self.rps(key));
+            put(&format!("engine_cpu_us_{key}"), self.cpu_us(key));
+            put(
+                &format!("engine_machine_cpu_us_{key}"),
+                self.machine_cpu_us(key),
+            );
+        }
+        let empty_cpu = self.cpu_us("empty");
+        put("engine_hot_vs_empty_cpu", empty_cpu / self.cpu_us("hot"));
+        put(
+            "engine_fresh_vs_empty_cpu",
+            empty_cpu / self.cpu_us("fresh"),
+        );
+        let (nf, empty) = (self.rps("no_filter"), self.rps("empty"));
+        put("engine_hot_vs_empty", self.rps("hot") / empty);
+        put("engine_fresh_vs_empty", self.rps("fresh") / empty);
+        put("engine_empty_vs_no_filter", empty / nf);
+        put("engine_hot_vs_no_filter", self.rps("hot") / nf);
+        put("engine_fresh_vs_no_filter", self.rps("fresh") / nf);
+        for (case, cost) in self.hostcall_costs() {
+            put(&format!("engine_hostcall_us_{}", case.name), cost);
+        }
+        if self.args.engine_hostcall_seconds > 0 {
+            put(
+                "engine_cpu_us_probe_baseline",
+                self.cpu_us(&hostcalls::BASELINE.route().0),
+            );
+        }
+        put("engine_fresh_calibration_rps", self.calibration_rps);
+        put("engine_fresh_tokens_per_round", self.pool_per_round as f64);
+        put("engine_bench_seconds", self.wall_secs);
+        let rounds = self.per_round();
+        s.insert(
+            "engine".into(),
+            json!({
+                "nginx": self.nginx.display().to_string(),
+                "upstream": self.upstream,
+                "workers": self.args.engine_workers,
+                "connections": self.args.engine_connections,
+                "rounds": self.args.engine_rounds.max(1),
+                "seconds": self.args.engine_seconds,
+                "hostcall_seconds": self.args.engine_hostcall_seconds,
+                "hostcall_repeat": self.args.engine_hostcall_repeat,
+                "fresh_out_of_tokens": self.fresh_exhausted(),
+                "per_round": rounds,
+                "commit": machine["commit"],
+                "dirty": machine["dirty"],
+                "date_utc": machine["date_utc"],
+            }),
+        );
+        s
+    }
+
+    /// Every round of every route, for summary.json.
+    fn per_round(&self) -> Map<String, Value> {
+        self.measured
+            .iter()
+            .map(|m| {
+                let per: Vec<Value> = m
+                    .rounds
+                    .iter()
+                    .map(|r| {
+                        json!({
+                            "rps": round(r.outcome.rps()),
+                            "cpu_us": round(r.cpu_us),
+                            "machine_cpu_us": round(r.machine_cpu_us),
+                            "requests": r.outcome.requests,
+                            "p50_ms": round(r.outcome.p50_us / 1000.0),
+                            "p99_ms": round(r.outcome.p99_us / 1000.0),
+                            "busy_workers": r.busy_workers,
+                            "tokens_used": r.outcome.tokens_used,
+                            "out_of_tokens": r.outcome.exhausted,
+                        })
+                    })
+                    .collect();
+                (m.route.key.clone(), Value::Array(per))
+            })
+            .collect()
+    }
+}
+
+impl Report {
+    /// The tables (or why there are none), Markdown.
+    pub fn render(&self) -> String {
+        match self {
+            Report::Skipped(why) => format!("### Kong's engine\n\nNot measured: {why}\n\n"),
+            Report::Measured(f) => f.render(),
+        }
+    }
+
+    /// The `engine_*` keys of summary.json.
+    pub fn summary(&self) -> Map<String, Value> {
+        match self {
+            Report::Skipped(why) => {
+                let mut s = Map::new();
+                s.insert("engine".into(), json!({ "skipped": why }));
+                s
+            }
+            Report::Measured(f) => f.summary(),
+        }
+    }
+}
