@@ -90,3 +90,21 @@ pub fn machine_busy_secs() -> Option<f64> {
     let busy: f64 = [0, 1, 2, 5, 6].iter().filter_map(|i| fields.get(*i)).sum();
     Some(busy / clock_ticks())
 }
+
+/// Pids of this bench's child processes named `comm` (the stand-in's `gateway`).
+pub fn child_pids(comm: &str) -> Vec<u32> {
+    let me = std::process::id().to_string();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids: Vec<u32> = dir
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = read_stat(&entry.path().join("stat"))?;
+            (stat.ppid == me && stat.comm == comm).then_some(pid)
+        })
+        .collect();
+    pids.sort_unstable();
+    pids
+}

@@ -16,7 +16,7 @@ use super::engine_world::{request_headers, routes, Route, World};
 use super::{cpu, tokens, wrk};
 use anyhow::{bail, Context, Result};
 use cloudrun_spec::jose::{KeyKind, SigningKey};
-use cloudrun_spec::testkit::engine::wasmx_nginx;
+use cloudrun_spec::testkit::engine::{wasmx_nginx, Engine};
 use cloudrun_spec::testkit::gateway::probe_seen;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
@@ -56,6 +56,28 @@ pub struct EngineArgs {
     /// nginx binary of the upstream (default: the engine's own, run without wasm).
     #[arg(long)]
     pub upstream_nginx: Option<PathBuf>,
+    /// The gateway loaded: `wasmx` (Kong's engine) or `standin` (the same harness on the Kong
+    /// stand-in, to compare; its summary keys are `standin_wrk_*` instead of `engine_*`).
+    #[arg(long, default_value = "wasmx", value_parser = Engine::parse)]
+    pub engine_gateway: Engine,
+}
+
+impl EngineArgs {
+    /// The summary.json key prefix of the figures: `engine`, or `standin_wrk` on the stand-in.
+    pub fn prefix(&self) -> &'static str {
+        match self.engine_gateway {
+            Engine::Wasmx => "engine",
+            Engine::StandIn => "standin_wrk",
+        }
+    }
+
+    /// The gateway's name in titles.
+    pub fn gateway_name(&self) -> &'static str {
+        match self.engine_gateway {
+            Engine::Wasmx => "Kong's engine",
+            Engine::StandIn => "the Kong stand-in",
+        }
+    }
 }
 
 /// Runs the engine part unless skipped; an absent engine or wrk is a [`Report::Skipped`].
@@ -116,7 +138,7 @@ impl Bench<'_> {
         let machine = cpu::machine_busy_secs().unwrap_or(f64::NAN) - machine_before;
         if world.worker_pids() != pids || after.len() != before.len() {
             bail!(
-                "an nginx worker exited during {}:\n{}",
+                "a gateway worker exited during {}:\n{}",
                 route.key,
                 world.log_tail()
             );
@@ -330,7 +352,10 @@ fn measure(
     Ok(Figures {
         measured,
         args: args.clone(),
-        nginx: nginx.into(),
+        gateway: match args.engine_gateway {
+            Engine::Wasmx => nginx.display().to_string(),
+            Engine::StandIn => "the stand-in (target/spec/gateway)".into(),
+        },
         upstream: match &args.upstream_nginx {
             Some(p) => format!("{} (1 worker, `return 200`)", p.display()),
             None => "the engine's nginx without wasm (1 worker, `return 200`)".into(),
@@ -352,7 +377,7 @@ pub fn only(args: &EngineArgs, wasm: &Path, out: &Path, run_id: u64) -> Result<(
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or_default();
-    summary.retain(|k, _| !k.starts_with("engine"));
+    summary.retain(|k, _| !k.starts_with(args.prefix()));
     summary.extend(report.summary());
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir)?;

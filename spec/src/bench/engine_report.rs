@@ -7,7 +7,6 @@ use super::hostcalls::{self, Case};
 use super::stats::{round, us, Table};
 use super::wrk;
 use serde_json::{json, Map, Value};
-use std::path::PathBuf;
 
 /// One route in one round.
 #[derive(Clone)]
@@ -55,7 +54,8 @@ impl Measured {
 pub struct Figures {
     pub measured: Vec<Measured>,
     pub args: EngineArgs,
-    pub nginx: PathBuf,
+    /// The engine's nginx, or the stand-in.
+    pub gateway: String,
     pub upstream: String,
     /// Fresh route req/s in the calibration run, and the tokens signed per round from it.
     pub calibration_rps: f64,
@@ -115,8 +115,9 @@ impl Figures {
         let (nf, empty) = (self.rps("no_filter"), self.rps("empty"));
         let mut t = Table::new(
             &format!(
-                "Kong's engine: {} workers, wrk with {} connections on loopback, plain nginx \
-                 upstream, best of {} interleaved rounds of {} s",
+                "On {}: {} workers, wrk with {} connections on loopback, plain nginx upstream, \
+                 best of {} interleaved rounds of {} s",
+                self.args.gateway_name(),
                 self.args.engine_workers,
                 self.args.engine_connections,
                 self.args.engine_rounds.max(1),
@@ -167,8 +168,9 @@ impl Figures {
     fn hostcall_table(&self) -> String {
         let mut t = Table::new(
             &format!(
-                "Host calls on Kong's engine: CPU µs per call in the nginx workers ((route − \
+                "Host calls on {}: CPU µs per call in the gateway's workers ((route − \
                  baseline) / {} calls per request)",
+                self.args.gateway_name(),
                 self.args.engine_hostcall_repeat
             ),
             &[
@@ -201,15 +203,15 @@ impl Figures {
     fn render(&self) -> String {
         let mut out = self.main_table();
         out.push_str(&format!(
-            "\nEngine: {}. Upstream: {}. Requests carry 10 headers (wrk's `Host` included). Fresh \
+            "\nGateway: {}. Upstream: {}. Requests carry 10 headers (wrk's `Host` included). Fresh \
              tokens: {} signed per round ({:.0} s on all cores) from a calibration at {:.0} req/s \
-             × {} s × {}; none is sent twice.{} Workers' CPU: utime + stime of the nginx workers \
+             × {} s × {}; none is sent twice.{} Workers' CPU: utime + stime of the gateway's workers \
              (`/proc/<pid>/stat`) over each run ÷ its requests, best round; \"by workers' CPU\" is the \
              ratio if they were the only thing running. Machine CPU: every busy core-second \
              (`/proc/stat`) over the run ÷ its requests: wrk, the upstream and the kernel share \
              the same cores; cores busy = req/s × machine CPU per request (below the core count, \
              the run is bound by each connection's round trip, not by CPU). Engine part: {:.0} s.\n\n",
-            self.nginx.display(),
+            self.gateway,
             self.upstream,
             self.pool_per_round,
             self.signing_secs,
@@ -236,9 +238,12 @@ impl Figures {
 
     fn summary(&self) -> Map<String, Value> {
         let machine = crate::machine();
+        let prefix = self.args.prefix();
         let mut s = Map::new();
+        // Keys are written as on the engine; the stand-in's get its own prefix.
         let mut put = |k: &str, v: f64| {
-            s.insert(k.to_string(), json!(round(v)));
+            let key = k.replacen("engine", prefix, 1);
+            s.insert(key, json!(round(v)));
         };
         for key in ["no_filter", "empty", "hot", "fresh"] {
             put(&format!("engine_rps_{key}"), self.rps(key));
@@ -274,9 +279,9 @@ impl Figures {
         put("engine_bench_seconds", self.wall_secs);
         let rounds = self.per_round();
         s.insert(
-            "engine".into(),
+            prefix.into(),
             json!({
-                "nginx": self.nginx.display().to_string(),
+                "gateway": self.gateway,
                 "upstream": self.upstream,
                 "workers": self.args.engine_workers,
                 "connections": self.args.engine_connections,

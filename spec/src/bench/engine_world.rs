@@ -2,12 +2,12 @@
 //! request headers, and the processes (plain nginx upstream, mock Google, the gateway on Kong's
 //! engine with cloudrun_oidc, the empty filter and the probe filter).
 
+use super::cpu;
 use super::engine::EngineArgs;
 use super::hostcalls::{self, Case};
 use super::upstream::PlainNginx;
 use anyhow::{bail, Context, Result};
 use cloudrun_spec::jose::SigningKey;
-use cloudrun_spec::testkit::engine::Engine;
 use cloudrun_spec::testkit::gateway::{probe_wasm, yaml_string, Backend, Gateway, GatewayOpts};
 use cloudrun_spec::testkit::mocks::{GoogleOptions, MockGoogle};
 use cloudrun_spec::testkit::process::repo_root;
@@ -183,7 +183,7 @@ impl World {
             ],
             workers: args.engine_workers,
             shm_kv: vec!["cloudrun_oidc=12m".into()],
-            engine: Engine::Wasmx,
+            engine: args.engine_gateway,
             ..GatewayOpts::default()
         })
         .context("starting the gateway on Kong's engine")?;
@@ -195,10 +195,11 @@ impl World {
         })
     }
 
+    /// The nginx workers, or the stand-in's one process.
     pub fn worker_pids(&self) -> Vec<u32> {
         match &self.gateway.backend {
             Backend::Wasmx(n) => n.worker_pids(),
-            Backend::StandIn(_) => Vec::new(),
+            Backend::StandIn(_) => cpu::child_pids("gateway"),
         }
     }
 
