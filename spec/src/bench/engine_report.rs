@@ -106,6 +106,36 @@ impl Figures {
             .collect()
     }
 
+    /// `key`'s req/s over the empty filter's, round by round (same round: same machine state).
+    fn per_round_vs_empty(&self, key: &str) -> Vec<f64> {
+        let (Some(route), Some(empty)) = (self.get(key), self.get("empty")) else {
+            return Vec::new();
+        };
+        route
+            .rounds
+            .iter()
+            .zip(&empty.rounds)
+            .map(|(r, e)| r.outcome.rps() / e.outcome.rps())
+            .collect()
+    }
+
+    /// One line with the per-round ratios of the hot and fresh routes.
+    fn per_round_line(&self) -> String {
+        let list = |key: &str| {
+            self.per_round_vs_empty(key)
+                .iter()
+                .map(|x| format!("{x:.2}"))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
+        format!(
+            "Per round, req/s over the empty filter's in the same round: hot {}, fresh {} (req/s \
+             ratios move from run to run far more than CPU per request: BENCHMARKS.md).\n\n",
+            list("hot"),
+            list("fresh")
+        )
+    }
+
     fn fresh_exhausted(&self) -> bool {
         self.get("fresh")
             .is_some_and(|m| m.rounds.iter().any(|r| r.outcome.exhausted))
@@ -202,8 +232,10 @@ impl Figures {
 
     fn render(&self) -> String {
         let mut out = self.main_table();
+        out.push('\n');
+        out.push_str(&self.per_round_line());
         out.push_str(&format!(
-            "\nGateway: {}. Upstream: {}. Requests carry 10 headers (wrk's `Host` included). Fresh \
+            "Gateway: {}. Upstream: {}. Requests carry 10 headers (wrk's `Host` included). Fresh \
              tokens: {} signed per round ({:.0} s on all cores) from a calibration at {:.0} req/s \
              × {} s × {}; none is sent twice.{} Workers' CPU: utime + stime of the gateway's workers \
              (`/proc/<pid>/stat`) over each run ÷ its requests, best round; \"by workers' CPU\" is the \
@@ -290,6 +322,8 @@ impl Figures {
                 "hostcall_seconds": self.args.engine_hostcall_seconds,
                 "hostcall_repeat": self.args.engine_hostcall_repeat,
                 "fresh_out_of_tokens": self.fresh_exhausted(),
+                "hot_vs_empty_per_round": self.per_round_vs_empty("hot").iter().map(|x| round(*x)).collect::<Vec<_>>(),
+                "fresh_vs_empty_per_round": self.per_round_vs_empty("fresh").iter().map(|x| round(*x)).collect::<Vec<_>>(),
                 "per_round": rounds,
                 "commit": machine["commit"],
                 "dirty": machine["dirty"],
