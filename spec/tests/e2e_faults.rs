@@ -410,24 +410,62 @@ fn dispatch_status_timeout_then_recovers(engine: Engine) -> Result<()> {
 }
 
 fn dispatch_status_tls_handshake_failure(engine: Engine) -> Result<()> {
-    // `https` to the IdP's plain-HTTP port (by name, so SNI is sent; the name maps to the IdP
-    // through callout_host).
+    // `https` to a plain-HTTP peer (by name, so SNI is sent; the name maps to the peer through
+    // callout_host). The peer answers late on purpose: the engine sets `:dispatch_status` only
+    // when the handshake fails after waiting for the peer; when `SSL_do_handshake` fails on its
+    // first call it reports no status at all (ngx_wasm_socket_tcp.c, ssl_handshake vs
+    // ssl_handshake_handler), and the filter can then only say "no answer".
+    let peer = SlowPlainHttp::start()?;
+    let peer_addr = peer.addr.clone();
     dispatch_failure(
         engine,
         "tls handshake failure",
         |_| Ok(()),
-        |c, a| {
-            let port = a
-                .idp_http
-                .rsplit(':')
-                .next()
-                .unwrap_or_default()
-                .to_string();
+        move |c, _| {
+            let port = peer_addr.rsplit(':').next().unwrap_or_default().to_string();
             c["issuers"][0]["jwks_url"] = json!(format!("https://idp.test:{port}/jwks"));
-            c["issuers"][0]["callout_host"] = json!(a.idp_http);
+            c["issuers"][0]["callout_host"] = json!(peer_addr);
         },
     )
     .map(drop)
+}
+
+/// A plain-HTTP server that waits before answering anything with `400`, so a TLS client's
+/// handshake always has to wait for the peer before it fails.
+struct SlowPlainHttp {
+    addr: String,
+    stop: Arc<AtomicBool>,
+}
+
+impl SlowPlainHttp {
+    fn start() -> Result<SlowPlainHttp> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?.to_string();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        std::thread::spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                let Ok((mut s, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(300));
+                    let _ = s.write_all(
+                        b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    );
+                });
+            }
+        });
+        Ok(SlowPlainHttp { addr, stop })
+    }
+}
+
+impl Drop for SlowPlainHttp {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 fn dispatch_status_reader_failure_then_recovers(engine: Engine) -> Result<()> {
