@@ -45,7 +45,6 @@ const RECOVERY: Duration = Duration::from_secs(45);
 /// Addresses the config hook may use.
 struct Addrs {
     issuer: String,
-    idp_http: String,
 }
 
 /// A world without Google (Cloud Run stand-in in `--no-auth`), with a hook that runs after the
@@ -72,7 +71,6 @@ fn start_world(
     before_gateway(&idp)?;
     let addrs = Addrs {
         issuer: idp.issuer().to_string(),
-        idp_http: idp.http_addr().to_string(),
     };
     config(&mut cfg, &addrs);
     let gateway = start_gateway(&cfg, cloudrun.http_addr(), workers, engine)?;
