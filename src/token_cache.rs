@@ -61,21 +61,16 @@ impl<V> TokenCache<V> {
         self.map.get(token).map(|slot| &slot.value)
     }
 
-    /// Caches `value` for `token` until `expires_at` (seconds). Evicts expired entries, then the
-    /// least recently used, to stay within bounds. A token larger than the byte bound is not kept.
+    /// Caches `value` for `token` until `expires_at` (seconds). A full cache first drops its
+    /// expired entries, then its least recently used ones. A token larger than the byte bound is
+    /// not kept.
     pub fn insert(&mut self, token: &[u8], value: V, expires_at: u64, now: u64) {
         if expires_at <= now || token.len() > self.max_bytes {
             return;
         }
         self.remove(token);
-        if self.map.len() >= self.max_entries || self.bytes + token.len() > self.max_bytes {
-            self.map.retain(|_, slot| slot.expires_at > now);
-            self.bytes = self.map.keys().map(|k| k.len()).sum();
-        }
-        while self.map.len() >= self.max_entries || self.bytes + token.len() > self.max_bytes {
-            if !self.evict_least_recently_used() {
-                break;
-            }
+        if !self.has_room(self.map.len(), self.bytes, token.len()) {
+            self.make_room(token.len(), now);
         }
         self.clock += 1;
         self.bytes += token.len();
@@ -87,6 +82,44 @@ impl<V> TokenCache<V> {
                 last_used: self.clock,
             },
         );
+    }
+
+    fn has_room(&self, entries: usize, bytes: usize, len: usize) -> bool {
+        entries < self.max_entries && bytes.saturating_add(len) <= self.max_bytes
+    }
+
+    /// Drops expired entries and, if that is not enough, the least recently used eighth of
+    /// the cache (at least what `len` more bytes need): a full cache pays one pass over its
+    /// entries per many inserts, not one per insert (a new token on every request would
+    /// otherwise scan every entry every time).
+    fn make_room(&mut self, len: usize, now: u64) {
+        self.map.retain(|_, slot| slot.expires_at > now);
+        self.bytes = self.map.keys().map(|k| k.len()).sum();
+        if self.has_room(self.map.len(), self.bytes, len) {
+            return;
+        }
+        let max_entries = self.max_entries - (self.max_entries / 8).max(1);
+        let max_bytes = self.max_bytes.saturating_sub((self.max_bytes / 8).max(len));
+        let mut by_age: Vec<(u64, usize)> = self
+            .map
+            .iter()
+            .map(|(key, slot)| (slot.last_used, key.len()))
+            .collect();
+        by_age.sort_unstable();
+        let (mut entries, mut bytes) = (self.map.len(), self.bytes);
+        let mut cutoff = None;
+        for (last_used, key_len) in by_age {
+            if entries <= max_entries && bytes <= max_bytes {
+                break;
+            }
+            entries -= 1;
+            bytes = bytes.saturating_sub(key_len);
+            cutoff = Some(last_used);
+        }
+        if let Some(cutoff) = cutoff {
+            self.map.retain(|_, slot| slot.last_used > cutoff);
+            self.bytes = self.map.keys().map(|k| k.len()).sum();
+        }
     }
 
     /// Keeps only entries for which `keep` is true (e.g. whose key is still in the JWKS).
@@ -106,21 +139,6 @@ impl<V> TokenCache<V> {
     fn remove(&mut self, token: &[u8]) {
         if let Some((key, _)) = self.map.remove_entry(token) {
             self.bytes = self.bytes.saturating_sub(key.len());
-        }
-    }
-
-    fn evict_least_recently_used(&mut self) -> bool {
-        let oldest = self
-            .map
-            .iter()
-            .min_by_key(|(_, slot)| slot.last_used)
-            .map(|(k, _)| k.clone());
-        match oldest {
-            Some(key) => {
-                self.remove(&key);
-                true
-            }
-            None => false,
         }
     }
 }
@@ -212,6 +230,27 @@ mod tests {
         c.insert(b"new", 3, 100, 6);
         assert_eq!(c.get(b"live", 7), Some(&2));
         assert_eq!(c.get(b"new", 7), Some(&3));
+    }
+
+    #[test]
+    fn a_full_cache_drops_its_oldest_eighth_at_once() {
+        let mut c = TokenCache::new(16, 1 << 20);
+        for i in 0..16u8 {
+            c.insert(&[b'a', i], i, 100, 0);
+        }
+        // Touch the two oldest: the next oldest two go instead.
+        assert_eq!(c.get(&[b'a', 0], 1), Some(&0));
+        assert_eq!(c.get(&[b'a', 1], 1), Some(&1));
+        c.insert(b"new", 99, 100, 1);
+        assert_eq!(c.len(), 15);
+        assert_eq!(c.get(&[b'a', 2], 1), None);
+        assert_eq!(c.get(&[b'a', 3], 1), None);
+        assert_eq!(c.get(&[b'a', 0], 1), Some(&0));
+        assert_eq!(c.get(&[b'a', 4], 1), Some(&4));
+        assert_eq!(c.get(b"new", 1), Some(&99));
+        // Room is left: the next insert drops nothing.
+        c.insert(b"next", 100, 100, 1);
+        assert_eq!(c.len(), 16);
     }
 
     #[test]
