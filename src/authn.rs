@@ -47,6 +47,8 @@ pub struct Grant {
     /// The verifying key, so the entry dies when the key leaves the JWKS.
     key_thumbprint: [u8; 32],
     issuer_index: usize,
+    /// `Bearer <token>` for `original_token_header`, rendered once per token.
+    forwarded_token: Option<Rc<str>>,
 }
 
 /// One route's filter, built once per root context from its configuration.
@@ -187,6 +189,7 @@ impl Route {
             edits,
             key_thumbprint: verified.key_thumbprint,
             issuer_index: verified.issuer_index,
+            forwarded_token: None,
         })
     }
 
@@ -244,7 +247,7 @@ impl Request {
         host: &mut dyn Host,
         route: &Route,
         worker: &mut Worker,
-        pairs: &HeaderPairs,
+        pairs: &HeaderPairs<'_>,
         path: Option<&[u8]>,
     ) -> (Option<Request>, Step) {
         if let Err(refusal) = request_headers::screen(&route.owned, pairs) {
@@ -371,7 +374,6 @@ impl Request {
             verifier::precheck(&self.token, &route.rules, &route.config.limits, now_signed)
                 .map_err(|e| (e, String::new()))?;
         let issuer = prechecked.issuer_index;
-        let context = describe(&prechecked.token);
         let source = route
             .sources
             .get(issuer)
@@ -387,7 +389,7 @@ impl Request {
         );
         let set = match keys {
             Keys::Ready(set) => set,
-            Keys::Unavailable => return Err((AuthError::KeysUnavailable, context)),
+            Keys::Unavailable => return Err((AuthError::KeysUnavailable, describe(&self.token))),
             fetch @ Keys::Fetch { .. } => return self.fetch(host, route, worker, issuer, &fetch),
         };
         let verified = match verifier::verify_signature(prechecked, &set) {
@@ -400,9 +402,15 @@ impl Request {
                 };
                 return self.fetch(host, route, worker, issuer, &fetch);
             }
-            Err(e) => return Err((e, context)),
+            Err(e) => return Err((e, describe(&self.token))),
         };
-        let grant = Rc::new(route.grant_for(&verified).map_err(|e| (e, context))?);
+        let mut grant = route
+            .grant_for(&verified)
+            .map_err(|e| (e, describe(&self.token)))?;
+        if route.original_token_header.is_some() {
+            grant.forwarded_token = Some(Rc::from(format!("Bearer {}", self.token)));
+        }
+        let grant = Rc::new(grant);
         route.remember(&self.token, &grant, verified.exp, now);
         Ok(Some(grant))
     }
@@ -499,8 +507,10 @@ impl Request {
         edits.extend(grant.edits.iter().cloned());
         if let (Some(bearer), Some(header)) = (google, &route.google_header) {
             edits.push((header.clone(), bearer));
-            if let Some(original) = &route.original_token_header {
-                edits.push((original.clone(), Rc::from(format!("Bearer {}", self.token))));
+            if let (Some(original), Some(value)) =
+                (&route.original_token_header, &grant.forwarded_token)
+            {
+                edits.push((original.clone(), value.clone()));
             }
         }
         Step::Allow(edits)
@@ -528,13 +538,18 @@ fn deny(host: &mut dyn Host, error: AuthError, context: &str) -> Step {
     Step::Deny(error)
 }
 
-/// ` (iss=…, kid=…)` for logs: attacker-controlled until verified, so quoted, escaped, capped.
-fn describe(token: &crate::jwt::UnverifiedToken<'_>) -> String {
+/// ` (iss=…, kid=…)` of a refused token for logs: attacker-controlled until verified, so
+/// quoted, escaped, capped. Parsed again here, only when a refusal needs it, so that accepted
+/// tokens pay nothing for it.
+fn describe(token: &str) -> String {
     fn short(value: Option<&str>) -> String {
         let value = value.unwrap_or("-");
         let cut: String = value.chars().take(96).collect();
         format!("{cut:?}")
     }
+    let Ok(token) = crate::jwt::parse(token) else {
+        return String::new();
+    };
     format!(
         " (iss={}, kid={})",
         short(token.unverified_claims.iss.as_deref()),
@@ -773,10 +788,8 @@ mod tests {
         worker: &mut Worker,
         token: &str,
     ) -> (Option<Request>, Step) {
-        let pairs = vec![(
-            b"authorization".to_vec(),
-            format!("Bearer {token}").into_bytes(),
-        )];
+        let value = format!("Bearer {token}");
+        let pairs: Vec<(&[u8], &[u8])> = vec![(b"authorization", value.as_bytes())];
         Request::start(host, route, worker, &pairs, None)
     }
 
@@ -1117,12 +1130,10 @@ mod tests {
         let (idp, route, mut worker, mut host) = setup();
         let token = idp.token("k1", json!({}));
         for forged in ["X-User-Id", "x_user_id", "X-Forwarded-Authorization"] {
-            let pairs = vec![
-                (
-                    b"authorization".to_vec(),
-                    format!("Bearer {token}").into_bytes(),
-                ),
-                (forged.as_bytes().to_vec(), b"mallory".to_vec()),
+            let value = format!("Bearer {token}");
+            let pairs: Vec<(&[u8], &[u8])> = vec![
+                (b"authorization", value.as_bytes()),
+                (forged.as_bytes(), b"mallory"),
             ];
             let (request, step) = Request::start(&mut host, &route, &mut worker, &pairs, None);
             assert!(request.is_none(), "{forged}");

@@ -83,11 +83,26 @@ pub fn extract<'a>(
 fn is_token68(b: &[u8]) -> bool {
     let body_len = b.len() - b.iter().rev().take_while(|&&c| c == b'=').count();
     let (body, _) = b.split_at(body_len);
+    // One table load per byte, no early exit: every request's token is checked whole.
     !body.is_empty()
-        && body.iter().all(|&c| {
-            c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        && body.iter().fold(true, |ok, &c| {
+            ok & TOKEN68_BODY.get(usize::from(c)).copied().unwrap_or(false)
         })
 }
+
+/// Bytes allowed in a `token68` before its `=` padding.
+#[allow(clippy::indexing_slicing)] // `c < 256` indexes a `[_; 256]`, evaluated at compile time
+const TOKEN68_BODY: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        table[c] =
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+        c += 1;
+    }
+    table
+};
 
 fn trim(mut b: &[u8]) -> &[u8] {
     while let [first, rest @ ..] = b {

@@ -17,7 +17,40 @@ use crate::reject::AuthError;
 pub const HOST_MAX_HEADER_PAIRS: usize = 100;
 
 /// Request headers as `(name, value)` byte pairs, in the host's order.
-pub type HeaderPairs = [(Vec<u8>, Vec<u8>)];
+pub type HeaderPairs<'a> = [(&'a [u8], &'a [u8])];
+
+/// The (name, value) pairs of a header map in the ABI's encoding (count, then name and value
+/// lengths, then each name and value followed by a NUL), borrowed from its buffer: no copy
+/// per header. `None` when the encoding is malformed: a pair the filter cannot read could be
+/// a header it must see, so the caller refuses the request.
+pub fn parse_header_map(map: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
+    if map.is_empty() {
+        return Some(Vec::new());
+    }
+    let u32_at = |at: usize| -> Option<usize> {
+        let b = map.get(at..at.checked_add(4)?)?;
+        Some(u32::from_le_bytes([*b.first()?, *b.get(1)?, *b.get(2)?, *b.get(3)?]) as usize)
+    };
+    let count = u32_at(0)?;
+    let mut data = count.checked_mul(8)?.checked_add(4)?;
+    if data > map.len() {
+        return None;
+    }
+    let mut pairs = Vec::with_capacity(count);
+    for i in 0..count {
+        let name_len = u32_at(4 + i * 8)?;
+        let value_len = u32_at(8 + i * 8)?;
+        let name_end = data.checked_add(name_len)?;
+        let value_end = name_end.checked_add(1)?.checked_add(value_len)?;
+        // Each name and value is followed by a NUL.
+        if map.get(name_end) != Some(&0) || map.get(value_end) != Some(&0) {
+            return None;
+        }
+        pairs.push((map.get(data..name_end)?, map.get(name_end + 1..value_end)?));
+        data = value_end + 1;
+    }
+    Some(pairs)
+}
 
 /// The headers a route sets itself (lower-case), and the check for client copies of them.
 #[derive(Debug, Default)]
@@ -64,7 +97,7 @@ pub struct Refusal {
 
 /// Refuses a request the filter cannot see whole (as many pairs as the host's limit) or that
 /// carries a header this route owns. Runs on every request, before the token is looked at.
-pub fn screen(owned: &OwnedHeaders, pairs: &HeaderPairs) -> Result<(), Refusal> {
+pub fn screen(owned: &OwnedHeaders, pairs: &HeaderPairs<'_>) -> Result<(), Refusal> {
     if pairs.len() >= HOST_MAX_HEADER_PAIRS {
         return Err(Refusal {
             error: AuthError::TooManyHeaders,
@@ -86,14 +119,14 @@ pub fn screen(owned: &OwnedHeaders, pairs: &HeaderPairs) -> Result<(), Refusal> 
 /// Every value of the configured token header and every `Cookie` header, plus the path.
 pub fn credentials<'a>(
     loc: &TokenLocation,
-    pairs: &'a HeaderPairs,
+    pairs: &HeaderPairs<'a>,
     path: Option<&'a [u8]>,
 ) -> RequestCredentials<'a> {
     let values = |wanted: &str| -> Vec<&'a [u8]> {
         pairs
             .iter()
             .filter(|(name, _)| name.eq_ignore_ascii_case(wanted.as_bytes()))
-            .map(|(_, value)| value.as_slice())
+            .map(|(_, value)| *value)
             .collect()
     };
     RequestCredentials {
@@ -111,11 +144,61 @@ pub fn credentials<'a>(
 mod tests {
     use super::*;
 
-    fn pairs(names: &[&str]) -> Vec<(Vec<u8>, Vec<u8>)> {
-        names
-            .iter()
-            .map(|n| (n.as_bytes().to_vec(), b"v".to_vec()))
-            .collect()
+    fn pairs<'a>(names: &[&'a str]) -> Vec<(&'a [u8], &'a [u8])> {
+        names.iter().map(|n| (n.as_bytes(), &b"v"[..])).collect()
+    }
+
+    /// The ABI's header-map encoding of `pairs`.
+    fn encode(pairs: &[(&str, &str)]) -> Vec<u8> {
+        let mut map = (pairs.len() as u32).to_le_bytes().to_vec();
+        for (name, value) in pairs {
+            map.extend_from_slice(&(name.len() as u32).to_le_bytes());
+            map.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        }
+        for (name, value) in pairs {
+            map.extend_from_slice(name.as_bytes());
+            map.push(0);
+            map.extend_from_slice(value.as_bytes());
+            map.push(0);
+        }
+        map
+    }
+
+    #[test]
+    fn header_maps_are_read_in_place() {
+        let map = encode(&[
+            ("host", "a"),
+            ("authorization", "Bearer t"),
+            ("x-empty", ""),
+        ]);
+        let read = parse_header_map(&map).unwrap();
+        assert_eq!(
+            read,
+            vec![
+                (&b"host"[..], &b"a"[..]),
+                (&b"authorization"[..], &b"Bearer t"[..]),
+                (&b"x-empty"[..], &b""[..])
+            ]
+        );
+        assert_eq!(parse_header_map(&[]), Some(Vec::new()));
+        assert_eq!(parse_header_map(&encode(&[])), Some(Vec::new()));
+    }
+
+    #[test]
+    fn malformed_header_maps_are_refused_not_read_in_part() {
+        let map = encode(&[("host", "a"), ("x-user-id", "mallory")]);
+        // Cut short anywhere: never the first pair alone.
+        for len in 1..map.len() {
+            assert_eq!(parse_header_map(&map[..len]), None, "cut at {len}");
+        }
+        // A missing NUL after a name.
+        let mut bad = map.clone();
+        bad[24] = b'!';
+        assert_eq!(parse_header_map(&bad), None);
+        // A count the buffer cannot hold.
+        let mut huge = map.clone();
+        huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(parse_header_map(&huge), None);
     }
 
     fn owned() -> OwnedHeaders {
@@ -160,11 +243,11 @@ mod tests {
             query_param: None,
             cookie: Some("session".into()),
         };
-        let p = vec![
-            (b"Authorization".to_vec(), b"Bearer a".to_vec()),
-            (b"cookie".to_vec(), b"session=b".to_vec()),
-            (b"authorization".to_vec(), b"Bearer c".to_vec()),
-            (b"Cookie".to_vec(), b"x=y".to_vec()),
+        let p: Vec<(&[u8], &[u8])> = vec![
+            (b"Authorization", b"Bearer a"),
+            (b"cookie", b"session=b"),
+            (b"authorization", b"Bearer c"),
+            (b"Cookie", b"x=y"),
         ];
         let c = credentials(&loc, &p, None);
         assert_eq!(c.header_values, vec![&b"Bearer a"[..], &b"Bearer c"[..]]);

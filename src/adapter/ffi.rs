@@ -220,52 +220,15 @@ pub fn http_call(
     .map_err(|status| Status(status as u32))
 }
 
-/// Header (name, value) pairs as the host returns them.
-pub type HeaderPairs = Vec<(Vec<u8>, Vec<u8>)>;
-
-/// Every (name, value) pair of a header map (Kong returns at most 100 request headers).
-pub fn get_header_pairs(map_type: u32) -> Result<HeaderPairs, Status> {
+/// A header map as the host returns it: one buffer in the ABI's encoding.
+pub fn get_header_map(map_type: u32) -> Result<Vec<u8>, Status> {
     let (mut data, mut size) = (null_mut(), 0usize);
     // SAFETY: as in `get_buffer`.
     match unsafe { proxy_get_header_map_pairs(map_type, &mut data, &mut size) } {
-        0 => Ok(unsafe { take_buffer(data, size) }
-            .map(|bytes| deserialize_map(&bytes))
-            .unwrap_or_default()),
+        0 => Ok(unsafe { take_buffer(data, size) }.unwrap_or_default()),
         1 => Ok(Vec::new()),
         other => Err(Status(other)),
     }
-}
-
-/// Reads the ABI's header-map encoding; a malformed map yields the pairs read so far.
-fn deserialize_map(bytes: &[u8]) -> HeaderPairs {
-    let u32_at = |at: usize| -> Option<usize> {
-        let b = bytes.get(at..at.checked_add(4)?)?;
-        Some(u32::from_le_bytes([*b.first()?, *b.get(1)?, *b.get(2)?, *b.get(3)?]) as usize)
-    };
-    let mut pairs = Vec::new();
-    let Some(count) = u32_at(0) else {
-        return pairs;
-    };
-    let mut data = 4usize.saturating_add(count.saturating_mul(8));
-    for i in 0..count {
-        let Some(name_len) = u32_at(4 + i * 8) else {
-            break;
-        };
-        let Some(value_len) = u32_at(8 + i * 8) else {
-            break;
-        };
-        let name_end = data.saturating_add(name_len);
-        let value_start = name_end.saturating_add(1);
-        let value_end = value_start.saturating_add(value_len);
-        let (Some(name), Some(value)) =
-            (bytes.get(data..name_end), bytes.get(value_start..value_end))
-        else {
-            break;
-        };
-        pairs.push((name.to_vec(), value.to_vec()));
-        data = value_end.saturating_add(1);
-    }
-    pairs
 }
 
 pub fn define_counter(name: &str) -> Result<u32, Status> {
