@@ -485,6 +485,11 @@ fn repeat(action: &Value, seen: &mut Vec<String>) {
             }),
             "log" => hostcalls::log(level, &msg).map(|()| true),
             "time" => hostcalls::get_current_time().map(|_| true),
+            "increment_metric" => METRIC_IDS
+                .with(|m| m.borrow().get(&name).copied())
+                .ok_or(Status::NotFound)
+                .and_then(|id| hostcalls::increment_metric(id, 1))
+                .map(|()| true),
             _ => Ok(true),
         };
         match outcome {

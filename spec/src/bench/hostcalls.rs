@@ -32,6 +32,9 @@ impl Case {
         action["do"] = json!("repeat");
         action["n"] = json!(n);
         let mut config = json!({ "on_request_headers": [action] });
+        if self.name == "increment_metric" {
+            config["on_configure"] = json!([{"do": "define_metric", "name": "bench_counter"}]);
+        }
         if self.name == "get_shared_data" {
             // A value about the size of a cached token, read back on every call.
             config["on_configure"] = json!([{
@@ -94,6 +97,12 @@ pub fn cases() -> Vec<Case> {
             abi: "proxy_log",
             what: "a debug line, error_log at notice (dropped)",
             action: || json!({"call": "log", "level": "debug", "msg": "bench: a line nobody reads"}),
+        },
+        Case {
+            name: "increment_metric",
+            abi: "proxy_increment_metric",
+            what: "a counter, by 1",
+            action: || json!({"call": "increment_metric", "name": "bench_counter"}),
         },
         Case {
             name: "get_current_time",

@@ -213,6 +213,13 @@ pub fn nginx_conf(
         let _ = writeln!(out, "    module {name} {d}/filters/{name}.wasm;");
     }
     let _ = writeln!(out, "    module spec_metrics {};", probe_wasm()?.display());
+    // For profiling with `perf`: wasmtime writes /tmp/perf-<pid>.map for the compiled code.
+    if let Some(profiler) = std::env::var("WASMX_WASMTIME_PROFILER")
+        .ok()
+        .filter(|p| !p.is_empty())
+    {
+        let _ = writeln!(out, "    wasmtime {{ flag profiler {profiler}; }}");
+    }
     for zone in &opts.shm_kv {
         let (name, size) = zone
             .split_once('=')
