@@ -85,15 +85,17 @@ echo "== wasmtime $wasmtime_version C API (cargo build --release)"
 
 impl_dir=$(cd "$capi" && cargo metadata --format-version 1 \
   | python3 -c 'import json,sys; print(next(p["manifest_path"] for p in json.load(sys.stdin)["packages"] if p["name"]=="wasmtime-c-api-impl").rsplit("/",1)[0])')
-conf_h=$(ls "$capi"/target/release/build/wasmtime-c-api-impl-*/out/include/wasmtime/conf.h | head -1)
+conf_h=$(ls -t "$capi"/target/release/build/wasmtime-c-api-impl-*/out/include/wasmtime/conf.h | head -1)
 inc="$build/include"
 rm -rf "$inc"
 cp -r "$impl_dir/include" "$inc"
 cp "$conf_h" "$inc/wasmtime/conf.h"
-# The crate's build script leaves this feature out of conf.h although it is compiled in.
-grep -q 'WASMTIME_FEATURE_WAT' "$inc/wasmtime/conf.h" \
-  || sed -i 's|^#endif // WASMTIME_CONF_H|#define WASMTIME_FEATURE_WAT\n#endif // WASMTIME_CONF_H|' "$inc/wasmtime/conf.h"
-grep -q 'define WASMTIME_FEATURE_WAT' "$inc/wasmtime/conf.h"
+# The crate's build script leaves this feature out of conf.h (no line, or `#undef`) although it
+# is compiled in.
+grep -q '^#define WASMTIME_FEATURE_WAT' "$inc/wasmtime/conf.h" \
+  || sed -i -e '/WASMTIME_FEATURE_WAT/d' \
+    -e 's|^#endif // WASMTIME_CONF_H|#define WASMTIME_FEATURE_WAT\n#endif // WASMTIME_CONF_H|' "$inc/wasmtime/conf.h"
+grep -q '^#define WASMTIME_FEATURE_WAT' "$inc/wasmtime/conf.h"
 
 mkdir -p "$out/lib" "$out/sbin" "$out/bin"
 cp "$capi/target/release/libwasmtime.so" "$out/lib/"
