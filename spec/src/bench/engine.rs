@@ -11,14 +11,16 @@
 //! Without the engine (or wrk) the part is skipped and says why, in the output and in
 //! `summary.json` (`engine.skipped`).
 
+use super::engine_algs::{self, AlgKeys, ALGS};
 use super::engine_report::{Figures, Measured, Report, RoundFigure};
 use super::engine_world::{request_headers, routes, Route, World};
 use super::{cpu, tokens, wrk};
 use anyhow::{bail, Context, Result};
-use cloudrun_spec::jose::{KeyKind, SigningKey};
+use cloudrun_spec::jose::{Alg, KeyKind, SigningKey};
 use cloudrun_spec::testkit::engine::{wasmx_nginx, Engine};
 use cloudrun_spec::testkit::gateway::probe_seen;
 use serde_json::{Map, Value};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -38,6 +40,10 @@ pub struct EngineArgs {
     /// Seconds of load per route per round (no filter, empty, hot, fresh).
     #[arg(long, default_value_t = 8)]
     pub engine_seconds: u64,
+    /// Seconds of load per algorithm (PS256, ES256, ES384, EdDSA) with new tokens on the fresh
+    /// route per round (0: none); RS256 is the fresh route itself.
+    #[arg(long, default_value_t = 3)]
+    pub engine_alg_seconds: u64,
     /// Seconds of load per host-call route per round (0: no host-call routes).
     #[arg(long, default_value_t = 4)]
     pub engine_hostcall_seconds: u64,
@@ -223,24 +229,26 @@ impl Bench<'_> {
         Ok(hot_rps)
     }
 
-    /// Signs `count` fresh tokens from index `first` and writes them for wrk's threads.
+    /// Signs `count` fresh `alg` tokens from index `first` and writes them for wrk's threads.
     fn token_pool(
         &self,
-        key: &SigningKey,
+        (key, alg): (&SigningKey, Alg),
         name: &str,
         first: usize,
         count: usize,
         run_id: u64,
-    ) -> Result<PathBuf> {
-        let pool = tokens::sign(key, first, count, run_id)?;
-        tokens::write_per_thread(&self.world.dir, name, &pool, self.threads())
+    ) -> Result<(PathBuf, Vec<String>)> {
+        let pool = tokens::sign(key, alg, first, count, run_id)?;
+        let prefix = tokens::write_per_thread(&self.world.dir, name, &pool, self.threads())?;
+        Ok((prefix, pool))
     }
 
     /// The fresh route's req/s over 2 s, with a pool that the hot route's rate (an upper
     /// bound) cannot exhaust; also the fresh route's warm-up.
     fn calibrate(&self, route: &Route, key: &SigningKey, hot_rps: f64, run_id: u64) -> Result<f64> {
         let count = tokens::pool_size(hot_rps, 2.0, 1.2);
-        let prefix = self.token_pool(key, "calibration", 40_000_000, count, run_id)?;
+        let (prefix, _) =
+            self.token_pool((key, Alg::RS256), "calibration", 40_000_000, count, run_id)?;
         let short = Route {
             seconds: 2,
             ..route.clone()
@@ -255,12 +263,22 @@ impl Bench<'_> {
         })
     }
 
-    /// Every route once per round, in order, rounds one after the other; round `r` takes its
-    /// fresh tokens from `pools[r]`.
-    fn run_rounds(&self, pools: &[PathBuf], measured: &mut [Measured]) -> Result<()> {
+    /// Every route once per round, in order, rounds one after the other; in round `r` a fresh
+    /// route takes its tokens from `pools[r][route key]`.
+    fn run_rounds(
+        &self,
+        pools: &[HashMap<String, PathBuf>],
+        measured: &mut [Measured],
+    ) -> Result<()> {
         for (r, pool) in pools.iter().enumerate() {
             for m in measured.iter_mut() {
-                let fig = self.load(&m.route, m.route.fresh.then(|| pool.clone()))?;
+                let tokens = match m.route.fresh {
+                    true => Some(pool.get(&m.route.key).cloned().with_context(|| {
+                        format!("no token pool for {} in round {}", m.route.key, r + 1)
+                    })?),
+                    false => None,
+                };
+                let fig = self.load(&m.route, tokens)?;
                 eprintln!(
                     "bench: engine round {}/{}: {:<22} {:>7.0} req/s {:>7.1} µs CPU/req \
                      ({} busy worker(s){})",
@@ -291,13 +309,17 @@ fn measure(
     run_id: u64,
 ) -> Result<Figures> {
     let started = Instant::now();
-    let routes = routes(args);
+    let mut routes = routes(args);
+    routes.extend(engine_algs::routes(args));
     let key = SigningKey::generate(KeyKind::Rsa(2048), "rsa-1")?;
-    let hot_token = tokens::sign(&key, 30_000_000, 1, run_id)?
+    let alg_keys = AlgKeys::generate()?;
+    let hot_token = tokens::sign(&key, Alg::RS256, 30_000_000, 1, run_id)?
         .pop()
         .context("no hot token")?;
     let headers = request_headers(&hot_token);
-    let world = World::start(args, nginx, wasm, &key, &routes)?;
+    let mut jwks = vec![key.public_jwk_for(None)];
+    jwks.extend(alg_keys.public_jwks());
+    let world = World::start(args, nginx, wasm, jwks, &routes)?;
     eprintln!(
         "bench: engine: gateway {} (workers {:?}), upstream {}; checks and warm-up",
         world.gateway.http,
@@ -324,17 +346,41 @@ fn measure(
         "bench: engine: fresh route ~{calibration_rps:.0} req/s: signing {rounds} × {pool} tokens"
     );
     let signing = Instant::now();
-    let pools: Vec<PathBuf> = (0..rounds)
-        .map(|r| {
-            bench.token_pool(
-                &key,
-                &format!("round{r}"),
-                50_000_000 + r * 10_000_000,
-                pool,
-                run_id,
-            )
-        })
-        .collect::<Result<_>>()?;
+    let mut pools: Vec<HashMap<String, PathBuf>> = Vec::new();
+    let mut openssl_us: Vec<(Alg, f64)> = Vec::new();
+    for r in 0..rounds {
+        let first = 50_000_000 + r * 10_000_000;
+        let mut round = HashMap::new();
+        let (prefix, tokens) = bench.token_pool(
+            (&key, Alg::RS256),
+            &format!("round{r}"),
+            first,
+            pool,
+            run_id,
+        )?;
+        if r == 0 {
+            openssl_us.push((
+                Alg::RS256,
+                engine_algs::openssl_us(&key, Alg::RS256, &tokens)?,
+            ));
+        }
+        round.insert("fresh".to_string(), prefix);
+        for route in routes.iter().filter(|r| r.fresh && r.key != "fresh") {
+            let (alg, signer) = ALGS
+                .iter()
+                .find(|(alg, _, _)| engine_algs::route_key(*alg) == route.key)
+                .and_then(|(alg, _, _)| Some((*alg, alg_keys.for_alg(*alg, &key)?)))
+                .with_context(|| format!("no key for {}", route.key))?;
+            let name = format!("round{r}-{}", route.key);
+            let count = engine_algs::POOL_PER_ROUND;
+            let (prefix, tokens) = bench.token_pool((signer, alg), &name, first, count, run_id)?;
+            if r == 0 {
+                openssl_us.push((alg, engine_algs::openssl_us(signer, alg, &tokens)?));
+            }
+            round.insert(route.key.clone(), prefix);
+        }
+        pools.push(round);
+    }
     let signing_secs = signing.elapsed().as_secs_f64();
     let mut measured: Vec<Measured> = routes
         .iter()
@@ -344,7 +390,7 @@ fn measure(
         })
         .collect();
     let result = bench.run_rounds(&pools, &mut measured);
-    for prefix in &pools {
+    for prefix in pools.iter().flat_map(HashMap::values) {
         tokens::remove_per_thread(prefix, bench.threads());
     }
     result?;
@@ -362,6 +408,7 @@ fn measure(
         },
         calibration_rps,
         pool_per_round: pool,
+        openssl_us,
         signing_secs,
         wall_secs: started.elapsed().as_secs_f64(),
     })

@@ -2,10 +2,12 @@
 //! host-call costs; rendered as Markdown tables and as the `engine_*` keys of summary.json.
 
 use super::engine::EngineArgs;
+use super::engine_algs;
 use super::engine_world::Route;
 use super::hostcalls::{self, Case};
 use super::stats::{round, us, Table};
 use super::wrk;
+use cloudrun_spec::jose::Alg;
 use serde_json::{json, Map, Value};
 
 /// One route in one round.
@@ -60,6 +62,8 @@ pub struct Figures {
     /// Fresh route req/s in the calibration run, and the tokens signed per round from it.
     pub calibration_rps: f64,
     pub pool_per_round: usize,
+    /// OpenSSL's median µs to verify one of the fresh tokens, per algorithm.
+    pub openssl_us: Vec<(Alg, f64)>,
     pub signing_secs: f64,
     pub wall_secs: f64,
 }
@@ -195,6 +199,53 @@ impl Figures {
         t.render()
     }
 
+    /// Per algorithm: what a new token costs the workers over the hot path, and that over
+    /// OpenSSL's verification of the same signatures. RS256 is the fresh route.
+    fn verify_costs(&self) -> Vec<(Alg, f64, f64)> {
+        let hot = self.cpu_us("hot");
+        self.openssl_us
+            .iter()
+            .filter_map(|(alg, openssl)| {
+                let key = match alg {
+                    Alg::RS256 => "fresh".to_string(),
+                    other => engine_algs::route_key(*other),
+                };
+                let cost = self.cpu_us(&key) - hot;
+                cost.is_finite().then_some((*alg, cost, *openssl))
+            })
+            .collect()
+    }
+
+    fn verify_table(&self) -> String {
+        let mut t = Table::new(
+            &format!(
+                "A new token per algorithm on {}: workers' CPU over the hot path, against OpenSSL",
+                self.args.gateway_name()
+            ),
+            &[
+                "alg",
+                "workers' CPU µs/request",
+                "new token − hot (µs)",
+                "OpenSSL verify (µs)",
+                "ratio",
+            ],
+        );
+        for (alg, cost, openssl) in self.verify_costs() {
+            let key = match alg {
+                Alg::RS256 => "fresh".to_string(),
+                other => engine_algs::route_key(other),
+            };
+            t.row(vec![
+                alg.name().into(),
+                us(self.cpu_us(&key)),
+                us(cost),
+                us(openssl),
+                format!("{:.1}×", cost / openssl),
+            ]);
+        }
+        t.render()
+    }
+
     fn hostcall_table(&self) -> String {
         let mut t = Table::new(
             &format!(
@@ -257,6 +308,18 @@ impl Figures {
             },
             self.wall_secs
         ));
+        if self.openssl_us.len() > 1 {
+            out.push_str(&self.verify_table());
+            out.push_str(&format!(
+                "\nEach algorithm other than RS256 loads the fresh route for {} s per round with \
+                 {} tokens of its own (a load that runs out stops early; CPU per request stays \
+                 valid); best round. \"new token − hot\" is everything a new token adds in the \
+                 workers (parsing, verification, claims, the cache insert); OpenSSL is this \
+                 process verifying the same signatures (median of 200).\n\n",
+                self.args.engine_alg_seconds,
+                engine_algs::POOL_PER_ROUND
+            ));
+        }
         if self.args.engine_hostcall_seconds > 0 {
             out.push_str(&self.hostcall_table());
             out.push_str(&format!(
@@ -299,6 +362,15 @@ impl Figures {
         put("engine_fresh_vs_no_filter", self.rps("fresh") / nf);
         for (case, cost) in self.hostcall_costs() {
             put(&format!("engine_hostcall_us_{}", case.name), cost);
+        }
+        for (alg, cost, openssl) in self.verify_costs() {
+            let name = alg.name().to_ascii_lowercase();
+            put(&format!("engine_new_token_us_{name}"), cost);
+            put(&format!("engine_openssl_us_{name}"), openssl);
+            put(
+                &format!("engine_new_token_vs_openssl_{name}"),
+                cost / openssl,
+            );
         }
         if self.args.engine_hostcall_seconds > 0 {
             put(

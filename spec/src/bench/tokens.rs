@@ -1,4 +1,4 @@
-//! Fresh tokens for the engine's cold route: RS256 tokens signed before the timed rounds (on
+//! Fresh tokens for the engine's cold routes: tokens signed before the timed rounds (on
 //! every core, OpenSSL), each with its own `sub`/`jti`, written one file per wrk thread so that
 //! no token is sent twice in a run.
 
@@ -7,9 +7,15 @@ use cloudrun_spec::jose::{self, Alg, SigningKey};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-/// `count` RS256 tokens with the bench's claims ([`crate::claims`]) for indices
-/// `first..first + count`, signed on all cores.
-pub fn sign(key: &SigningKey, first: usize, count: usize, run: u64) -> Result<Vec<String>> {
+/// `count` tokens signed with `key` and `alg`, with the bench's claims ([`crate::claims`]) for
+/// indices `first..first + count`, signed on all cores.
+pub fn sign(
+    key: &SigningKey,
+    alg: Alg,
+    first: usize,
+    count: usize,
+    run: u64,
+) -> Result<Vec<String>> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
@@ -22,9 +28,7 @@ pub fn sign(key: &SigningKey, first: usize, count: usize, run: u64) -> Result<Ve
                 let end = (start + per).min(count);
                 s.spawn(move || -> Result<Vec<String>> {
                     (start..end)
-                        .map(|i| {
-                            jose::sign_jwt(key, Alg::RS256, &crate::claims(first + i, run, false))
-                        })
+                        .map(|i| jose::sign_jwt(key, alg, &crate::claims(first + i, run, false)))
                         .collect()
                 })
             })

@@ -22,6 +22,8 @@ mod cpu;
 mod driver;
 #[path = "../bench/engine.rs"]
 mod engine;
+#[path = "../bench/engine_algs.rs"]
+mod engine_algs;
 #[path = "../bench/engine_report.rs"]
 mod engine_report;
 #[path = "../bench/engine_world.rs"]
