@@ -50,7 +50,7 @@ lint: setup
 	$(CARGO) clippy -p cloudrun-oidc -p probe-filter --target $(WASM_TARGET) -- -D warnings
 
 ## engine: builds Kong's engine (nginx 1.25.3 + Kong/ngx_wasm_module 9136e46 + the wasmtime 26 C API,
-## as Kong 3.9 builds it) into target/wasmx, about 20 minutes on 2 cores. Sources come from
+## as Kong 3.9 builds it) into target/wasmx, 7-20 minutes on 2 cores. Sources come from
 ## WASMX_SOURCES (a directory; default ../shared/wasmx/sources when present), else from GitHub.
 WASMX_SOURCES ?= $(wildcard ../shared/wasmx/sources)
 engine:

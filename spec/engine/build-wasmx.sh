@@ -9,7 +9,7 @@
 # OUT gets bin/nginx (a wrapper that finds lib/libwasmtime.so), sbin/nginx and lib/. SOURCES is a
 # directory holding nginx-release-1.25.3.tar.gz and ngx_wasm_module-9136e46.tar.gz (offline);
 # without it both come from GitHub. wasmtime comes from crates.io either way.
-# About 20 minutes on 2 cores, 13 of them for wasmtime.
+# 7½ minutes on 2 idle cores, 7 of them for wasmtime (up to 20 on a busy machine).
 set -euo pipefail
 
 out=$(mkdir -p "$1" && cd "$1" && pwd)
