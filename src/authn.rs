@@ -5,14 +5,15 @@
 //! ends in [`Step::Allow`], [`Step::Deny`] or another [`Step::Wait`], never in silence (Kong
 //! resumes a paused request by itself after its last callout, which would fail open).
 
-use crate::b64;
 use crate::claims;
 use crate::config::FilterConfig;
 use crate::config::GoogleHeader;
 use crate::extractor;
 use crate::google::{GoogleTokens, Mint, MintProgress, TokenKeys};
 use crate::host::{CalloutResponse, CalloutToken, Host, LogLevel};
-use crate::jwks::KeySet;
+use crate::jose::b64;
+use crate::jose::jwk_set::KeySet;
+use crate::jose::verifier::{self, IssuerRule, VerifiedToken};
 use crate::keys::{Fetch, KeyCache, Keys, Origin, Progress, Source};
 use crate::metrics::Metric;
 use crate::policy;
@@ -20,7 +21,6 @@ use crate::reject::AuthError;
 use crate::request_headers::{self, HeaderPairs, OwnedHeaders};
 use crate::shared::{self, Lease};
 use crate::token_cache::{TokenCache, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES};
-use crate::verifier::{self, IssuerRule, VerifiedToken};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -547,7 +547,7 @@ fn describe(token: &str) -> String {
         let cut: String = value.chars().take(96).collect();
         format!("{cut:?}")
     }
-    let Ok(token) = crate::jwt::parse(token) else {
+    let Ok(token) = crate::jose::jwt::parse(token) else {
         return String::new();
     };
     format!(

@@ -20,13 +20,13 @@
 //!   field inside it (`google_id_token.external_account.credential_source.file`).
 //! - Header names are lowercased; `algorithms` duplicates are dropped.
 
-use crate::alg::Algorithm;
 use crate::claims::ClaimPath;
 use crate::external_account::ExternalAccount;
 use crate::id_token::ServiceAccountKey;
+use crate::jose::alg::Algorithm;
+use crate::jose::verifier::{token_type, IssuerRule, Limits};
 use crate::jwks_cache::CachePolicy;
 use crate::url::{parse_authority, HttpUrl};
-use crate::verifier::{token_type, IssuerRule, Limits};
 use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value};

@@ -593,7 +593,7 @@ fn jwt_expiry(token: &str) -> Option<u64> {
     else {
         return None;
     };
-    let bytes = crate::b64::decode(payload.as_bytes())?;
+    let bytes = crate::jose::b64::decode(payload.as_bytes())?;
     serde_json::from_slice::<serde_json::Value>(&bytes)
         .ok()?
         .get("exp")?
@@ -765,7 +765,7 @@ mod tests {
     fn jwt(claims: Value) -> String {
         format!(
             "eyJhbGciOiJSUzI1NiJ9.{}.c2ln",
-            crate::b64::encode(claims.to_string().as_bytes())
+            crate::jose::b64::encode(claims.to_string().as_bytes())
         )
     }
 

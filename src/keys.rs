@@ -3,7 +3,7 @@
 //! The fetch is a small state machine driven both by paused requests and by the root tick.
 
 use crate::host::{CalloutRequest, CalloutResponse, CalloutToken, Host, LogLevel};
-use crate::jwks::KeySet;
+use crate::jose::jwk_set::KeySet;
 use crate::jwks_cache::{
     CachePolicy, Freshness, JwksEntry, JwksKeys, FAILURE_BACKOFF_SECS, MAX_COLD_FETCHES_PER_WORKER,
     REDISCOVERY_EVERY_SECS,

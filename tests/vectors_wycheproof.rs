@@ -11,10 +11,10 @@
 
 mod common;
 
-use cloudrun_oidc::alg::Algorithm;
-use cloudrun_oidc::b64;
-use cloudrun_oidc::jwk::Jwk;
-use cloudrun_oidc::signature;
+use cloudrun_oidc::jose::alg::Algorithm;
+use cloudrun_oidc::jose::b64;
+use cloudrun_oidc::jose::jwk::Jwk;
+use cloudrun_oidc::jose::signature;
 use common::{hex, jwk_from_spki_der, keyset_of, read_json, verify_jws, Tally};
 use serde_json::{json, Value};
 
@@ -46,7 +46,7 @@ const RAW_FILES: [&str; 19] = [
 #[cfg(target_arch = "wasm32")]
 #[test]
 fn wasm_build_runs_the_simd128_rsa_path() {
-    assert!(cloudrun_oidc::rsa_public::SIMD128);
+    assert!(cloudrun_oidc::jose::rsa_public::SIMD128);
 }
 
 fn groups(doc: &Value) -> &Vec<Value> {
