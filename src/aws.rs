@@ -3,10 +3,10 @@
 //! the subject token Google's STS takes from AWS — a SigV4-signed `GetCallerIdentity` request,
 //! serialised as Google documents it. Pure: time comes in as `now`.
 
+use crate::host::shared::layout;
 use crate::host::CalloutRequest;
-use crate::shared::layout;
+use crate::http::url::HttpUrl;
 use crate::sigv4::{self, Credentials};
-use crate::url::HttpUrl;
 use std::fmt;
 
 /// Header of the IMDSv2 session-token request: how long the token lives (s).

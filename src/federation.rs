@@ -8,7 +8,7 @@
 //! one callout is in flight at a time: each answer starts the next callout (Kong's engine can
 //! crash a worker when one context has several callouts in flight and one fails).
 //!
-//! Cached in shared data (expiry and full key inside the value, see [`crate::shared`]): the STS
+//! Cached in shared data (expiry and full key inside the value, see [`crate::host::shared`]): the STS
 //! access token and the subject material (AWS role credentials, or a URL's subject token when it
 //! is a JWT with an `exp`), each until [`CACHE_MARGIN_SECS`] before it expires. Subject material
 //! is cached only once STS accepted it. A refusal of cached material (STS 400/401/403 for a
@@ -18,10 +18,10 @@ use crate::aws::{self, RoleCredentials};
 use crate::external_account::{
     AwsSource, ExternalAccount, SubjectFormat, SubjectSource, UrlSource,
 };
+use crate::host::shared::{self, layout, Slot};
 use crate::host::{CalloutRequest, CalloutResponse, Host, LogLevel};
+use crate::http::url::{encode_query_component, HttpUrl};
 use crate::id_token::GoogleToken;
-use crate::shared::{self, layout, Slot};
-use crate::url::{encode_query_component, HttpUrl};
 use sha2::{Digest, Sha256};
 use std::fmt;
 

@@ -5,10 +5,10 @@
 
 use crate::config::{GoogleIdTokenConfig, GoogleSource};
 use crate::federation::{self, CacheKeys, Chain, Next, Target};
+use crate::host::shared::{self, Lease, Slot};
 use crate::host::{CalloutRequest, CalloutResponse, CalloutToken, Host, LogLevel};
 use crate::id_token::{self, GoogleToken};
 use crate::metrics::Metric;
-use crate::shared::{self, Lease, Slot};
 use std::collections::HashMap;
 use std::rc::Rc;
 

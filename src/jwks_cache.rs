@@ -4,7 +4,7 @@
 //! fetched, the route's `jwks_cache` settings and `now`. The shared-data entry format lives here
 //! too, so that every worker reads what another wrote.
 
-use crate::shared::layout;
+use crate::host::shared::layout;
 
 /// A refresh becomes due at this fraction of `ttl_seconds` (per mille), leaving the rest of the
 /// TTL for a background refresh to land before anyone sees stale keys.
@@ -86,7 +86,7 @@ pub struct JwksEntry {
 }
 
 impl JwksEntry {
-    /// Payload bytes for [`crate::shared::write`].
+    /// Payload bytes for [`crate::host::shared::write`].
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 + self.jwks_uri.len() + self.jwks_json.len());
         layout::put_u64(&mut out, self.fetched_at);
@@ -126,7 +126,7 @@ pub struct JwksKeys {
 
 impl JwksKeys {
     /// The keys of source `source` (its id) under `namespace`. Full keys, however long: the
-    /// host gets a bounded form of each ([`crate::shared::host_key`]).
+    /// host gets a bounded form of each ([`crate::host::shared::host_key`]).
     pub fn new(namespace: &str, source: &str) -> JwksKeys {
         JwksKeys {
             entry: format!("{namespace}/jwks/{source}"),

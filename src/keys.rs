@@ -2,15 +2,15 @@
 //! JWKS other workers stored in shared data, then a fetch (discovery → JWKS) through callouts.
 //! The fetch is a small state machine driven both by paused requests and by the root tick.
 
+use crate::host::shared::{self, layout, Lease, Slot};
 use crate::host::{CalloutRequest, CalloutResponse, CalloutToken, Host, LogLevel};
+use crate::http::url::HttpUrl;
 use crate::jose::jwk_set::KeySet;
 use crate::jwks_cache::{
     CachePolicy, Freshness, JwksEntry, JwksKeys, FAILURE_BACKOFF_SECS, MAX_COLD_FETCHES_PER_WORKER,
     REDISCOVERY_EVERY_SECS,
 };
 use crate::metrics::Metric;
-use crate::shared::{self, layout, Lease, Slot};
-use crate::url::HttpUrl;
 use std::collections::HashMap;
 use std::rc::Rc;
 

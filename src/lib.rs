@@ -3,7 +3,7 @@
 //! the caller's token for a Google-signed identity token for Cloud Run.
 //!
 //! Pure logic lives in the modules below and never touches `proxy_wasm`; it reaches the proxy
-//! through [`host::Host`]. The `adapter` module (wasm32 only) is the thin glue to the host.
+//! through [`host::Host`]. The `host::adapter` module (wasm32 only) is the thin glue to the host.
 
 pub mod authn;
 pub mod aws;
@@ -15,6 +15,7 @@ pub mod extractor;
 pub mod federation;
 pub mod google;
 pub mod host;
+pub mod http;
 pub mod id_token;
 pub mod jose;
 pub mod jwks_cache;
@@ -23,14 +24,9 @@ pub mod metrics;
 pub mod policy;
 pub mod reject;
 pub mod request_headers;
-pub mod shared;
 pub mod sigv4;
 pub mod token_cache;
-pub mod url;
 pub mod utc;
-
-#[cfg(target_arch = "wasm32")]
-mod adapter;
 
 /// The crate version, logged when the VM starts.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
