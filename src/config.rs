@@ -27,7 +27,7 @@ use crate::http::url::{parse_authority, HttpUrl};
 use crate::id_token::ServiceAccountKey;
 use crate::jose::alg::Algorithm;
 use crate::jose::verifier::{token_type, IssuerRule, Limits};
-use crate::jwks_cache::CachePolicy;
+use crate::keys::cache::CachePolicy;
 use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value};

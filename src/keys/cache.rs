@@ -111,7 +111,7 @@ impl JwksEntry {
 
 /// Shared-data keys for one key source (`source` is the discovery or JWKS URL).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct JwksKeys {
+pub struct JwksSharedDataKeys {
     /// The cached JWKS entry.
     pub entry: String,
     /// The lease held while one worker fetches.
@@ -124,11 +124,11 @@ pub struct JwksKeys {
     pub rediscovery: String,
 }
 
-impl JwksKeys {
+impl JwksSharedDataKeys {
     /// The keys of source `source` (its id) under `namespace`. Full keys, however long: the
     /// host gets a bounded form of each ([`crate::host::shared::host_key`]).
-    pub fn new(namespace: &str, source: &str) -> JwksKeys {
-        JwksKeys {
+    pub fn new(namespace: &str, source: &str) -> JwksSharedDataKeys {
+        JwksSharedDataKeys {
             entry: format!("{namespace}/jwks/{source}"),
             fetch_lease: format!("{namespace}/jwks-lease/{source}"),
             unknown_kid: format!("{namespace}/jwks-kid/{source}"),
