@@ -9,7 +9,7 @@ use crate::claims;
 use crate::config::FilterConfig;
 use crate::config::GoogleHeader;
 use crate::extractor;
-use crate::google::{GoogleTokens, Mint, MintProgress, TokenKeys};
+use crate::google::{GoogleSharedDataKeys, GoogleTokens, Mint, MintProgress};
 use crate::host::shared::{self, Lease};
 use crate::host::{CalloutResponse, CalloutToken, Host, LogLevel};
 use crate::jose::b64;
@@ -56,7 +56,7 @@ pub struct Route {
     pub config: FilterConfig,
     rules: Vec<IssuerRule>,
     sources: Vec<Source>,
-    google: Option<TokenKeys>,
+    google: Option<GoogleSharedDataKeys>,
     owned: OwnedHeaders,
     original_token_header: Option<Rc<str>>,
     /// Where the Google token goes (`None` without `google_id_token`).
@@ -126,7 +126,7 @@ impl Route {
             google: config
                 .google_id_token
                 .as_ref()
-                .map(|g| TokenKeys::new(&namespace, g)),
+                .map(|g| GoogleSharedDataKeys::new(&namespace, g)),
             owned: OwnedHeaders::new(config.owned_headers()),
             // The caller's token moves aside only when the Google token takes its header.
             original_token_header: config

@@ -16,15 +16,15 @@
 //! - At most one of `jwks`, `jwks_url`, `discovery_url` per issuer.
 //! - `google_id_token.source` defaults to `metadata`; fields of the other sources are refused.
 //! - `google_id_token.external_account` is Google's credential configuration file unchanged (an
-//!   object, or a string holding it); [`crate::external_account`] parses it and errors name the
+//!   object, or a string holding it); [`crate::google::federation::external_account`] parses it and errors name the
 //!   field inside it (`google_id_token.external_account.credential_source.file`).
 //! - Header names are lowercased; `algorithms` duplicates are dropped.
 
 use crate::claims::ClaimPath;
-use crate::external_account::ExternalAccount;
+use crate::google::federation::external_account::ExternalAccount;
+use crate::google::id_token::ServiceAccountKey;
 use crate::http::header_name::{is_tchar, HeaderName};
 use crate::http::url::{parse_authority, HttpUrl};
-use crate::id_token::ServiceAccountKey;
 use crate::jose::alg::Algorithm;
 use crate::jose::verifier::{token_type, IssuerRule, Limits};
 use crate::keys::cache::CachePolicy;

@@ -6,25 +6,19 @@
 //! through [`host::Host`]. The `host::adapter` module (wasm32 only) is the thin glue to the host.
 
 pub mod authn;
-pub mod aws;
 pub mod claims;
 pub mod config;
-pub mod external_account;
 pub mod extractor;
-pub mod federation;
 pub mod google;
 pub mod host;
 pub mod http;
-pub mod id_token;
 pub mod jose;
 pub mod keys;
 pub mod metrics;
 pub mod policy;
 pub mod reject;
 pub mod request_headers;
-pub mod sigv4;
 pub mod token_cache;
-pub mod utc;
 
 /// The crate version, logged when the VM starts.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

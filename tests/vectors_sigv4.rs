@@ -12,7 +12,7 @@
     clippy::indexing_slicing
 )]
 
-use cloudrun_oidc::sigv4::{self, Credentials, Request};
+use cloudrun_oidc::google::federation::sigv4::{self, Credentials, Request};
 use std::fs;
 use std::path::{Path, PathBuf};
 
