@@ -5,10 +5,8 @@
 //! ends in [`Step::Allow`], [`Step::Deny`] or another [`Step::Wait`], never in silence (Kong
 //! resumes a paused request by itself after its last callout, which would fail open).
 
-use crate::claims;
 use crate::config::FilterConfig;
 use crate::config::GoogleHeader;
-use crate::extractor;
 use crate::google::{GoogleSharedDataKeys, GoogleTokens, Mint, MintProgress};
 use crate::host::shared::{self, Lease};
 use crate::host::{CalloutResponse, CalloutToken, Host, LogLevel};
@@ -17,10 +15,12 @@ use crate::jose::jwk_set::KeySet;
 use crate::jose::verifier::{self, IssuerRule, VerifiedToken};
 use crate::keys::{Fetch, KeyCache, Keys, Origin, Progress, Source};
 use crate::metrics::Metric;
-use crate::policy;
 use crate::reject::AuthError;
-use crate::request_headers::{self, HeaderPairs, OwnedHeaders};
-use crate::token_cache::{TokenCache, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES};
+use crate::request::claims;
+use crate::request::extractor;
+use crate::request::headers::{self, HeaderPairs, OwnedHeaders};
+use crate::request::policy;
+use crate::request::token_cache::{TokenCache, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -250,11 +250,11 @@ impl Request {
         pairs: &HeaderPairs<'_>,
         path: Option<&[u8]>,
     ) -> (Option<Request>, Step) {
-        if let Err(refusal) = request_headers::screen(&route.owned, pairs) {
+        if let Err(refusal) = headers::screen(&route.owned, pairs) {
             return (None, deny(host, refusal.error, &refusal.detail));
         }
         let config = &route.config;
-        let credentials = request_headers::credentials(&config.token, pairs, path);
+        let credentials = headers::credentials(&config.token, pairs, path);
         let token =
             match extractor::extract(&config.token, &credentials, config.limits.max_token_bytes) {
                 Ok(token) => token.to_string(),

@@ -20,7 +20,6 @@
 //!   field inside it (`google_id_token.external_account.credential_source.file`).
 //! - Header names are lowercased; `algorithms` duplicates are dropped.
 
-use crate::claims::ClaimPath;
 use crate::google::federation::external_account::ExternalAccount;
 use crate::google::id_token::ServiceAccountKey;
 use crate::http::header_name::{is_tchar, HeaderName};
@@ -28,6 +27,7 @@ use crate::http::url::{parse_authority, HttpUrl};
 use crate::jose::alg::Algorithm;
 use crate::jose::verifier::{token_type, IssuerRule, Limits};
 use crate::keys::cache::CachePolicy;
+use crate::request::claims::ClaimPath;
 use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value};

@@ -6,19 +6,15 @@
 //! through [`host::Host`]. The `host::adapter` module (wasm32 only) is the thin glue to the host.
 
 pub mod authn;
-pub mod claims;
 pub mod config;
-pub mod extractor;
 pub mod google;
 pub mod host;
 pub mod http;
 pub mod jose;
 pub mod keys;
 pub mod metrics;
-pub mod policy;
 pub mod reject;
-pub mod request_headers;
-pub mod token_cache;
+pub mod request;
 
 /// The crate version, logged when the VM starts.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
