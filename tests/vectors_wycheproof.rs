@@ -42,7 +42,7 @@ const RAW_FILES: [&str; 19] = [
 ];
 
 /// In wasm32 these vectors run through the code path the shipped `.wasm` uses: the SIMD128
-/// RSA dot product (`src/rsa_public.rs`), as `.cargo/config.toml` builds every wasm32 target.
+/// RSA dot product (`src/jose/rsa_public.rs`), as `.cargo/config.toml` builds every wasm32 target.
 #[cfg(target_arch = "wasm32")]
 #[test]
 fn wasm_build_runs_the_simd128_rsa_path() {
