@@ -16,8 +16,9 @@
 //! - At most one of `jwks`, `jwks_url`, `discovery_url` per issuer.
 //! - `google_id_token.source` defaults to `metadata`; fields of the other sources are refused.
 //! - `google_id_token.external_account` is Google's credential configuration file unchanged (an
-//!   object, or a string holding it); [`crate::google::federation::external_account`] parses it and errors name the
-//!   field inside it (`google_id_token.external_account.credential_source.file`).
+//!   object, or a string holding it); [`crate::google::federation::external_account`] parses it
+//!   and errors name the field inside it
+//!   (`google_id_token.external_account.credential_source.file`).
 //! - Header names are lowercased; `algorithms` duplicates are dropped.
 
 use crate::google::federation::external_account::ExternalAccount;

@@ -8,8 +8,8 @@
 //! one callout is in flight at a time: each answer starts the next callout (Kong's engine can
 //! crash a worker when one context has several callouts in flight and one fails).
 //!
-//! Cached in shared data (expiry and full key inside the value, see [`crate::host::shared`]): the STS
-//! access token and the subject material (AWS role credentials, or a URL's subject token when it
+//! Cached in shared data (expiry and full key inside the value, see [`crate::host::shared`]): the
+//! STS access token and the subject material (AWS role credentials, or a URL's subject token when it
 //! is a JWT with an `exp`), each until [`CACHE_MARGIN_SECS`] before it expires. Subject material
 //! is cached only once STS accepted it. A refusal of cached material (STS 400/401/403 for a
 //! cached subject, IAM 401 for a cached STS token) drops it and retries once with fresh material.
