@@ -7,7 +7,7 @@ use cloudrun_spec::jose::{self, Alg, SigningKey};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-/// `count` RS256 tokens with the bench's claims ([`crate::request::claims`]) for indices
+/// `count` RS256 tokens with the bench's claims ([`crate::claims`]) for indices
 /// `first..first + count`, signed on all cores.
 pub fn sign(key: &SigningKey, first: usize, count: usize, run: u64) -> Result<Vec<String>> {
     let threads = std::thread::available_parallelism()
