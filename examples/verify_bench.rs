@@ -17,10 +17,10 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use cloudrun_oidc::alg::Algorithm;
-use cloudrun_oidc::b64;
-use cloudrun_oidc::jwk::Jwk;
-use cloudrun_oidc::signature;
+use cloudrun_oidc::jose::alg::Algorithm;
+use cloudrun_oidc::jose::b64;
+use cloudrun_oidc::jose::jwk::Jwk;
+use cloudrun_oidc::jose::signature;
 use serde_json::Value;
 
 const JWKS: &str = include_str!("../vectors/idp/node-oidc-provider/samples/jwks.json");

@@ -5,22 +5,22 @@
 //! ends in [`Step::Allow`], [`Step::Deny`] or another [`Step::Wait`], never in silence (Kong
 //! resumes a paused request by itself after its last callout, which would fail open).
 
-use crate::b64;
-use crate::claims;
 use crate::config::FilterConfig;
 use crate::config::GoogleHeader;
-use crate::extractor;
-use crate::google::{GoogleTokens, Mint, MintProgress, TokenKeys};
+use crate::google::{GoogleSharedDataKeys, GoogleTokens, Mint, MintProgress};
+use crate::host::shared::{self, Lease};
 use crate::host::{CalloutResponse, CalloutToken, Host, LogLevel};
-use crate::jwks::KeySet;
+use crate::jose::b64;
+use crate::jose::jwk_set::KeySet;
+use crate::jose::verifier::{self, IssuerRule, VerifiedToken};
 use crate::keys::{Fetch, KeyCache, Keys, Origin, Progress, Source};
 use crate::metrics::Metric;
-use crate::policy;
 use crate::reject::AuthError;
-use crate::request_headers::{self, HeaderPairs, OwnedHeaders};
-use crate::shared::{self, Lease};
-use crate::token_cache::{TokenCache, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES};
-use crate::verifier::{self, IssuerRule, VerifiedToken};
+use crate::request::claims;
+use crate::request::extractor;
+use crate::request::headers::{self, HeaderPairs, OwnedHeaders};
+use crate::request::policy;
+use crate::request::token_cache::{TokenCache, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -56,7 +56,7 @@ pub struct Route {
     pub config: FilterConfig,
     rules: Vec<IssuerRule>,
     sources: Vec<Source>,
-    google: Option<TokenKeys>,
+    google: Option<GoogleSharedDataKeys>,
     owned: OwnedHeaders,
     original_token_header: Option<Rc<str>>,
     /// Where the Google token goes (`None` without `google_id_token`).
@@ -126,7 +126,7 @@ impl Route {
             google: config
                 .google_id_token
                 .as_ref()
-                .map(|g| TokenKeys::new(&namespace, g)),
+                .map(|g| GoogleSharedDataKeys::new(&namespace, g)),
             owned: OwnedHeaders::new(config.owned_headers()),
             // The caller's token moves aside only when the Google token takes its header.
             original_token_header: config
@@ -250,11 +250,11 @@ impl Request {
         pairs: &HeaderPairs<'_>,
         path: Option<&[u8]>,
     ) -> (Option<Request>, Step) {
-        if let Err(refusal) = request_headers::screen(&route.owned, pairs) {
+        if let Err(refusal) = headers::screen(&route.owned, pairs) {
             return (None, deny(host, refusal.error, &refusal.detail));
         }
         let config = &route.config;
-        let credentials = request_headers::credentials(&config.token, pairs, path);
+        let credentials = headers::credentials(&config.token, pairs, path);
         let token =
             match extractor::extract(&config.token, &credentials, config.limits.max_token_bytes) {
                 Ok(token) => token.to_string(),
@@ -547,7 +547,7 @@ fn describe(token: &str) -> String {
         let cut: String = value.chars().take(96).collect();
         format!("{cut:?}")
     }
-    let Ok(token) = crate::jwt::parse(token) else {
+    let Ok(token) = crate::jose::jwt::parse(token) else {
         return String::new();
     };
     format!(

@@ -3,42 +3,18 @@
 //! the caller's token for a Google-signed identity token for Cloud Run.
 //!
 //! Pure logic lives in the modules below and never touches `proxy_wasm`; it reaches the proxy
-//! through [`host::Host`]. The `adapter` module (wasm32 only) is the thin glue to the host.
+//! through [`host::Host`]. The `host::adapter` module (wasm32 only) is the thin glue to the host.
 
-pub mod alg;
 pub mod authn;
-pub mod aws;
-pub mod b64;
-pub mod claims;
 pub mod config;
-pub mod discovery;
-pub mod ecdsa_comb;
-pub mod external_account;
-pub mod extractor;
-pub mod federation;
 pub mod google;
 pub mod host;
-pub mod id_token;
-pub mod jwk;
-pub mod jwks;
-pub mod jwks_cache;
-pub mod jwt;
+pub mod http;
+pub mod jose;
 pub mod keys;
 pub mod metrics;
-pub mod policy;
 pub mod reject;
-pub mod request_headers;
-pub mod rsa_public;
-pub mod shared;
-pub mod signature;
-pub mod sigv4;
-pub mod token_cache;
-pub mod url;
-pub mod utc;
-pub mod verifier;
-
-#[cfg(target_arch = "wasm32")]
-mod adapter;
+pub mod request;
 
 /// The crate version, logged when the VM starts.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,7 +1,7 @@
 //! The filter's counters and their names. Kong's Prometheus plugin exports each as
 //! `pw_cloudrun_oidc_<name>`.
 
-use crate::reject::AuthError;
+use crate::reject::{AuthError, DenyReason};
 
 /// A counter the filter increments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -22,41 +22,18 @@ pub enum Metric {
     GoogleTokenMintFailures,
 }
 
-/// Refusal reasons as counted; several [`AuthError`]s share one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct DenyReason(&'static str);
-
 impl From<AuthError> for Metric {
     fn from(error: AuthError) -> Metric {
-        Metric::Denied(DenyReason(error.metric_reason()))
+        Metric::Denied(error.metric_reason())
     }
 }
-
-/// Every deny reason, so the adapter can define all counters up front.
-pub const DENY_REASONS: [&str; 15] = [
-    "missing_token",
-    "malformed",
-    "algorithm",
-    "issuer",
-    "unknown_kid",
-    "signature",
-    "expired",
-    "audience",
-    "token_type",
-    "forbidden",
-    "keys_unavailable",
-    "google_token_unavailable",
-    "invalid_request",
-    "config",
-    "internal",
-];
 
 impl Metric {
     /// The metric name given to `proxy_define_metric`.
     pub fn name(self) -> String {
         match self {
             Metric::Allowed => "allowed".to_string(),
-            Metric::Denied(DenyReason(reason)) => format!("denied_{reason}"),
+            Metric::Denied(reason) => format!("denied_{}", reason.name()),
             Metric::TokenCacheHits => "token_cache_hits".to_string(),
             Metric::JwksFetches => "jwks_fetches".to_string(),
             Metric::JwksFetchFailures => "jwks_fetch_failures".to_string(),
@@ -75,7 +52,7 @@ impl Metric {
             Metric::GoogleTokenMints,
             Metric::GoogleTokenMintFailures,
         ];
-        all.extend(DENY_REASONS.iter().map(|r| Metric::Denied(DenyReason(r))));
+        all.extend(DenyReason::all().map(Metric::Denied));
         all
     }
 }

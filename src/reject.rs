@@ -184,30 +184,87 @@ impl AuthError {
         }
     }
 
-    /// The suffix of the `denied_<reason>` metric counting this refusal.
-    pub fn metric_reason(self) -> &'static str {
+    /// The reason this refusal is counted under (`denied_<reason>`).
+    pub fn metric_reason(self) -> DenyReason {
         match self {
-            AuthError::MissingToken => "missing_token",
+            AuthError::MissingToken => DenyReason::MissingToken,
             AuthError::ConflictingTokens
             | AuthError::TokenTooLarge
             | AuthError::Malformed
             | AuthError::CriticalHeader
-            | AuthError::UnrepresentableClaim => "malformed",
-            AuthError::AlgorithmNotAllowed | AuthError::KeyAlgorithmMismatch => "algorithm",
-            AuthError::UnknownIssuer => "issuer",
-            AuthError::UnknownKey => "unknown_kid",
-            AuthError::BadSignature => "signature",
-            AuthError::Expired | AuthError::NotYetValid => "expired",
-            AuthError::WrongAudience => "audience",
-            AuthError::WrongTokenType => "token_type",
-            AuthError::InsufficientScope | AuthError::ClaimMismatch | AuthError::AmbiguousClaim => {
-                "forbidden"
+            | AuthError::UnrepresentableClaim => DenyReason::Malformed,
+            AuthError::AlgorithmNotAllowed | AuthError::KeyAlgorithmMismatch => {
+                DenyReason::Algorithm
             }
-            AuthError::KeysUnavailable => "keys_unavailable",
-            AuthError::GoogleTokenUnavailable => "google_token_unavailable",
-            AuthError::ForgedHeader | AuthError::TooManyHeaders => "invalid_request",
-            AuthError::InvalidConfiguration => "config",
-            AuthError::Internal => "internal",
+            AuthError::UnknownIssuer => DenyReason::Issuer,
+            AuthError::UnknownKey => DenyReason::UnknownKid,
+            AuthError::BadSignature => DenyReason::Signature,
+            AuthError::Expired | AuthError::NotYetValid => DenyReason::Expired,
+            AuthError::WrongAudience => DenyReason::Audience,
+            AuthError::WrongTokenType => DenyReason::TokenType,
+            AuthError::InsufficientScope | AuthError::ClaimMismatch | AuthError::AmbiguousClaim => {
+                DenyReason::Forbidden
+            }
+            AuthError::KeysUnavailable => DenyReason::KeysUnavailable,
+            AuthError::GoogleTokenUnavailable => DenyReason::GoogleTokenUnavailable,
+            AuthError::ForgedHeader | AuthError::TooManyHeaders => DenyReason::InvalidRequest,
+            AuthError::InvalidConfiguration => DenyReason::Config,
+            AuthError::Internal => DenyReason::Internal,
+        }
+    }
+}
+
+/// Refusal reasons as counted (`denied_<reason>`); several [`AuthError`]s share one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DenyReason {
+    MissingToken,
+    Malformed,
+    Algorithm,
+    Issuer,
+    UnknownKid,
+    Signature,
+    Expired,
+    Audience,
+    TokenType,
+    Forbidden,
+    KeysUnavailable,
+    GoogleTokenUnavailable,
+    InvalidRequest,
+    Config,
+    Internal,
+}
+
+impl DenyReason {
+    /// Every reason, in the order the counters are defined.
+    pub fn all() -> impl Iterator<Item = DenyReason> {
+        std::iter::successors(Some(DenyReason::MissingToken), |r| r.name_and_next().1)
+    }
+
+    /// The metric name's suffix, exported as `pw_cloudrun_oidc_denied_<name>`.
+    pub fn name(self) -> &'static str {
+        self.name_and_next().0
+    }
+
+    /// Name and successor in one exhaustive match: a new reason does not compile until it has a
+    /// name and a place in the chain [`DenyReason::all`] walks.
+    fn name_and_next(self) -> (&'static str, Option<DenyReason>) {
+        use DenyReason::*;
+        match self {
+            MissingToken => ("missing_token", Some(Malformed)),
+            Malformed => ("malformed", Some(Algorithm)),
+            Algorithm => ("algorithm", Some(Issuer)),
+            Issuer => ("issuer", Some(UnknownKid)),
+            UnknownKid => ("unknown_kid", Some(Signature)),
+            Signature => ("signature", Some(Expired)),
+            Expired => ("expired", Some(Audience)),
+            Audience => ("audience", Some(TokenType)),
+            TokenType => ("token_type", Some(Forbidden)),
+            Forbidden => ("forbidden", Some(KeysUnavailable)),
+            KeysUnavailable => ("keys_unavailable", Some(GoogleTokenUnavailable)),
+            GoogleTokenUnavailable => ("google_token_unavailable", Some(InvalidRequest)),
+            InvalidRequest => ("invalid_request", Some(Config)),
+            Config => ("config", Some(Internal)),
+            Internal => ("internal", None),
         }
     }
 }
@@ -309,6 +366,40 @@ mod tests {
                 (503, None, Some(1))
             );
         }
+    }
+
+    #[test]
+    fn every_refusal_is_counted_under_a_listed_reason() {
+        let listed: Vec<DenyReason> = DenyReason::all().collect();
+        for e in ALL {
+            assert!(listed.contains(&e.metric_reason()), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn deny_reasons_keep_their_published_names() {
+        // README's metrics table and dashboards read these names.
+        let names: Vec<&str> = DenyReason::all().map(DenyReason::name).collect();
+        assert_eq!(
+            names,
+            [
+                "missing_token",
+                "malformed",
+                "algorithm",
+                "issuer",
+                "unknown_kid",
+                "signature",
+                "expired",
+                "audience",
+                "token_type",
+                "forbidden",
+                "keys_unavailable",
+                "google_token_unavailable",
+                "invalid_request",
+                "config",
+                "internal",
+            ]
+        );
     }
 
     #[test]

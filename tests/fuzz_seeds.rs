@@ -17,8 +17,8 @@ mod harness;
 use std::path::PathBuf;
 
 use base64::Engine;
-use cloudrun_oidc::alg::Algorithm;
-use cloudrun_oidc::verifier;
+use cloudrun_oidc::jose::alg::Algorithm;
+use cloudrun_oidc::jose::verifier;
 use serde_json::{json, Value};
 
 /// Mutations per target.

@@ -11,11 +11,11 @@
 
 mod common;
 
-use cloudrun_oidc::alg::Algorithm;
-use cloudrun_oidc::b64;
-use cloudrun_oidc::jwks::KeySet;
+use cloudrun_oidc::jose::alg::Algorithm;
+use cloudrun_oidc::jose::b64;
+use cloudrun_oidc::jose::jwk_set::KeySet;
+use cloudrun_oidc::jose::verifier::{precheck, verify_signature, IssuerRule, Limits};
 use cloudrun_oidc::reject::AuthError;
-use cloudrun_oidc::verifier::{precheck, verify_signature, IssuerRule, Limits};
 use common::{jwk_from_pem, keyset_of, read_bytes, read_json, verify_jws, Tally};
 use serde_json::{json, Value};
 

@@ -11,12 +11,14 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use cloudrun_oidc::alg::Algorithm;
-use cloudrun_oidc::discovery;
-use cloudrun_oidc::jwks::KeySet;
+use cloudrun_oidc::http::url::Scheme;
+use cloudrun_oidc::jose::alg::Algorithm;
+use cloudrun_oidc::jose::jwk_set::KeySet;
+use cloudrun_oidc::jose::verifier::{
+    precheck, verify_signature, IssuerRule, Limits, VerifiedToken,
+};
+use cloudrun_oidc::keys::discovery;
 use cloudrun_oidc::reject::AuthError;
-use cloudrun_oidc::url::Scheme;
-use cloudrun_oidc::verifier::{precheck, verify_signature, IssuerRule, Limits, VerifiedToken};
 use common::{read_bytes, read_json, vector_path};
 use serde_json::Value;
 

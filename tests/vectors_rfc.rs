@@ -10,8 +10,8 @@
 
 mod common;
 
-use cloudrun_oidc::jwk::{Jwk, JwkError, SkipReason};
-use cloudrun_oidc::jwt;
+use cloudrun_oidc::jose::jwk::{Jwk, JwkError, SkipReason};
+use cloudrun_oidc::jose::jwt;
 use cloudrun_oidc::reject::AuthError;
 use common::{keyset_of, read_json, verify_jws};
 use serde_json::Value;

@@ -1,5 +1,5 @@
 //! AWS's own Signature Version 4 test suite (`vectors/aws-sigv4/`, from botocore 1.35.0's sdist)
-//! run through the filter's signer (`src/sigv4.rs`): for every request, the canonical request,
+//! run through the filter's signer (`src/google/federation/sigv4.rs`): for every request, the canonical request,
 //! the string to sign and the `Authorization` value must be AWS's, byte for byte.
 //!
 //! Not run: `normalize-path/` (path normalisation — `.`/`..`/`//` segments — which the AWS
@@ -12,7 +12,7 @@
     clippy::indexing_slicing
 )]
 
-use cloudrun_oidc::sigv4::{self, Credentials, Request};
+use cloudrun_oidc::google::federation::sigv4::{self, Credentials, Request};
 use std::fs;
 use std::path::{Path, PathBuf};
 

@@ -11,10 +11,10 @@
 
 mod common;
 
-use cloudrun_oidc::alg::Algorithm;
-use cloudrun_oidc::b64;
-use cloudrun_oidc::jwk::Jwk;
-use cloudrun_oidc::signature;
+use cloudrun_oidc::jose::alg::Algorithm;
+use cloudrun_oidc::jose::b64;
+use cloudrun_oidc::jose::jwk::Jwk;
+use cloudrun_oidc::jose::signature;
 use common::{hex, jwk_from_spki_der, keyset_of, read_json, verify_jws, Tally};
 use serde_json::{json, Value};
 
@@ -42,11 +42,11 @@ const RAW_FILES: [&str; 19] = [
 ];
 
 /// In wasm32 these vectors run through the code path the shipped `.wasm` uses: the SIMD128
-/// RSA dot product (`src/rsa_public.rs`), as `.cargo/config.toml` builds every wasm32 target.
+/// RSA dot product (`src/jose/rsa_public.rs`), as `.cargo/config.toml` builds every wasm32 target.
 #[cfg(target_arch = "wasm32")]
 #[test]
 fn wasm_build_runs_the_simd128_rsa_path() {
-    assert!(cloudrun_oidc::rsa_public::SIMD128);
+    assert!(cloudrun_oidc::jose::rsa_public::SIMD128);
 }
 
 fn groups(doc: &Value) -> &Vec<Value> {

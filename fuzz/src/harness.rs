@@ -20,14 +20,15 @@
 
 use std::sync::OnceLock;
 
-use cloudrun_oidc::alg::Algorithm;
-use cloudrun_oidc::claims::{self, ClaimPath, MAX_HEADER_VALUE_BYTES};
-use cloudrun_oidc::config::{FilterConfig, HeaderName, KeySource, TokenLocation};
-use cloudrun_oidc::discovery;
-use cloudrun_oidc::extractor::{self, RequestCredentials};
-use cloudrun_oidc::jwks::{KeySet, MAX_KEYS};
-use cloudrun_oidc::url::HttpUrl;
-use cloudrun_oidc::verifier::{self, IssuerRule, Limits, VerifiedToken};
+use cloudrun_oidc::config::{FilterConfig, KeySource, TokenLocation};
+use cloudrun_oidc::http::header_name::HeaderName;
+use cloudrun_oidc::http::url::HttpUrl;
+use cloudrun_oidc::jose::alg::Algorithm;
+use cloudrun_oidc::jose::jwk_set::{KeySet, MAX_KEYS};
+use cloudrun_oidc::jose::verifier::{self, IssuerRule, Limits, VerifiedToken};
+use cloudrun_oidc::keys::discovery;
+use cloudrun_oidc::request::claims::{self, ClaimPath, MAX_HEADER_VALUE_BYTES};
+use cloudrun_oidc::request::extractor::{self, RequestCredentials};
 use openssl::bn::BigNum;
 use openssl::ec::{EcGroup, EcKey};
 use openssl::ecdsa::EcdsaSig;

@@ -4,8 +4,8 @@
 //! against mock-idp's keys) and IAM Credentials `generateIdToken`, and mock-idp's workload token
 //! endpoint.
 
-use cloudrun_oidc::aws::{subject_token, RoleCredentials};
-use cloudrun_oidc::sigv4::Credentials;
+use cloudrun_oidc::google::federation::aws::{subject_token, RoleCredentials};
+use cloudrun_oidc::google::federation::sigv4::Credentials;
 use cloudrun_spec::jose;
 use cloudrun_spec::mocks::aws::{
     DEFAULT_ACCESS_KEY_ID, DEFAULT_REGION, DEFAULT_SECRET_ACCESS_KEY, DEFAULT_SESSION_TOKEN,
@@ -70,7 +70,10 @@ fn mock_aws_follows_imdsv2_rules() -> R {
     let creds = http::get(&aws.url(&format!("{ROLES_PATH}/{role}")), &with)?.json()?;
     assert_eq!(creds["AccessKeyId"], DEFAULT_ACCESS_KEY_ID);
     assert_eq!(creds["Code"], "Success");
-    let exp = cloudrun_oidc::utc::parse_rfc3339_utc(creds["Expiration"].as_str().unwrap()).unwrap();
+    let exp = cloudrun_oidc::google::federation::utc::parse_rfc3339_utc(
+        creds["Expiration"].as_str().unwrap(),
+    )
+    .unwrap();
     assert!(exp > now() + 3600);
     assert_eq!(
         http::get(&aws.url(&format!("{ROLES_PATH}/other-role")), &with)?.status,
@@ -78,7 +81,10 @@ fn mock_aws_follows_imdsv2_rules() -> R {
     );
     aws.fault_only("expired", &["credentials"])?;
     let creds = http::get(&aws.url(&format!("{ROLES_PATH}/{role}")), &with)?.json()?;
-    let exp = cloudrun_oidc::utc::parse_rfc3339_utc(creds["Expiration"].as_str().unwrap()).unwrap();
+    let exp = cloudrun_oidc::google::federation::utc::parse_rfc3339_utc(
+        creds["Expiration"].as_str().unwrap(),
+    )
+    .unwrap();
     assert!(exp < now());
     aws.fault("wrong_region")?;
     assert_eq!(http::get(&aws.url(ZONE_PATH), &with)?.text(), "eu-north-1a");

@@ -1,5 +1,5 @@
 //! The signature vectors through the production code generation. The shipped `.wasm` verifies
-//! RSA with a SIMD128 dot product (`src/rsa_public.rs`) that native tests never compile; here
+//! RSA with a SIMD128 dot product (`src/jose/rsa_public.rs`) that native tests never compile; here
 //! the vector test files of the filter crate (`tests/vectors_*.rs`: Wycheproof RSA PKCS#1 v1.5
 //! and PSS, ECDSA, Ed25519, JWS and JWK; the RFC examples; real IdP tokens; the attack corpora)
 //! are built for `wasm32-wasip1` with the release profile and `.cargo/config.toml`'s

@@ -11,10 +11,10 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use cloudrun_oidc::alg::Algorithm;
-use cloudrun_oidc::jwks::KeySet;
+use cloudrun_oidc::jose::alg::Algorithm;
+use cloudrun_oidc::jose::jwk_set::KeySet;
+use cloudrun_oidc::jose::{jwt, signature};
 use cloudrun_oidc::reject::AuthError;
-use cloudrun_oidc::{jwt, signature};
 use serde_json::{json, Value};
 
 /// `vectors/<rel>` of this repository.
@@ -50,7 +50,7 @@ pub fn hex(s: &str) -> Vec<u8> {
 /// checked against OpenSSL (`vectors_wycheproof::der_keys_convert_as_openssl_does`,
 /// `vectors_attacks::pem_keys_convert_as_openssl_does`).
 pub fn jwk_from_spki_der(der: &[u8]) -> Option<Value> {
-    use cloudrun_oidc::b64;
+    use cloudrun_oidc::jose::b64;
     use p256::elliptic_curve::sec1::ToEncodedPoint;
     use rsa::pkcs8::der::asn1::ObjectIdentifier;
     use rsa::pkcs8::der::Decode;

@@ -5,7 +5,7 @@
 //!    (verified-token cache miss), for a repeated token (cache hit), for the hot path (keys
 //!    fetched by `jwks_url`, Google ID token cached, claims mapped to headers), for early
 //!    refusals, and how it grows with JWKS size, number of routes and token size.
-//! 2. The same signatures natively: our code (`cloudrun_oidc::signature` / `verifier`, native
+//! 2. The same signatures natively: our code (`cloudrun_oidc::jose::signature` / `verifier`, native
 //!    rlib) and OpenSSL (the reference, through the spec's `jose` module).
 //! 3. HTTP throughput through the Kong stand-in (`gateway`, real loopback HTTP, keep-alive):
 //!    a route without the filter, the filter with one repeated token, a fresh token per request.
@@ -43,9 +43,9 @@ mod wrk;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use cloudrun_oidc::alg::Algorithm;
-use cloudrun_oidc::jwks::KeySet;
-use cloudrun_oidc::verifier::{self, IssuerRule, Limits};
+use cloudrun_oidc::jose::alg::Algorithm;
+use cloudrun_oidc::jose::jwk_set::KeySet;
+use cloudrun_oidc::jose::verifier::{self, IssuerRule, Limits};
 use cloudrun_spec::host::context::CallResult;
 use cloudrun_spec::jose::{self, Alg, KeyKind, SigningKey};
 use cloudrun_spec::testkit::gateway::{Gateway, GatewayOpts};
@@ -490,7 +490,7 @@ fn main() -> Result<()> {
             .map_err(|e| anyhow::anyhow!("our key set has no {kid}: {e:?}"))?;
         let budget = Duration::from_millis(300);
         let native_sig = native(&decoded, budget, |t| {
-            Ok(cloudrun_oidc::signature::verify(
+            Ok(cloudrun_oidc::jose::signature::verify(
                 ours_alg,
                 &jwk.key,
                 t.signing_input.as_bytes(),

@@ -1,6 +1,6 @@
 //! An independent AWS Signature Version 4 check for the mocks (what AWS STS does with the
 //! `GetCallerIdentity` request Google's STS replays): written from AWS's documentation on
-//! OpenSSL's HMAC and SHA-256, sharing no code with the filter's signer (`src/sigv4.rs`).
+//! OpenSSL's HMAC and SHA-256, sharing no code with the filter's signer (`src/google/federation/sigv4.rs`).
 
 use openssl::hash::MessageDigest;
 use openssl::pkey::PKey;

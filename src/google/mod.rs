@@ -1,14 +1,17 @@
 //! Google ID tokens at run time: the worker's copy, the copy in shared data, and minting one
 //! (metadata server or service-account assertion: one callout; Workload Identity Federation: a
-//! chain of single callouts, [`crate::federation`]). Token logic and request shapes live in
-//! [`crate::id_token`]; this module decides where a token comes from.
+//! chain of single callouts, [`crate::google::federation`]). Token logic and request shapes live in
+//! [`crate::google::id_token`]; this module decides where a token comes from.
+
+pub mod federation;
+pub mod id_token;
 
 use crate::config::{GoogleIdTokenConfig, GoogleSource};
-use crate::federation::{self, CacheKeys, Chain, Next, Target};
+use crate::google::federation::{Chain, FederationSharedDataKeys, Next, Target};
+use crate::google::id_token::GoogleToken;
+use crate::host::shared::{self, Lease, Slot};
 use crate::host::{CalloutRequest, CalloutResponse, CalloutToken, Host, LogLevel};
-use crate::id_token::{self, GoogleToken};
 use crate::metrics::Metric;
-use crate::shared::{self, Lease, Slot};
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -20,25 +23,27 @@ const MAX_COLD_FEDERATED_MINTS_PER_WORKER: usize = 1;
 
 /// Shared-data keys for one (source, audience).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TokenKeys {
+pub struct GoogleSharedDataKeys {
     pub entry: String,
     pub lease: String,
     /// The external account's cached credentials (`source: external_account` only).
-    pub federation: Option<CacheKeys>,
+    pub federation: Option<FederationSharedDataKeys>,
 }
 
-impl TokenKeys {
-    pub fn new(namespace: &str, config: &GoogleIdTokenConfig) -> TokenKeys {
+impl GoogleSharedDataKeys {
+    pub fn new(namespace: &str, config: &GoogleIdTokenConfig) -> GoogleSharedDataKeys {
         let source = match &config.source {
             GoogleSource::Metadata { host } => format!("metadata:{host}"),
             GoogleSource::ServiceAccount { key, .. } => format!("sa:{}", key.client_email),
             GoogleSource::ExternalAccount(account) => format!("wif:{}", account.service_account),
         };
         let federation = match &config.source {
-            GoogleSource::ExternalAccount(account) => Some(CacheKeys::new(namespace, account)),
+            GoogleSource::ExternalAccount(account) => {
+                Some(FederationSharedDataKeys::new(namespace, account))
+            }
             _ => None,
         };
-        TokenKeys {
+        GoogleSharedDataKeys {
             entry: format!("{namespace}/google/{source}/{}", config.audience),
             lease: format!("{namespace}/google-lease/{source}/{}", config.audience),
             federation,
@@ -109,7 +114,7 @@ pub enum MintProgress {
 }
 
 impl GoogleTokens {
-    fn slot(&mut self, keys: &TokenKeys) -> &mut WorkerToken {
+    fn slot(&mut self, keys: &GoogleSharedDataKeys) -> &mut WorkerToken {
         self.tokens
             .entry(keys.entry.clone())
             .or_insert_with(|| WorkerToken {
@@ -121,7 +126,7 @@ impl GoogleTokens {
 
     /// The `Authorization` value (`Bearer <token>`) for a token that may be forwarded now,
     /// from this worker or shared data.
-    pub fn current(&mut self, host: &dyn Host, keys: &TokenKeys) -> Option<Rc<str>> {
+    pub fn current(&mut self, host: &dyn Host, keys: &GoogleSharedDataKeys) -> Option<Rc<str>> {
         let now = host.now_secs();
         if let Some(slot) = self.tokens.get(&keys.entry) {
             if slot.token.as_ref().is_some_and(|t| t.usable(now)) {
@@ -138,7 +143,12 @@ impl GoogleTokens {
 
     /// Whether a mint ahead of expiry is due (or there is no token yet). Looks at shared data
     /// first, so a token another worker refreshed is adopted instead of minted again.
-    pub fn refresh_due(&mut self, host: &dyn Host, keys: &TokenKeys, refresh_before: u64) -> bool {
+    pub fn refresh_due(
+        &mut self,
+        host: &dyn Host,
+        keys: &GoogleSharedDataKeys,
+        refresh_before: u64,
+    ) -> bool {
         let now = host.now_secs();
         let slot = self.slot(keys);
         let due = |slot: &WorkerToken| {
@@ -157,7 +167,7 @@ impl GoogleTokens {
     pub fn begin(
         &mut self,
         host: &mut dyn Host,
-        keys: &TokenKeys,
+        keys: &GoogleSharedDataKeys,
         config: &GoogleIdTokenConfig,
         timeout_ms: u32,
         cold: bool,
@@ -222,7 +232,7 @@ impl GoogleTokens {
     pub fn advance(
         &mut self,
         host: &mut dyn Host,
-        keys: &TokenKeys,
+        keys: &GoogleSharedDataKeys,
         config: &GoogleIdTokenConfig,
         mint: &mut Mint,
         response: &CalloutResponse,
@@ -301,7 +311,7 @@ impl GoogleTokens {
     pub fn dispatch_next(
         &mut self,
         host: &mut dyn Host,
-        keys: &TokenKeys,
+        keys: &GoogleSharedDataKeys,
         mint: &mut Mint,
     ) -> bool {
         let step = mint.chain.as_ref().map_or("", |c| c.step().describe());
@@ -321,7 +331,7 @@ impl GoogleTokens {
         false
     }
 
-    fn end_cold(&mut self, keys: &TokenKeys, mint: &Mint) {
+    fn end_cold(&mut self, keys: &GoogleSharedDataKeys, mint: &Mint) {
         if !mint.cold {
             return;
         }
@@ -348,7 +358,7 @@ impl GoogleTokens {
 }
 
 /// Replaces the worker's token by the one in shared data when that one lives longer.
-fn adopt_shared(slot: &mut WorkerToken, host: &dyn Host, keys: &TokenKeys) {
+fn adopt_shared(slot: &mut WorkerToken, host: &dyn Host, keys: &GoogleSharedDataKeys) {
     if let Ok(Slot::Ours(record)) = shared::read(host, &keys.entry) {
         if let Some(token) = GoogleToken::decode(&record.payload) {
             let ours = slot.token.as_ref().map_or(0, |t| t.expires_at);
@@ -362,7 +372,7 @@ fn adopt_shared(slot: &mut WorkerToken, host: &dyn Host, keys: &TokenKeys) {
 /// The (first) callout that mints a token for `config`, and the chain state of a federated mint.
 fn mint_request(
     host: &mut dyn Host,
-    keys: &TokenKeys,
+    keys: &GoogleSharedDataKeys,
     config: &GoogleIdTokenConfig,
     timeout_ms: u32,
 ) -> Result<(CalloutRequest, Option<Chain>), String> {

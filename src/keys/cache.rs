@@ -4,7 +4,7 @@
 //! fetched, the route's `jwks_cache` settings and `now`. The shared-data entry format lives here
 //! too, so that every worker reads what another wrote.
 
-use crate::shared::layout;
+use crate::host::shared::layout;
 
 /// A refresh becomes due at this fraction of `ttl_seconds` (per mille), leaving the rest of the
 /// TTL for a background refresh to land before anyone sees stale keys.
@@ -86,7 +86,7 @@ pub struct JwksEntry {
 }
 
 impl JwksEntry {
-    /// Payload bytes for [`crate::shared::write`].
+    /// Payload bytes for [`crate::host::shared::write`].
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 + self.jwks_uri.len() + self.jwks_json.len());
         layout::put_u64(&mut out, self.fetched_at);
@@ -111,7 +111,7 @@ impl JwksEntry {
 
 /// Shared-data keys for one key source (`source` is the discovery or JWKS URL).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct JwksKeys {
+pub struct JwksSharedDataKeys {
     /// The cached JWKS entry.
     pub entry: String,
     /// The lease held while one worker fetches.
@@ -124,11 +124,11 @@ pub struct JwksKeys {
     pub rediscovery: String,
 }
 
-impl JwksKeys {
+impl JwksSharedDataKeys {
     /// The keys of source `source` (its id) under `namespace`. Full keys, however long: the
-    /// host gets a bounded form of each ([`crate::shared::host_key`]).
-    pub fn new(namespace: &str, source: &str) -> JwksKeys {
-        JwksKeys {
+    /// host gets a bounded form of each ([`crate::host::shared::host_key`]).
+    pub fn new(namespace: &str, source: &str) -> JwksSharedDataKeys {
+        JwksSharedDataKeys {
             entry: format!("{namespace}/jwks/{source}"),
             fetch_lease: format!("{namespace}/jwks-lease/{source}"),
             unknown_kid: format!("{namespace}/jwks-kid/{source}"),

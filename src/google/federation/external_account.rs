@@ -10,8 +10,8 @@
 //! callouts are impossible), workforce pools and STS client credentials. Errors name the field
 //! relative to the file (`credential_source.file`) and never quote header values.
 
-use crate::config::HeaderName;
-use crate::url::HttpUrl;
+use crate::http::header_name::HeaderName;
+use crate::http::url::HttpUrl;
 use serde_json::{Map, Value};
 use std::fmt;
 
@@ -442,7 +442,7 @@ fn aws_source(map: &Map<String, Value>) -> Result<SubjectSource, AccountError> {
     let verification_url = required(map, "regional_cred_verification_url", P)?.to_string();
     let sample = verification_url.replace("{region}", "us-east-1");
     match HttpUrl::parse(&sample) {
-        Ok(u) if u.scheme == crate::url::Scheme::Https => {}
+        Ok(u) if u.scheme == crate::http::url::Scheme::Https => {}
         _ => {
             return Err(AccountError::new(
                 "credential_source.regional_cred_verification_url",

@@ -3,10 +3,10 @@
 //! the subject token Google's STS takes from AWS — a SigV4-signed `GetCallerIdentity` request,
 //! serialised as Google documents it. Pure: time comes in as `now`.
 
+use crate::google::federation::sigv4::{self, Credentials};
+use crate::host::shared::layout;
 use crate::host::CalloutRequest;
-use crate::shared::layout;
-use crate::sigv4::{self, Credentials};
-use crate::url::HttpUrl;
+use crate::http::url::HttpUrl;
 use std::fmt;
 
 /// Header of the IMDSv2 session-token request: how long the token lives (s).
@@ -168,8 +168,8 @@ pub fn read_credentials(
     {
         return Err("credentials hold unprintable values");
     }
-    let expires_at =
-        crate::utc::parse_rfc3339_utc(&answer.expiration).ok_or("Expiration is not a UTC time")?;
+    let expires_at = crate::google::federation::utc::parse_rfc3339_utc(&answer.expiration)
+        .ok_or("Expiration is not a UTC time")?;
     if expires_at <= now {
         return Err("credentials already expired");
     }

@@ -21,8 +21,8 @@ use std::fmt;
 
 use serde_json::Value;
 
-use crate::alg::Algorithm;
-use crate::jwk::{Jwk, JwkError};
+use crate::jose::alg::Algorithm;
+use crate::jose::jwk::{Jwk, JwkError};
 use crate::reject::AuthError;
 
 /// Largest JWKS document accepted, in bytes.
@@ -222,8 +222,8 @@ fn strip_bom(json: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jwk::SkipReason;
-    use crate::signature::tests::TestKey;
+    use crate::jose::jwk::SkipReason;
+    use crate::jose::signature::tests::TestKey;
     use openssl::nid::Nid;
     use serde_json::json;
 

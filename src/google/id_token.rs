@@ -8,9 +8,9 @@
 //! token's life (from when it was obtained) has passed. A setting close to the lifetime Google
 //! grants (300 s before a 303 s token) would otherwise make every tick mint a new token.
 
+use crate::host::shared::layout;
 use crate::host::CalloutRequest;
-use crate::shared::layout;
-use crate::url::{encode_query_component, HttpUrl};
+use crate::http::url::{encode_query_component, HttpUrl};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use rsa::pkcs1v15::SigningKey;
@@ -266,7 +266,7 @@ impl GoogleToken {
         now >= ahead.max(half_life)
     }
 
-    /// Payload bytes for [`crate::shared::write`].
+    /// Payload bytes for [`crate::host::shared::write`].
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(20 + self.token.len());
         layout::put_u64(&mut out, self.expires_at);

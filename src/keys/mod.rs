@@ -1,16 +1,22 @@
 //! Where an issuer's verification keys come from, fastest first: the worker's parsed copy, the
 //! JWKS other workers stored in shared data, then a fetch (discovery → JWKS) through callouts.
 //! The fetch is a small state machine driven both by paused requests and by the root tick.
+//!
+//! Its parts: [`discovery`] reads an OIDC discovery document; [`cache`] holds the JWKS entry
+//! other workers read, its shared-data key names, and the freshness policy.
 
+pub mod cache;
+pub mod discovery;
+
+use crate::host::shared::{self, layout, Lease, Slot};
 use crate::host::{CalloutRequest, CalloutResponse, CalloutToken, Host, LogLevel};
-use crate::jwks::KeySet;
-use crate::jwks_cache::{
-    CachePolicy, Freshness, JwksEntry, JwksKeys, FAILURE_BACKOFF_SECS, MAX_COLD_FETCHES_PER_WORKER,
-    REDISCOVERY_EVERY_SECS,
+use crate::http::url::HttpUrl;
+use crate::jose::jwk_set::KeySet;
+use crate::keys::cache::{
+    CachePolicy, Freshness, JwksEntry, JwksSharedDataKeys, FAILURE_BACKOFF_SECS,
+    MAX_COLD_FETCHES_PER_WORKER, REDISCOVERY_EVERY_SECS,
 };
 use crate::metrics::Metric;
-use crate::shared::{self, layout, Lease, Slot};
-use crate::url::HttpUrl;
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -28,7 +34,7 @@ pub struct Source {
     pub issuer: String,
     pub origin: Origin,
     /// Shared-data keys of this source.
-    pub shared: JwksKeys,
+    pub shared: JwksSharedDataKeys,
 }
 
 /// The three ways keys are configured.
@@ -58,7 +64,7 @@ impl Source {
             Origin::Discovery { url, .. } => format!("discovery:{url} {issuer}"),
         };
         Source {
-            shared: JwksKeys::new(namespace, &id),
+            shared: JwksSharedDataKeys::new(namespace, &id),
             id,
             issuer: issuer.to_string(),
             origin,
@@ -104,9 +110,10 @@ pub enum Keys {
     Unavailable,
 }
 
-/// The step a fetch is at; the callout token travels separately.
+/// The document a fetch gets next: discovery, or the JWKS at a known `jwks_uri`. The callout
+/// token travels separately.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Stage {
+pub enum FetchTarget {
     Discovery,
     Jwks { jwks_uri: String },
 }
@@ -115,7 +122,7 @@ pub enum Stage {
 #[derive(Debug)]
 pub struct Fetch {
     pub token: CalloutToken,
-    pub stage: Stage,
+    pub target: FetchTarget,
     cold: bool,
     lease: bool,
     started_ms: u64,
@@ -239,9 +246,9 @@ impl KeyCache {
             Keys::Fetch { cold, lease, .. } => (*cold, *lease),
             _ => (false, false),
         };
-        let stage = match &source.origin {
+        let target = match &source.origin {
             Origin::Inline(_) => return None,
-            Origin::JwksUrl { url, .. } => Stage::Jwks {
+            Origin::JwksUrl { url, .. } => FetchTarget::Jwks {
                 jwks_uri: url.to_string(),
             },
             // Refreshing keys found by discovery reuses their `jwks_uri`; a cold fetch rediscovers.
@@ -251,15 +258,15 @@ impl KeyCache {
                         fallback: Some(_), ..
                     },
                     Some(entry),
-                ) if !entry.jwks_uri.is_empty() => Stage::Jwks {
+                ) if !entry.jwks_uri.is_empty() => FetchTarget::Jwks {
                     jwks_uri: entry.jwks_uri.clone(),
                 },
-                _ => Stage::Discovery,
+                _ => FetchTarget::Discovery,
             },
         };
         host.count(Metric::JwksFetches);
         let started_ms = host.now_ms();
-        let token = match self.dispatch(host, source, &stage, timeout_ms) {
+        let token = match self.dispatch(host, source, &target, timeout_ms) {
             Ok(token) => token,
             Err(reason) => {
                 self.fail(host, source, cold, &reason);
@@ -274,7 +281,7 @@ impl KeyCache {
         }
         Some(Fetch {
             token,
-            stage,
+            target,
             cold,
             lease,
             started_ms,
@@ -282,7 +289,7 @@ impl KeyCache {
         })
     }
 
-    /// Feeds a callout answer to `fetch`. On `Next`, `fetch` has its next stage chosen but no
+    /// Feeds a callout answer to `fetch`. On `Next`, `fetch` has its next target chosen but no
     /// callout yet: the caller starts it with [`KeyCache::dispatch_next`] when its context may
     /// (a request at once; the root context only from its next tick, see `authn::RootJobs`).
     pub fn advance(
@@ -293,9 +300,9 @@ impl KeyCache {
         response: &CalloutResponse,
         holder: u64,
     ) -> Progress {
-        let result = match &fetch.stage {
-            Stage::Discovery => self.after_discovery(source, fetch, response),
-            Stage::Jwks { jwks_uri } => {
+        let result = match &fetch.target {
+            FetchTarget::Discovery => self.after_discovery(source, fetch, response),
+            FetchTarget::Jwks { jwks_uri } => {
                 let jwks_uri = jwks_uri.clone();
                 self.after_jwks(host, source, &jwks_uri, response)
             }
@@ -315,7 +322,7 @@ impl KeyCache {
         progress
     }
 
-    /// Starts the callout of `fetch`'s current stage (after [`Progress::Next`]). `false`: the
+    /// Starts the callout of `fetch`'s current target (after [`Progress::Next`]). `false`: the
     /// host refused it; the fetch has failed and is finished (logged, counted).
     pub fn dispatch_next(
         &mut self,
@@ -325,7 +332,7 @@ impl KeyCache {
         timeout_ms: u32,
         holder: u64,
     ) -> bool {
-        match self.dispatch(host, source, &fetch.stage, timeout_ms) {
+        match self.dispatch(host, source, &fetch.target, timeout_ms) {
             Ok(token) => {
                 fetch.token = token;
                 true
@@ -345,9 +352,9 @@ impl KeyCache {
         response: &CalloutResponse,
     ) -> Result<Progress, String> {
         let body = response.ok_body().map_err(|e| format!("discovery: {e}"))?;
-        let jwks_uri = crate::discovery::jwks_uri(body, &source.issuer)
+        let jwks_uri = crate::keys::discovery::jwks_uri(body, &source.issuer)
             .map_err(|e| format!("discovery: {e}"))?;
-        fetch.stage = Stage::Jwks {
+        fetch.target = FetchTarget::Jwks {
             jwks_uri: jwks_uri.to_string(),
         };
         fetch.discovered = true;
@@ -357,7 +364,7 @@ impl KeyCache {
     /// After a failed JWKS fetch from a `jwks_uri` an earlier discovery gave (the IdP may have
     /// moved its keys), sends `fetch` back to discovery. At most once per
     /// [`REDISCOVERY_EVERY_SECS`] per source across workers (a lease left to run out). `true`:
-    /// the fetch's next stage is discovery (the failure was logged and counted); like any
+    /// the fetch's next target is discovery (the failure was logged and counted); like any
     /// [`Progress::Next`], its callout starts through [`KeyCache::dispatch_next`].
     fn rediscover(
         &mut self,
@@ -367,7 +374,7 @@ impl KeyCache {
         holder: u64,
         reason: &str,
     ) -> bool {
-        let known_uri = matches!(fetch.stage, Stage::Jwks { .. }) && !fetch.discovered;
+        let known_uri = matches!(fetch.target, FetchTarget::Jwks { .. }) && !fetch.discovered;
         if !known_uri || !matches!(source.origin, Origin::Discovery { .. }) {
             return false;
         }
@@ -386,7 +393,7 @@ impl KeyCache {
                 source.issuer
             ),
         );
-        fetch.stage = Stage::Discovery;
+        fetch.target = FetchTarget::Discovery;
         true
     }
 
@@ -440,12 +447,12 @@ impl KeyCache {
         &self,
         host: &mut dyn Host,
         source: &Source,
-        stage: &Stage,
+        target: &FetchTarget,
         timeout_ms: u32,
     ) -> Result<CalloutToken, String> {
-        let url = match (stage, &source.origin) {
-            (Stage::Discovery, Origin::Discovery { url, .. }) => url.clone(),
-            (Stage::Jwks { jwks_uri }, _) => {
+        let url = match (target, &source.origin) {
+            (FetchTarget::Discovery, Origin::Discovery { url, .. }) => url.clone(),
+            (FetchTarget::Jwks { jwks_uri }, _) => {
                 HttpUrl::parse(jwks_uri).map_err(|e| format!("jwks_uri: {e}"))?
             }
             _ => return Err("no URL to fetch".to_string()),

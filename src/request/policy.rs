@@ -8,11 +8,11 @@
 //! array containing one of them. Numbers compare by value (`1` equals `1.0`); strings, numbers
 //! and booleans never equal each other (`"1"` is not `1`, `"true"` is not `true`). A missing
 //! claim fails the rule; an ambiguous one (a top-level key spelled like the dotted path next to
-//! the nested claim, with different values, see [`crate::claims`]) fails it too, as
+//! the nested claim, with different values, see [`crate::request::claims`]) fails it too, as
 //! [`AuthError::AmbiguousClaim`].
 
-use crate::claims::{resolve, Claim, ClaimPath};
 use crate::reject::AuthError;
+use crate::request::claims::{resolve, Claim, ClaimPath};
 use serde_json::{Map, Value};
 
 /// Checks the route's rules on verified claims: [`AuthError::InsufficientScope`] first, then

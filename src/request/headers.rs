@@ -9,8 +9,8 @@
 //! whole: the upstream never sees a client-supplied value of an owned header, nor two copies.
 
 use crate::config::TokenLocation;
-use crate::extractor::RequestCredentials;
 use crate::reject::AuthError;
+use crate::request::extractor::RequestCredentials;
 
 /// Most header pairs a host hands to a filter: ngx_wasm_module's `NGX_HTTP_WASM_MAX_REQ_HEADERS`
 /// (measured: a request with 127 headers shows 100 pairs; `spec/tests/engine_facts.rs`).

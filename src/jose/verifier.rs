@@ -8,11 +8,11 @@
 
 use serde_json::{Map, Value};
 
-use crate::alg::Algorithm;
-use crate::jwks::KeySet;
-use crate::jwt::{self, UnverifiedToken};
+use crate::jose::alg::Algorithm;
+use crate::jose::jwk_set::KeySet;
+use crate::jose::jwt::{self, UnverifiedToken};
+use crate::jose::signature;
 use crate::reject::AuthError;
-use crate::signature;
 
 /// What one configured issuer accepts. Built by `config` from an `issuers[]` entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -175,8 +175,8 @@ pub fn verify_signature(pre: Prechecked<'_>, keys: &KeySet) -> Result<VerifiedTo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::b64;
-    use crate::signature::tests::TestKey;
+    use crate::jose::b64;
+    use crate::jose::signature::tests::TestKey;
     use serde_json::json;
 
     const NOW: i64 = 1_700_000_000;

@@ -11,7 +11,7 @@ mod host;
 use crate::authn::{Request, RootJobs, RouteState, Step, Worker};
 use crate::host::{CalloutResponse, LogLevel};
 use crate::reject::{AuthError, BODY_CONTENT_TYPE, REALM};
-use crate::request_headers;
+use crate::request::headers;
 use host::ProxyHost;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
@@ -160,7 +160,7 @@ impl Http {
         let Ok(map) = ffi::get_header_map(ffi::MAP_REQUEST_HEADERS) else {
             return self.finish(deny_internal("reading request headers failed"));
         };
-        let Some(pairs) = request_headers::parse_header_map(&map) else {
+        let Some(pairs) = headers::parse_header_map(&map) else {
             return self.finish(deny_internal("the host's request header map is malformed"));
         };
         // Pseudo-headers are read by name: hosts differ on listing them among the pairs.

@@ -2,8 +2,9 @@
 //!
 //! All cryptography of token verification lives here, behind `verify` and the
 //! [`PublicKey`] representation, so the backend can be swapped after measurement.
-//! Backends: RSA in [`crate::rsa_public`] (precomputed Montgomery constants, SIMD128 in wasm);
-//! ECDSA in [`crate::ecdsa_comb`] (comb tables over RustCrypto `p256`/`p384` arithmetic);
+//! Backends: RSA in [`crate::jose::rsa_public`] (precomputed Montgomery constants, SIMD128 in
+//! wasm); ECDSA in [`crate::jose::ecdsa_comb`] (comb tables over RustCrypto `p256`/`p384`
+//! arithmetic);
 //! `ed25519-dalek` for Ed25519.
 //!
 //! - `RS*`: RSASSA-PKCS1-v1_5 with SHA-256/384/512 (RFC 7518 §3.3). The signature must be
@@ -16,9 +17,9 @@
 
 use sha2::{Sha256, Sha384, Sha512};
 
-use crate::alg::Algorithm;
-use crate::jwk::PublicKey;
-use crate::rsa_public::{self, SHA256_PREFIX, SHA384_PREFIX, SHA512_PREFIX};
+use crate::jose::alg::Algorithm;
+use crate::jose::jwk::PublicKey;
+use crate::jose::rsa_public::{self, SHA256_PREFIX, SHA384_PREFIX, SHA512_PREFIX};
 
 /// Whether `signature` is a valid `alg` signature of `signing_input` under `key`. A key of the
 /// wrong family for `alg` is simply `false` (the caller checks families first).
@@ -58,8 +59,8 @@ pub fn verify(alg: Algorithm, key: &PublicKey, signing_input: &[u8], signature: 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::b64;
-    use crate::jwk::Jwk;
+    use crate::jose::b64;
+    use crate::jose::jwk::Jwk;
     use openssl::bn::{BigNum, BigNumContext};
     use openssl::ec::{EcGroup, EcKey};
     use openssl::hash::MessageDigest;
@@ -115,10 +116,10 @@ pub(crate) mod tests {
 
         pub(crate) fn for_alg(alg: Algorithm) -> TestKey {
             match alg.key_family() {
-                crate::alg::KeyFamily::Rsa => TestKey::rsa(2048),
-                crate::alg::KeyFamily::EcP256 => TestKey::ec(Nid::X9_62_PRIME256V1),
-                crate::alg::KeyFamily::EcP384 => TestKey::ec(Nid::SECP384R1),
-                crate::alg::KeyFamily::Ed25519 => TestKey::ed25519(),
+                crate::jose::alg::KeyFamily::Rsa => TestKey::rsa(2048),
+                crate::jose::alg::KeyFamily::EcP256 => TestKey::ec(Nid::X9_62_PRIME256V1),
+                crate::jose::alg::KeyFamily::EcP384 => TestKey::ec(Nid::SECP384R1),
+                crate::jose::alg::KeyFamily::Ed25519 => TestKey::ed25519(),
             }
         }
 

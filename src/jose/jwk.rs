@@ -16,23 +16,23 @@ use std::fmt;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::alg::{Algorithm, KeyFamily};
-use crate::b64;
+use crate::jose::alg::{Algorithm, KeyFamily};
+use crate::jose::b64;
 
 /// Smallest RSA modulus accepted, in bits.
 pub const MIN_RSA_BITS: usize = 2048;
 /// Largest RSA modulus accepted, in bits (bounds the cost of one verification).
 pub const MAX_RSA_BITS: usize = 8192;
 
-/// A public key in the form the signature backend wants (see [`crate::signature`]).
+/// A public key in the form the signature backend wants (see [`crate::jose::signature`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PublicKey {
-    /// RSA with its precomputed Montgomery constants ([`crate::rsa_public`]).
-    Rsa(crate::rsa_public::RsaKey),
-    /// P-256 with its comb table ([`crate::ecdsa_comb`]).
-    P256(crate::ecdsa_comb::p256::Key),
-    /// P-384 with its comb table ([`crate::ecdsa_comb`]).
-    P384(crate::ecdsa_comb::p384::Key),
+    /// RSA with its precomputed Montgomery constants ([`crate::jose::rsa_public`]).
+    Rsa(crate::jose::rsa_public::RsaKey),
+    /// P-256 with its comb table ([`crate::jose::ecdsa_comb`]).
+    P256(crate::jose::ecdsa_comb::p256::Key),
+    /// P-384 with its comb table ([`crate::jose::ecdsa_comb`]).
+    P384(crate::jose::ecdsa_comb::p384::Key),
     Ed25519(ed25519_dalek::VerifyingKey),
 }
 
@@ -275,7 +275,7 @@ fn rsa_key(obj: &Map<String, Value>) -> Result<(PublicKey, String), JwkError> {
             acc.checked_mul(256).map(|v| v | u64::from(b))
         })
         .ok_or(JwkError::RsaExponent)?;
-    let key = crate::rsa_public::RsaKey::new(&n, e).map_err(|_| JwkError::RsaExponent)?;
+    let key = crate::jose::rsa_public::RsaKey::new(&n, e).map_err(|_| JwkError::RsaExponent)?;
     let thumb = format!(r#"{{"e":"{e_text}","kty":"RSA","n":"{n_text}"}}"#);
     Ok((PublicKey::Rsa(key), thumb))
 }
@@ -290,7 +290,7 @@ fn ec_key(obj: &Map<String, Value>) -> Result<(PublicKey, String), JwkError> {
                 return Err(JwkError::InvalidKey);
             }
             PublicKey::P256(
-                crate::ecdsa_comb::p256::Key::from_sec1_bytes(&uncompressed_point(&x, &y))
+                crate::jose::ecdsa_comb::p256::Key::from_sec1_bytes(&uncompressed_point(&x, &y))
                     .ok_or(JwkError::InvalidKey)?,
             )
         }
@@ -299,7 +299,7 @@ fn ec_key(obj: &Map<String, Value>) -> Result<(PublicKey, String), JwkError> {
                 return Err(JwkError::InvalidKey);
             }
             PublicKey::P384(
-                crate::ecdsa_comb::p384::Key::from_sec1_bytes(&uncompressed_point(&x, &y))
+                crate::jose::ecdsa_comb::p384::Key::from_sec1_bytes(&uncompressed_point(&x, &y))
                     .ok_or(JwkError::InvalidKey)?,
             )
         }

@@ -4,7 +4,7 @@
 //! Nothing here checks a signature or a claim's value; the names say so. Decisions:
 //! - Only the compact serialization (`header.payload.signature`) is accepted; a JWS JSON
 //!   serialization (it starts with `{`) is `Malformed`.
-//! - Each segment is strict base64url ([`crate::b64`]).
+//! - Each segment is strict base64url ([`crate::jose::b64`]).
 //! - Header and payload must be JSON objects (UTF-8, RFC 8259). **Duplicate member names are
 //!   refused at every depth** (`Malformed`), in the header and in the payload: serde_json
 //!   keeps the last duplicate while other parsers keep the first, and the verified payload is
@@ -21,7 +21,7 @@
 use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use crate::b64;
+use crate::jose::b64;
 use crate::reject::AuthError;
 
 /// The JOSE header, as sent. Never trusted: `jwk`, `jku`, `x5u` and `x5c` are noted and never

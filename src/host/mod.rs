@@ -2,6 +2,12 @@
 //! logs and metrics. The adapter implements [`Host`] over proxy-wasm hostcalls; unit tests use
 //! [`fake::FakeHost`]. Nothing outside the adapter imports `proxy_wasm`.
 
+pub mod shared;
+
+/// The real host: proxy-wasm contexts and hostcalls (wasm32 only).
+#[cfg(target_arch = "wasm32")]
+mod adapter;
+
 use crate::metrics::Metric;
 
 /// Identifies one in-flight HTTP callout; the host hands it back with the response.

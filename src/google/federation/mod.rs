@@ -8,20 +8,25 @@
 //! one callout is in flight at a time: each answer starts the next callout (Kong's engine can
 //! crash a worker when one context has several callouts in flight and one fails).
 //!
-//! Cached in shared data (expiry and full key inside the value, see [`crate::shared`]): the STS
-//! access token and the subject material (AWS role credentials, or a URL's subject token when it
+//! Cached in shared data (expiry and full key inside the value, see [`crate::host::shared`]): the
+//! STS access token and the subject material (AWS role credentials, or a URL's subject token when it
 //! is a JWT with an `exp`), each until [`CACHE_MARGIN_SECS`] before it expires. Subject material
 //! is cached only once STS accepted it. A refusal of cached material (STS 400/401/403 for a
 //! cached subject, IAM 401 for a cached STS token) drops it and retries once with fresh material.
 
-use crate::aws::{self, RoleCredentials};
-use crate::external_account::{
+pub mod aws;
+pub mod external_account;
+pub mod sigv4;
+pub mod utc;
+
+use crate::google::federation::aws::RoleCredentials;
+use crate::google::federation::external_account::{
     AwsSource, ExternalAccount, SubjectFormat, SubjectSource, UrlSource,
 };
+use crate::google::id_token::GoogleToken;
+use crate::host::shared::{self, layout, Slot};
 use crate::host::{CalloutRequest, CalloutResponse, Host, LogLevel};
-use crate::id_token::GoogleToken;
-use crate::shared::{self, layout, Slot};
-use crate::url::{encode_query_component, HttpUrl};
+use crate::http::url::{encode_query_component, HttpUrl};
 use sha2::{Digest, Sha256};
 use std::fmt;
 
@@ -37,17 +42,17 @@ const CLOUD_PLATFORM_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platfo
 
 /// Shared-data keys of one external account's cached credentials.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CacheKeys {
+pub struct FederationSharedDataKeys {
     /// The STS access token of the federated identity.
     pub sts: String,
     /// AWS role credentials, or a URL's subject token.
     pub subject: String,
 }
 
-impl CacheKeys {
+impl FederationSharedDataKeys {
     /// Keys derived from the configuration only (pool, STS URL, subject source), hashed to a
     /// fixed length; the full key is still stored and checked (CRC32 collisions).
-    pub fn new(namespace: &str, account: &ExternalAccount) -> CacheKeys {
+    pub fn new(namespace: &str, account: &ExternalAccount) -> FederationSharedDataKeys {
         let subject = match &account.source {
             SubjectSource::Aws(a) => format!("aws {}", a.credentials_url),
             SubjectSource::Url(u) => {
@@ -58,7 +63,7 @@ impl CacheKeys {
                 id
             }
         };
-        CacheKeys {
+        FederationSharedDataKeys {
             sts: format!("{namespace}/wif-sts/{}", digest(&account.identity())),
             subject: format!("{namespace}/wif-subject/{}", digest(&subject)),
         }
@@ -75,7 +80,7 @@ fn digest(text: &str) -> String {
 #[derive(Clone, Copy, Debug)]
 pub struct Target<'a> {
     pub account: &'a ExternalAccount,
-    pub keys: &'a CacheKeys,
+    pub keys: &'a FederationSharedDataKeys,
     /// The Cloud Run audience of the ID token.
     pub audience: &'a str,
     pub timeout_ms: u32,
@@ -535,7 +540,7 @@ fn read_timed(host: &dyn Host, key: &str, now: u64) -> Option<String> {
         .then_some(value)
 }
 
-fn read_sts(host: &dyn Host, keys: &CacheKeys, now: u64) -> Option<String> {
+fn read_sts(host: &dyn Host, keys: &FederationSharedDataKeys, now: u64) -> Option<String> {
     read_timed(host, &keys.sts, now)
 }
 
@@ -593,7 +598,7 @@ fn jwt_expiry(token: &str) -> Option<u64> {
     else {
         return None;
     };
-    let bytes = crate::b64::decode(payload.as_bytes())?;
+    let bytes = crate::jose::b64::decode(payload.as_bytes())?;
     serde_json::from_slice::<serde_json::Value>(&bytes)
         .ok()?
         .get("exp")?
@@ -699,7 +704,10 @@ mod tests {
         if imdsv2 {
             source["imdsv2_session_token_url"] = json!("http://169.254.169.254/latest/api/token");
         }
-        account(source, crate::external_account::AWS_TOKEN_TYPE)
+        account(
+            source,
+            crate::google::federation::external_account::AWS_TOKEN_TYPE,
+        )
     }
 
     fn url_source(format: Value) -> ExternalAccount {
@@ -765,12 +773,12 @@ mod tests {
     fn jwt(claims: Value) -> String {
         format!(
             "eyJhbGciOiJSUzI1NiJ9.{}.c2ln",
-            crate::b64::encode(claims.to_string().as_bytes())
+            crate::jose::b64::encode(claims.to_string().as_bytes())
         )
     }
 
     fn creds(expires_at: u64) -> String {
-        let exp = crate::utc::DateTime::from_unix(expires_at);
+        let exp = crate::google::federation::utc::DateTime::from_unix(expires_at);
         json!({
             "Code": "Success", "Type": "AWS-HMAC", "AccessKeyId": "ASIAKONG", "SecretAccessKey": SECRET,
             "Token": "session-token-CCCC",
@@ -794,7 +802,7 @@ mod tests {
         account: &ExternalAccount,
         mut answer: impl FnMut(Step, &CalloutRequest) -> CalloutResponse,
     ) -> (Vec<(Step, CalloutRequest)>, Result<GoogleToken, Failure>) {
-        let keys = CacheKeys::new("ns", account);
+        let keys = FederationSharedDataKeys::new("ns", account);
         let target = Target {
             account,
             keys: &keys,
@@ -876,7 +884,7 @@ mod tests {
         assert_eq!(field("requested_token_type"), ACCESS_TOKEN_TYPE);
         assert_eq!(
             field("subject_token_type"),
-            crate::external_account::AWS_TOKEN_TYPE
+            crate::google::federation::external_account::AWS_TOKEN_TYPE
         );
         let signed: Value = serde_json::from_str(&unquote(&field("subject_token"))).unwrap();
         assert_eq!(
@@ -1224,11 +1232,17 @@ mod tests {
 
     #[test]
     fn cache_keys_depend_on_configuration_only() {
-        let a = CacheKeys::new("ns", &aws(true));
-        assert_eq!(a, CacheKeys::new("ns", &aws(true)));
-        assert_ne!(a.sts, CacheKeys::new("ns", &url_source(json!(null))).sts);
+        let a = FederationSharedDataKeys::new("ns", &aws(true));
+        assert_eq!(a, FederationSharedDataKeys::new("ns", &aws(true)));
+        assert_ne!(
+            a.sts,
+            FederationSharedDataKeys::new("ns", &url_source(json!(null))).sts
+        );
         assert!(a.sts.starts_with("ns/wif-sts/") && a.sts.len() < 64);
-        assert_ne!(a.subject, CacheKeys::new("other", &aws(true)).subject);
+        assert_ne!(
+            a.subject,
+            FederationSharedDataKeys::new("other", &aws(true)).subject
+        );
         let _: CalloutToken = 0;
     }
 }

@@ -19,7 +19,7 @@
 //! accents); bytes below 0x20 (including TAB), 0x7f, and values over 4096 bytes are refused with
 //! [`AuthError::UnrepresentableClaim`].
 
-use crate::config::HeaderName;
+use crate::http::header_name::HeaderName;
 use crate::reject::AuthError;
 use serde_json::{Map, Value};
 use std::fmt;

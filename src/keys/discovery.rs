@@ -19,7 +19,7 @@ use std::fmt;
 
 use serde_json::Value;
 
-use crate::url::{HttpUrl, UrlError};
+use crate::http::url::{HttpUrl, UrlError};
 
 /// Largest discovery document accepted, in bytes.
 pub const MAX_DISCOVERY_BYTES: usize = 256 * 1024;
@@ -115,7 +115,7 @@ pub fn issuer_matches(document_issuer: &str, expected: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::url::Scheme;
+    use crate::http::url::Scheme;
     use serde_json::json;
 
     fn doc(issuer: &str, jwks: &str) -> Vec<u8> {

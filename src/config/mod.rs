@@ -16,17 +16,19 @@
 //! - At most one of `jwks`, `jwks_url`, `discovery_url` per issuer.
 //! - `google_id_token.source` defaults to `metadata`; fields of the other sources are refused.
 //! - `google_id_token.external_account` is Google's credential configuration file unchanged (an
-//!   object, or a string holding it); [`crate::external_account`] parses it and errors name the
-//!   field inside it (`google_id_token.external_account.credential_source.file`).
+//!   object, or a string holding it); [`crate::google::federation::external_account`] parses it
+//!   and errors name the field inside it
+//!   (`google_id_token.external_account.credential_source.file`).
 //! - Header names are lowercased; `algorithms` duplicates are dropped.
 
-use crate::alg::Algorithm;
-use crate::claims::ClaimPath;
-use crate::external_account::ExternalAccount;
-use crate::id_token::ServiceAccountKey;
-use crate::jwks_cache::CachePolicy;
-use crate::url::{parse_authority, HttpUrl};
-use crate::verifier::{token_type, IssuerRule, Limits};
+use crate::google::federation::external_account::ExternalAccount;
+use crate::google::id_token::ServiceAccountKey;
+use crate::http::header_name::{is_tchar, HeaderName};
+use crate::http::url::{parse_authority, HttpUrl};
+use crate::jose::alg::Algorithm;
+use crate::jose::verifier::{token_type, IssuerRule, Limits};
+use crate::keys::cache::CachePolicy;
+use crate::request::claims::ClaimPath;
 use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -61,23 +63,6 @@ const MAX_NAMESPACE: usize = 64;
 /// Most entries in any list or map of the configuration.
 const MAX_LIST: usize = 64;
 
-/// Headers the filter will never own: hop-by-hop (RFC 7230 §6.1), framing and routing headers.
-const FORBIDDEN_HEADERS: [&str; 13] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "host",
-    "content-length",
-    "content-type",
-    "cookie",
-];
-
 // ---------------------------------------------------------------------------------------------
 // The typed configuration.
 // ---------------------------------------------------------------------------------------------
@@ -106,67 +91,6 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
-
-/// A validated, lowercased HTTP header name (RFC 7230 token), never hop-by-hop, `host`,
-/// `content-length` or a pseudo-header.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct HeaderName(String);
-
-impl HeaderName {
-    /// Parses and lowercases a header name. `authorization` is allowed here; whether a field
-    /// may name it is decided by the field.
-    pub fn parse(name: &str) -> Result<HeaderName, String> {
-        if name.is_empty() {
-            return Err("must not be empty".into());
-        }
-        if name.len() > 256 {
-            return Err("is longer than 256 bytes".into());
-        }
-        if name.starts_with(':') {
-            return Err("pseudo-headers cannot be set".into());
-        }
-        if !name.bytes().all(is_tchar) {
-            return Err("is not a valid header name (RFC 7230 token characters only)".into());
-        }
-        let lower = name.to_ascii_lowercase();
-        if FORBIDDEN_HEADERS.contains(&lower.as_str()) {
-            return Err(format!("`{lower}` is a reserved header"));
-        }
-        Ok(HeaderName(lower))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for HeaderName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// RFC 7230 `tchar`.
-pub(crate) fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'!' | b'#'
-                | b'$'
-                | b'%'
-                | b'&'
-                | b'\''
-                | b'*'
-                | b'+'
-                | b'-'
-                | b'.'
-                | b'^'
-                | b'_'
-                | b'`'
-                | b'|'
-                | b'~'
-        )
-}
 
 /// Where one issuer's keys come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -693,7 +617,10 @@ impl TryFrom<RawConfig> for FilterConfig {
             .map(|h| owned_header(&h, "claims_header"))
             .transpose()?;
         let original_token_header = match raw.original_token_header {
-            None => Some(HeaderName(FORWARDED_AUTHORIZATION.to_string())),
+            None => Some(owned_header(
+                FORWARDED_AUTHORIZATION,
+                "original_token_header",
+            )?),
             Some(None) => None,
             Some(Some(h)) => Some(owned_header(&h, "original_token_header")?),
         };
@@ -976,7 +903,7 @@ fn token(raw: Option<RawToken>) -> Result<TokenLocation, ConfigError> {
         Some(Some(h)) => Some(
             HeaderName::parse(&h)
                 .map_err(|m| ConfigError::new("token.header", m))?
-                .0,
+                .into_string(),
         ),
     };
     let scheme = match raw.scheme {
@@ -2258,27 +2185,6 @@ mod tests {
         }
         let e = err(google(json!({"external_account": file_source})));
         assert!(e.message.contains("cannot read files"), "{e}");
-    }
-
-    #[test]
-    fn header_names_are_lowercased_and_checked() {
-        assert_eq!(
-            HeaderName::parse("X-User-ID").unwrap().as_str(),
-            "x-user-id"
-        );
-        for bad in [
-            "",
-            "a b",
-            "a:b",
-            ":authority",
-            "Host",
-            "Content-Length",
-            "TE",
-            "x\u{e9}",
-            "a\r\n",
-        ] {
-            assert!(HeaderName::parse(bad).is_err(), "{bad:?}");
-        }
     }
 
     #[test]

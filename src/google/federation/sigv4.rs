@@ -5,7 +5,7 @@
 //! Only header-based signing of requests whose path needs no normalisation is implemented;
 //! that is all Workload Identity Federation's `GetCallerIdentity` subject token needs.
 
-use crate::utc::DateTime;
+use crate::google::federation::utc::DateTime;
 use sha2::{Digest, Sha256};
 
 /// The one algorithm SigV4 signs with.
