@@ -7,7 +7,7 @@
 
 use crate::config::FilterConfig;
 use crate::config::GoogleHeader;
-use crate::google::{GoogleSharedDataKeys, GoogleTokens, Mint, MintProgress};
+use crate::google::{GoogleSharedDataKeys, GoogleTokens, Mint, MintFor, MintProgress};
 use crate::host::shared::{self, Lease};
 use crate::host::{CalloutResponse, CalloutToken, Host, LogLevel};
 use crate::jose::b64;
@@ -482,7 +482,7 @@ impl Request {
         let timeout = route.config.callout_timeout_ms;
         match worker
             .google
-            .begin(host, keys, config, timeout, true, worker.holder)
+            .begin(host, keys, config, timeout, MintFor::Request, worker.holder)
         {
             Some(mint) => {
                 self.sent_body |= mint.carries_body;
@@ -614,11 +614,14 @@ impl RootJobs {
                 .google
                 .refresh_due(host, keys, config.refresh_before_expiry_secs)
             {
-                if let Some(mint) =
-                    worker
-                        .google
-                        .begin(host, keys, config, timeout, false, worker.holder)
-                {
+                if let Some(mint) = worker.google.begin(
+                    host,
+                    keys,
+                    config,
+                    timeout,
+                    MintFor::Refresh,
+                    worker.holder,
+                ) {
                     self.jobs.insert(mint.token, Job::Google(mint));
                 }
             }

@@ -81,6 +81,15 @@ pub struct GoogleTokens {
     tokens: HashMap<String, WorkerToken>,
 }
 
+/// Who waits for a mint, which decides what may start it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MintFor {
+    /// A paused request (no usable token yet): capped per worker, no shared lease needed.
+    Request,
+    /// The tick, ahead of expiry: only the worker holding the shared lease mints.
+    Refresh,
+}
+
 /// A mint in flight.
 #[derive(Debug)]
 pub struct Mint {
@@ -88,7 +97,7 @@ pub struct Mint {
     pub token: CalloutToken,
     /// The callout carries a request body (the service-account token exchange).
     pub carries_body: bool,
-    cold: bool,
+    purpose: MintFor,
     lease: bool,
     started_ms: u64,
     /// Every step's callout timeout.
@@ -162,21 +171,21 @@ impl GoogleTokens {
         due(slot)
     }
 
-    /// Starts a mint. `cold` mints (a request waits) are capped per worker; background mints
-    /// need the shared lease. `None` means no mint may start now (or the host refused it).
+    /// Starts a mint for `purpose` (see [`MintFor`]). `None` means no mint may start now (or
+    /// the host refused it).
     pub fn begin(
         &mut self,
         host: &mut dyn Host,
         keys: &GoogleSharedDataKeys,
         config: &GoogleIdTokenConfig,
         timeout_ms: u32,
-        cold: bool,
+        purpose: MintFor,
         holder: u64,
     ) -> Option<Mint> {
         let now_ms = host.now_ms();
         let lease_ms = mint_lease_ms(config, timeout_ms);
         let mut lease = false;
-        if cold {
+        if purpose == MintFor::Request {
             let cap = match config.source {
                 GoogleSource::ExternalAccount(_) => MAX_COLD_FEDERATED_MINTS_PER_WORKER,
                 _ => MAX_COLD_MINTS_PER_WORKER,
@@ -209,7 +218,7 @@ impl GoogleTokens {
                 return None;
             }
         };
-        if cold {
+        if purpose == MintFor::Request {
             if let Some(slot) = self.tokens.get_mut(&keys.entry) {
                 slot.cold_started_ms.push(now_ms);
             }
@@ -217,7 +226,7 @@ impl GoogleTokens {
         Some(Mint {
             token,
             carries_body: request.body.is_some(),
-            cold,
+            purpose,
             lease,
             started_ms: now_ms,
             timeout_ms,
@@ -332,7 +341,7 @@ impl GoogleTokens {
     }
 
     fn end_cold(&mut self, keys: &GoogleSharedDataKeys, mint: &Mint) {
-        if !mint.cold {
+        if mint.purpose != MintFor::Request {
             return;
         }
         if let Some(slot) = self.tokens.get_mut(&keys.entry) {
