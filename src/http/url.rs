@@ -186,7 +186,8 @@ pub fn parse_authority(authority: &str) -> Result<(String, Option<u16>), UrlErro
     Ok((host, port))
 }
 
-/// Percent-encodes a query component (RFC 3986 unreserved characters pass through).
+/// Percent-encodes every byte but RFC 3986's unreserved ones (`A-Z a-z 0-9 - . _ ~`): query
+/// components, and SigV4's canonical URI and query (`google/federation/sigv4.rs`).
 pub fn encode_query_component(value: &str) -> String {
     let mut out = String::with_capacity(value.len() * 3);
     for b in value.bytes() {

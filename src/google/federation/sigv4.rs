@@ -6,6 +6,7 @@
 //! that is all Workload Identity Federation's `GetCallerIdentity` subject token needs.
 
 use crate::google::federation::utc::DateTime;
+use crate::http::url::encode_query_component;
 use sha2::{Digest, Sha256};
 
 /// The one algorithm SigV4 signs with.
@@ -162,7 +163,7 @@ fn canonical_uri(path: &str) -> String {
         return "/".to_string();
     }
     path.split('/')
-        .map(uri_encode)
+        .map(encode_query_component)
         .collect::<Vec<_>>()
         .join("/")
 }
@@ -175,8 +176,8 @@ fn canonical_query(query: &str) -> String {
         .map(|p| {
             let (name, value) = p.split_once('=').unwrap_or((p, ""));
             (
-                uri_encode(&percent_decode(name)),
-                uri_encode(&percent_decode(value)),
+                encode_query_component(&percent_decode(name)),
+                encode_query_component(&percent_decode(value)),
             )
         })
         .collect();
@@ -211,19 +212,6 @@ fn canonical_headers(headers: &[(&str, &str)]) -> (String, String) {
         .collect::<Vec<_>>()
         .join(";");
     (lines, signed)
-}
-
-/// RFC 3986 percent-encoding of every byte but the unreserved ones (`A-Z a-z 0-9 - . _ ~`).
-pub fn uri_encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// Decodes `%XX` escapes (malformed ones are kept as written); `+` stays `+`.
