@@ -1,6 +1,7 @@
 //! The one door from the filter's logic to the proxy host: clock, HTTP callouts, shared data,
 //! logs and metrics. The adapter implements [`Host`] over proxy-wasm hostcalls; unit tests use
-//! [`fake::FakeHost`]. Nothing outside the adapter imports `proxy_wasm`.
+//! `fake::FakeHost` (built for tests and with the `fake-host` feature). Nothing outside the
+//! adapter imports `proxy_wasm`.
 
 pub mod shared;
 
