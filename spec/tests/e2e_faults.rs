@@ -21,7 +21,7 @@ use cloudrun_spec::testkit::stack::{
 };
 use serde_json::{json, Value};
 use std::io::{Read, Write};
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -277,52 +277,67 @@ fn closed_port() -> Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
+/// A loopback server that hands every accepted connection to `handle` on its accept thread;
+/// stops accepting when dropped.
+struct RawServer {
+    addr: String,
+    stop: Arc<AtomicBool>,
+}
+
+impl RawServer {
+    fn start(handle: impl Fn(TcpStream) + Send + 'static) -> Result<RawServer> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?.to_string();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        std::thread::spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((s, _)) => handle(s),
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Ok(RawServer { addr, stop })
+    }
+}
+
+impl Drop for RawServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
 /// A JWKS server that first answers with a response head the host cannot read (`reader
 /// failure`) and, once `heal` is set, serves `jwks` properly.
 struct FlakyJwks {
-    addr: String,
+    server: RawServer,
     heal: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
 }
 
 impl FlakyJwks {
     fn start(jwks: Value) -> Result<FlakyJwks> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?.to_string();
         let heal = Arc::new(AtomicBool::new(false));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (heal2, stop2) = (heal.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let body = jwks.to_string();
-            while !stop2.load(Ordering::Relaxed) {
-                let Ok((mut s, _)) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(5));
-                    continue;
-                };
-                let _ = s.set_nonblocking(false);
-                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf);
-                let answer = if heal2.load(Ordering::Relaxed) {
-                    format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    )
-                } else {
-                    // Not an HTTP/1.x status line.
-                    "ICY 200 OK\r\nx: y\r\n\r\n{}".to_string()
-                };
-                let _ = s.write_all(answer.as_bytes());
-            }
-        });
-        Ok(FlakyJwks { addr, heal, stop })
-    }
-}
-
-impl Drop for FlakyJwks {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        let heal2 = heal.clone();
+        let body = jwks.to_string();
+        let server = RawServer::start(move |mut s| {
+            let _ = s.set_nonblocking(false);
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let answer = if heal2.load(Ordering::Relaxed) {
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            } else {
+                // Not an HTTP/1.x status line.
+                "ICY 200 OK\r\nx: y\r\n\r\n{}".to_string()
+            };
+            let _ = s.write_all(answer.as_bytes());
+        })?;
+        Ok(FlakyJwks { server, heal })
     }
 }
 
@@ -413,7 +428,7 @@ fn dispatch_status_tls_handshake_failure(engine: Engine) -> Result<()> {
     // when the handshake fails after waiting for the peer; when `SSL_do_handshake` fails on its
     // first call it reports no status at all (ngx_wasm_socket_tcp.c, ssl_handshake vs
     // ssl_handshake_handler), and the filter can then only say "no answer".
-    let peer = SlowPlainHttp::start()?;
+    let peer = slow_plain_http()?;
     let peer_addr = peer.addr.clone();
     dispatch_failure(
         engine,
@@ -430,47 +445,22 @@ fn dispatch_status_tls_handshake_failure(engine: Engine) -> Result<()> {
 
 /// A plain-HTTP server that waits before answering anything with `400`, so a TLS client's
 /// handshake always has to wait for the peer before it fails.
-struct SlowPlainHttp {
-    addr: String,
-    stop: Arc<AtomicBool>,
-}
-
-impl SlowPlainHttp {
-    fn start() -> Result<SlowPlainHttp> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?.to_string();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
+fn slow_plain_http() -> Result<RawServer> {
+    RawServer::start(|mut s| {
         std::thread::spawn(move || {
-            while !stop2.load(Ordering::Relaxed) {
-                let Ok((mut s, _)) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(5));
-                    continue;
-                };
-                std::thread::spawn(move || {
-                    std::thread::sleep(Duration::from_millis(300));
-                    let _ = s.write_all(
-                        b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                    );
-                });
-            }
+            std::thread::sleep(Duration::from_millis(300));
+            let _ = s.write_all(
+                b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            );
         });
-        Ok(SlowPlainHttp { addr, stop })
-    }
-}
-
-impl Drop for SlowPlainHttp {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
+    })
 }
 
 fn dispatch_status_reader_failure_then_recovers(engine: Engine) -> Result<()> {
     // The JWKS comes from a server that first answers with a head the host cannot read.
     let keys_from = MockIdp::start(IdpOptions::default())?;
     let flaky = FlakyJwks::start(keys_from.jwks()?)?;
-    let jwks_url = format!("http://{}/jwks", flaky.addr);
+    let jwks_url = format!("http://{}/jwks", flaky.server.addr);
     let stack = dispatch_failure(
         engine,
         "reader failure",

@@ -26,9 +26,12 @@ pub const ALGS: [(Alg, KeyKind, &str); 4] = [
     (Alg::EdDSA, KeyKind::Ed25519, "ed-1"),
 ];
 
-/// The route key of `alg`'s load: `verify_<alg>`.
+/// The route key of `alg`'s load: `verify_<alg>`, and `fresh` for RS256 (the fresh route).
 pub fn route_key(alg: Alg) -> String {
-    format!("verify_{}", alg.name().to_ascii_lowercase())
+    match alg {
+        Alg::RS256 => "fresh".to_string(),
+        other => format!("verify_{}", other.name().to_ascii_lowercase()),
+    }
 }
 
 /// One load per algorithm of [`ALGS`] on the fresh route's path (none without

@@ -206,11 +206,7 @@ impl Figures {
         self.openssl_us
             .iter()
             .filter_map(|(alg, openssl)| {
-                let key = match alg {
-                    Alg::RS256 => "fresh".to_string(),
-                    other => engine_algs::route_key(*other),
-                };
-                let cost = self.cpu_us(&key) - hot;
+                let cost = self.cpu_us(&engine_algs::route_key(*alg)) - hot;
                 cost.is_finite().then_some((*alg, cost, *openssl))
             })
             .collect()
@@ -231,13 +227,9 @@ impl Figures {
             ],
         );
         for (alg, cost, openssl) in self.verify_costs() {
-            let key = match alg {
-                Alg::RS256 => "fresh".to_string(),
-                other => engine_algs::route_key(other),
-            };
             t.row(vec![
                 alg.name().into(),
-                us(self.cpu_us(&key)),
+                us(self.cpu_us(&engine_algs::route_key(alg))),
                 us(cost),
                 us(openssl),
                 format!("{:.1}×", cost / openssl),
