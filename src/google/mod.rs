@@ -51,13 +51,32 @@ impl GoogleSharedDataKeys {
     }
 }
 
-/// How long a mint may take: each of its callouts may use the whole timeout.
-fn mint_lease_ms(config: &GoogleIdTokenConfig, timeout_ms: u32) -> u64 {
-    let steps = match &config.source {
-        GoogleSource::ExternalAccount(account) => account.max_steps(),
-        _ => 1,
-    };
-    u64::from(timeout_ms).saturating_mul(u64::from(steps) + 1)
+/// One route's Google ID token: its settings, shared-data key names and callout timeout.
+#[derive(Debug)]
+pub struct GoogleRoute {
+    pub config: GoogleIdTokenConfig,
+    pub keys: GoogleSharedDataKeys,
+    /// Every callout's timeout.
+    pub timeout_ms: u32,
+}
+
+impl GoogleRoute {
+    pub fn new(namespace: &str, config: GoogleIdTokenConfig, timeout_ms: u32) -> GoogleRoute {
+        GoogleRoute {
+            keys: GoogleSharedDataKeys::new(namespace, &config),
+            config,
+            timeout_ms,
+        }
+    }
+
+    /// How long a mint may take: each of its callouts may use the whole timeout.
+    fn mint_lease_ms(&self) -> u64 {
+        let steps = match &self.config.source {
+            GoogleSource::ExternalAccount(account) => account.max_steps(),
+            _ => 1,
+        };
+        u64::from(self.timeout_ms).saturating_mul(u64::from(steps) + 1)
+    }
 }
 
 #[derive(Debug)]
@@ -76,9 +95,11 @@ impl WorkerToken {
 }
 
 /// The worker's Google tokens by shared-data key.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct GoogleTokens {
     tokens: HashMap<String, WorkerToken>,
+    /// This worker as a holder of shared leases.
+    holder: u64,
 }
 
 /// Who waits for a mint, which decides what may start it.
@@ -100,8 +121,6 @@ pub struct Mint {
     purpose: MintFor,
     lease: bool,
     started_ms: u64,
-    /// Every step's callout timeout.
-    timeout_ms: u32,
     /// Where a federated mint is; `None` for one-callout sources.
     chain: Option<Chain>,
     /// The callout an answer chose for the next step, not started yet (see
@@ -123,6 +142,13 @@ pub enum MintProgress {
 }
 
 impl GoogleTokens {
+    pub fn new(holder: u64) -> GoogleTokens {
+        GoogleTokens {
+            tokens: HashMap::new(),
+            holder,
+        }
+    }
+
     fn slot(&mut self, keys: &GoogleSharedDataKeys) -> &mut WorkerToken {
         self.tokens
             .entry(keys.entry.clone())
@@ -152,12 +178,8 @@ impl GoogleTokens {
 
     /// Whether a mint ahead of expiry is due (or there is no token yet). Looks at shared data
     /// first, so a token another worker refreshed is adopted instead of minted again.
-    pub fn refresh_due(
-        &mut self,
-        host: &dyn Host,
-        keys: &GoogleSharedDataKeys,
-        refresh_before: u64,
-    ) -> bool {
+    pub fn refresh_due(&mut self, host: &dyn Host, google: &GoogleRoute) -> bool {
+        let (keys, refresh_before) = (&google.keys, google.config.refresh_before_expiry_secs);
         let now = host.now_secs();
         let slot = self.slot(keys);
         let due = |slot: &WorkerToken| {
@@ -176,14 +198,12 @@ impl GoogleTokens {
     pub fn begin(
         &mut self,
         host: &mut dyn Host,
-        keys: &GoogleSharedDataKeys,
-        config: &GoogleIdTokenConfig,
-        timeout_ms: u32,
+        google: &GoogleRoute,
         purpose: MintFor,
-        holder: u64,
     ) -> Option<Mint> {
+        let (keys, config) = (&google.keys, &google.config);
         let now_ms = host.now_ms();
-        let lease_ms = mint_lease_ms(config, timeout_ms);
+        let lease_ms = google.mint_lease_ms();
         let mut lease = false;
         if purpose == MintFor::Request {
             let cap = match config.source {
@@ -197,14 +217,14 @@ impl GoogleTokens {
                 return None;
             }
         } else {
-            match shared::try_lease(host, &keys.lease, holder, lease_ms) {
+            match shared::try_lease(host, &keys.lease, self.holder, lease_ms) {
                 Ok(Lease::Acquired) => lease = true,
                 Ok(Lease::Uncoordinated) => {}
                 Ok(Lease::Held) | Err(_) => return None,
             }
         }
         host.count(Metric::GoogleTokenMints);
-        let (request, chain) = match mint_request(host, keys, config, timeout_ms) {
+        let (request, chain) = match mint_request(host, google) {
             Ok(started) => started,
             Err(reason) => {
                 self.fail(host, &reason);
@@ -229,7 +249,6 @@ impl GoogleTokens {
             purpose,
             lease,
             started_ms: now_ms,
-            timeout_ms,
             chain,
             next_call: None,
         })
@@ -241,14 +260,12 @@ impl GoogleTokens {
     pub fn advance(
         &mut self,
         host: &mut dyn Host,
-        keys: &GoogleSharedDataKeys,
-        config: &GoogleIdTokenConfig,
+        google: &GoogleRoute,
         mint: &mut Mint,
         response: &CalloutResponse,
-        holder: u64,
     ) -> MintProgress {
+        let (keys, config) = (&google.keys, &google.config);
         let now = host.now_secs();
-        let timeout_ms = mint.timeout_ms;
         let parsed = match (
             &config.source,
             mint.chain.as_mut(),
@@ -265,7 +282,7 @@ impl GoogleTokens {
                     account,
                     keys: cache,
                     audience: &config.audience,
-                    timeout_ms,
+                    timeout_ms: google.timeout_ms,
                 };
                 match chain.advance(host, &target, response) {
                     Ok(Next::Call(request)) => {
@@ -300,7 +317,7 @@ impl GoogleTokens {
             );
         }
         if mint.lease {
-            let _ = shared::release_lease(host, &keys.lease, holder);
+            let _ = shared::release_lease(host, &keys.lease, self.holder);
         }
         host.log(
             LogLevel::Info,
@@ -314,13 +331,12 @@ impl GoogleTokens {
         MintProgress::Done(slot.bearer.clone())
     }
 
-    /// A finished cold mint frees its place under the per-worker cap.
     /// Starts the callout of a federated mint's next step (after [`MintProgress::Next`]).
     /// `false`: there was none, or the host refused it; the mint has failed (logged, counted).
     pub fn dispatch_next(
         &mut self,
         host: &mut dyn Host,
-        keys: &GoogleSharedDataKeys,
+        google: &GoogleRoute,
         mint: &mut Mint,
     ) -> bool {
         let step = mint.chain.as_ref().map_or("", |c| c.step().describe());
@@ -335,11 +351,12 @@ impl GoogleTokens {
             },
             None => "no next step".to_string(),
         };
-        self.end_cold(keys, mint);
+        self.end_cold(&google.keys, mint);
         self.fail(host, &format!("external_account step {step}: {refused}"));
         false
     }
 
+    /// A finished cold mint frees its place under the per-worker cap.
     fn end_cold(&mut self, keys: &GoogleSharedDataKeys, mint: &Mint) {
         if mint.purpose != MintFor::Request {
             return;
@@ -381,10 +398,9 @@ fn adopt_shared(slot: &mut WorkerToken, host: &dyn Host, keys: &GoogleSharedData
 /// The (first) callout that mints a token for `config`, and the chain state of a federated mint.
 fn mint_request(
     host: &mut dyn Host,
-    keys: &GoogleSharedDataKeys,
-    config: &GoogleIdTokenConfig,
-    timeout_ms: u32,
+    google: &GoogleRoute,
 ) -> Result<(CalloutRequest, Option<Chain>), String> {
+    let (keys, config, timeout_ms) = (&google.keys, &google.config, google.timeout_ms);
     let now = host.now_secs();
     Ok(match &config.source {
         GoogleSource::Metadata { host } => (

@@ -93,17 +93,57 @@ struct WorkerEntry {
     checked_at_ms: u64,
 }
 
+/// How one route fetches and keeps keys: its configuration, read once.
+#[derive(Clone, Copy, Debug)]
+pub struct FetchSettings {
+    pub policy: CachePolicy,
+    pub timeout_ms: u32,
+    /// How long a fetch lease lasts: discovery and JWKS round trips, plus slack.
+    pub lease_ms: u64,
+}
+
+impl FetchSettings {
+    pub fn new(policy: CachePolicy, timeout_ms: u32) -> FetchSettings {
+        FetchSettings {
+            policy,
+            timeout_ms,
+            lease_ms: u64::from(timeout_ms)
+                .saturating_mul(2)
+                .saturating_add(1_000),
+        }
+    }
+}
+
+/// Whether a lookup may still start a fetch: a request fetches at most once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FetchBudget {
+    Available,
+    /// Keys were fetched (or a fetch failed) for this request already: use what is usable.
+    Spent,
+}
+
+/// What kind of fetch, which decides its bookkeeping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FetchKind {
+    /// No usable keys: counts against the per-worker cap of cold fetches, and its failure
+    /// starts the shared back-off.
+    Cold,
+    /// A refresh under the shared fetch lease, released after success.
+    Leased,
+    /// A refresh without a lease (shared data unavailable, or an unknown `kid`'s refetch,
+    /// which holds its own cooldown lease).
+    Unleased,
+}
+
 /// What a request or the tick may do with a source's keys right now.
 #[derive(Debug)]
 pub enum Keys {
     /// Verify with these.
     Ready(Rc<KeySet>),
-    /// Fetch first. `fallback` are stale keys to use if the fetch fails; `cold` counts against
-    /// the per-worker cap of cold fetches; `lease` says a shared lease must be released after.
+    /// Fetch first. `fallback` are stale keys to use if the fetch fails.
     Fetch {
         fallback: Option<Rc<KeySet>>,
-        cold: bool,
-        lease: bool,
+        kind: FetchKind,
     },
     /// Nothing usable and no fetch allowed now (back-off after a failure, or too many cold
     /// fetches in flight): the request gets 503.
@@ -123,8 +163,7 @@ pub enum FetchTarget {
 pub struct Fetch {
     pub token: CalloutToken,
     pub target: FetchTarget,
-    cold: bool,
-    lease: bool,
+    kind: FetchKind,
     started_ms: u64,
     /// This fetch ran discovery itself: a failing `jwks_uri` is then not rediscovered.
     discovered: bool,
@@ -142,13 +181,23 @@ pub enum Progress {
 }
 
 /// The worker's key cache: parsed key sets by source, and cold fetches in flight.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct KeyCache {
     entries: HashMap<String, WorkerEntry>,
     cold_started_ms: HashMap<String, Vec<u64>>,
+    /// This worker as a holder of shared leases.
+    holder: u64,
 }
 
 impl KeyCache {
+    pub fn new(holder: u64) -> KeyCache {
+        KeyCache {
+            entries: HashMap::new(),
+            cold_started_ms: HashMap::new(),
+            holder,
+        }
+    }
+
     /// The worker's parsed keys for `source` when they are still usable, without touching the
     /// host beyond the clock: the hot path of the verified-token cache.
     pub fn current<'a>(
@@ -164,16 +213,14 @@ impl KeyCache {
         (policy.freshness(entry.fetched_at, now) != Freshness::Unusable).then_some(&*entry.set)
     }
 
-    /// Decides how a request gets keys for `source`. With `no_fetch` (the request already
-    /// fetched once), whatever is usable is used and nothing else is tried.
+    /// Decides how a request gets keys for `source`. With its budget spent (the request
+    /// fetched once already), whatever is usable is used and nothing else is tried.
     pub fn lookup(
         &mut self,
         host: &mut dyn Host,
         source: &Source,
-        policy: &CachePolicy,
-        holder: u64,
-        lease_ms: u64,
-        no_fetch: bool,
+        settings: &FetchSettings,
+        budget: FetchBudget,
     ) -> Keys {
         if let Origin::Inline(set) = &source.origin {
             return Keys::Ready(set.clone());
@@ -190,27 +237,25 @@ impl KeyCache {
         let current = self
             .entries
             .get(&source.id)
-            .map(|e| (e.set.clone(), policy.freshness(e.fetched_at, now)));
+            .map(|e| (e.set.clone(), settings.policy.freshness(e.fetched_at, now)));
+        let spent = budget == FetchBudget::Spent;
         match current {
             Some((set, Freshness::Fresh | Freshness::RefreshDue)) => Keys::Ready(set),
-            Some((set, Freshness::Stale)) if no_fetch => Keys::Ready(set),
+            Some((set, Freshness::Stale)) if spent => Keys::Ready(set),
             Some((set, Freshness::Stale)) => {
-                match shared::try_lease(host, &source.shared.fetch_lease, holder, lease_ms) {
-                    Ok(Lease::Acquired) => Keys::Fetch {
-                        fallback: Some(set),
-                        cold: false,
-                        lease: true,
-                    },
-                    Ok(Lease::Uncoordinated) => Keys::Fetch {
-                        fallback: Some(set),
-                        cold: false,
-                        lease: false,
-                    },
-                    Ok(Lease::Held) | Err(_) => Keys::Ready(set),
+                let lease = &source.shared.fetch_lease;
+                let kind = match shared::try_lease(host, lease, self.holder, settings.lease_ms) {
+                    Ok(Lease::Acquired) => FetchKind::Leased,
+                    Ok(Lease::Uncoordinated) => FetchKind::Unleased,
+                    Ok(Lease::Held) | Err(_) => return Keys::Ready(set),
+                };
+                Keys::Fetch {
+                    fallback: Some(set),
+                    kind,
                 }
             }
-            _ if no_fetch => Keys::Unavailable,
-            _ => self.cold(host, source, lease_ms),
+            _ if spent => Keys::Unavailable,
+            _ => self.cold(host, source, settings.lease_ms),
         }
     }
 
@@ -228,8 +273,7 @@ impl KeyCache {
         }
         Keys::Fetch {
             fallback: None,
-            cold: true,
-            lease: false,
+            kind: FetchKind::Cold,
         }
     }
 
@@ -240,11 +284,11 @@ impl KeyCache {
         host: &mut dyn Host,
         source: &Source,
         keys: &Keys,
-        timeout_ms: u32,
+        settings: &FetchSettings,
     ) -> Option<Fetch> {
-        let (cold, lease) = match keys {
-            Keys::Fetch { cold, lease, .. } => (*cold, *lease),
-            _ => (false, false),
+        let kind = match keys {
+            Keys::Fetch { kind, .. } => *kind,
+            _ => FetchKind::Unleased,
         };
         let target = match &source.origin {
             Origin::Inline(_) => return None,
@@ -266,14 +310,14 @@ impl KeyCache {
         };
         host.count(Metric::JwksFetches);
         let started_ms = host.now_ms();
-        let token = match self.dispatch(host, source, &target, timeout_ms) {
+        let token = match self.dispatch(host, source, &target, settings.timeout_ms) {
             Ok(token) => token,
             Err(reason) => {
-                self.fail(host, source, cold, &reason);
+                self.fail(host, source, kind, &reason);
                 return None;
             }
         };
-        if cold {
+        if kind == FetchKind::Cold {
             self.cold_started_ms
                 .entry(source.id.clone())
                 .or_default()
@@ -282,8 +326,7 @@ impl KeyCache {
         Some(Fetch {
             token,
             target,
-            cold,
-            lease,
+            kind,
             started_ms,
             discovered: false,
         })
@@ -298,7 +341,6 @@ impl KeyCache {
         source: &Source,
         fetch: &mut Fetch,
         response: &CalloutResponse,
-        holder: u64,
     ) -> Progress {
         let result = match &fetch.target {
             FetchTarget::Discovery => self.after_discovery(source, fetch, response),
@@ -309,15 +351,17 @@ impl KeyCache {
         };
         let progress = match result {
             Ok(progress) => progress,
-            Err(reason) if self.rediscover(host, source, fetch, holder, &reason) => Progress::Next,
+            Err(reason) if self.rediscover(host, source, fetch, &reason) => Progress::Next,
             Err(reason) => {
-                self.fail(host, source, fetch.cold, &reason);
+                self.fail(host, source, fetch.kind, &reason);
                 Progress::Failed
             }
         };
+        if let Progress::Done(_) = progress {
+            self.release_lease(host, source, fetch);
+        }
         if !matches!(progress, Progress::Next) {
-            let succeeded = matches!(progress, Progress::Done(_));
-            self.finish(host, source, fetch, holder, succeeded);
+            self.end_cold(source, fetch);
         }
         progress
     }
@@ -329,17 +373,16 @@ impl KeyCache {
         host: &mut dyn Host,
         source: &Source,
         fetch: &mut Fetch,
-        timeout_ms: u32,
-        holder: u64,
+        settings: &FetchSettings,
     ) -> bool {
-        match self.dispatch(host, source, &fetch.target, timeout_ms) {
+        match self.dispatch(host, source, &fetch.target, settings.timeout_ms) {
             Ok(token) => {
                 fetch.token = token;
                 true
             }
             Err(reason) => {
-                self.fail(host, source, fetch.cold, &reason);
-                self.finish(host, source, fetch, holder, false);
+                self.fail(host, source, fetch.kind, &reason);
+                self.end_cold(source, fetch);
                 false
             }
         }
@@ -371,7 +414,6 @@ impl KeyCache {
         host: &mut dyn Host,
         source: &Source,
         fetch: &mut Fetch,
-        holder: u64,
         reason: &str,
     ) -> bool {
         let known_uri = matches!(fetch.target, FetchTarget::Jwks { .. }) && !fetch.discovered;
@@ -380,7 +422,7 @@ impl KeyCache {
         }
         let every_ms = REDISCOVERY_EVERY_SECS.saturating_mul(1000);
         if !matches!(
-            shared::try_lease(host, &source.shared.rediscovery, holder, every_ms),
+            shared::try_lease(host, &source.shared.rediscovery, self.holder, every_ms),
             Ok(Lease::Acquired | Lease::Uncoordinated)
         ) {
             return false;
@@ -463,7 +505,7 @@ impl KeyCache {
     }
 
     /// Logs and counts a failed fetch; cold failures start the shared back-off.
-    fn fail(&mut self, host: &mut dyn Host, source: &Source, backoff: bool, reason: &str) {
+    fn fail(&mut self, host: &mut dyn Host, source: &Source, kind: FetchKind, reason: &str) {
         host.count(Metric::JwksFetchFailures);
         host.log(
             LogLevel::Warn,
@@ -472,32 +514,30 @@ impl KeyCache {
                 source.issuer
             ),
         );
-        if backoff {
+        if kind == FetchKind::Cold {
             let mut payload = Vec::with_capacity(8);
             layout::put_u64(&mut payload, host.now_secs());
             let _ = shared::overwrite(host, &source.shared.failure_backoff, &payload);
         }
     }
 
-    /// Ends a fetch. A lease is released only after success: after a failure it runs out by
-    /// itself, which spaces out retries while the IdP is down.
-    fn finish(
-        &mut self,
-        host: &mut dyn Host,
-        source: &Source,
-        fetch: &Fetch,
-        holder: u64,
-        succeeded: bool,
-    ) {
-        if fetch.cold {
-            if let Some(started) = self.cold_started_ms.get_mut(&source.id) {
-                if let Some(i) = started.iter().position(|s| *s == fetch.started_ms) {
-                    started.swap_remove(i);
-                }
+    /// A finished cold fetch frees its place under the per-worker cap.
+    fn end_cold(&mut self, source: &Source, fetch: &Fetch) {
+        if fetch.kind != FetchKind::Cold {
+            return;
+        }
+        if let Some(started) = self.cold_started_ms.get_mut(&source.id) {
+            if let Some(i) = started.iter().position(|s| *s == fetch.started_ms) {
+                started.swap_remove(i);
             }
         }
-        if fetch.lease && succeeded {
-            let _ = shared::release_lease(host, &source.shared.fetch_lease, holder);
+    }
+
+    /// Releases a successful fetch's lease. After a failure the lease runs out by itself,
+    /// which spaces out retries while the IdP is down.
+    fn release_lease(&self, host: &mut dyn Host, source: &Source, fetch: &Fetch) {
+        if fetch.kind == FetchKind::Leased {
+            let _ = shared::release_lease(host, &source.shared.fetch_lease, self.holder);
         }
     }
 
@@ -533,7 +573,7 @@ impl KeyCache {
         &mut self,
         host: &mut dyn Host,
         source: &Source,
-        policy: &CachePolicy,
+        settings: &FetchSettings,
     ) -> bool {
         if matches!(source.origin, Origin::Inline(_)) {
             return false;
@@ -541,7 +581,7 @@ impl KeyCache {
         self.sync_from_shared(host, source);
         let now = host.now_secs();
         match self.entries.get(&source.id) {
-            Some(e) => policy.freshness(e.fetched_at, now) != Freshness::Fresh,
+            Some(e) => settings.policy.freshness(e.fetched_at, now) != Freshness::Fresh,
             None => true,
         }
     }
@@ -550,8 +590,7 @@ impl KeyCache {
     pub fn background_fetch(&self, source: &Source) -> Keys {
         Keys::Fetch {
             fallback: self.entries.get(&source.id).map(|e| e.set.clone()),
-            cold: false,
-            lease: true,
+            kind: FetchKind::Leased,
         }
     }
 }

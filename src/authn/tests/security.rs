@@ -37,7 +37,7 @@ fn answer(
     response: &CalloutResponse,
 ) -> Step {
     let (t, _) = last_callout(host);
-    request.on_callout(host, route, worker, t, response)
+    request.on_callout(&mut cx(host, route, worker), t, response)
 }
 
 fn last_path(host: &FakeHost) -> String {
@@ -391,7 +391,7 @@ fn google_refresh_waits_for_half_the_token_lifetime() {
     let mut answered = 0;
     // 15 ticks a second apart; every mint is answered with a token living 303 s.
     for _ in 0..15 {
-        jobs.tick(&mut host, &route, &mut worker);
+        jobs.tick(&mut cx(&mut host, &route, &mut worker));
         let mints: Vec<CalloutToken> = host
             .callouts
             .iter()
@@ -400,7 +400,7 @@ fn google_refresh_waits_for_half_the_token_lifetime() {
             .collect();
         for t in mints.into_iter().skip(answered) {
             let token = google_jwt(host.now_secs() + 303);
-            jobs.on_callout(&mut host, &route, &mut worker, t, &ok(&token));
+            jobs.on_callout(&mut cx(&mut host, &route, &mut worker), t, &ok(&token));
             answered += 1;
         }
         host.advance_secs(1);
@@ -408,7 +408,7 @@ fn google_refresh_waits_for_half_the_token_lifetime() {
     assert_eq!(answered, 1, "one mint in 15 s for a 303 s token");
     // Half-way through its life (151 s after it was obtained) the refresh starts.
     host.advance_secs(151 - 15);
-    jobs.tick(&mut host, &route, &mut worker);
+    jobs.tick(&mut cx(&mut host, &route, &mut worker));
     let mints = host
         .callouts
         .iter()

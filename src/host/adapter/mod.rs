@@ -8,7 +8,7 @@
 mod ffi;
 mod host;
 
-use crate::authn::{Request, RootJobs, RouteState, Step, Worker};
+use crate::authn::{Request, RootJobs, Route, RouteState, Scope, Step, Worker};
 use crate::host::{CalloutResponse, LogLevel};
 use crate::reject::{AuthError, BODY_CONTENT_TYPE, REALM};
 use crate::request::headers;
@@ -35,15 +35,24 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
-/// Runs `f` with this worker's state; `None` if it is somehow busy (never expected).
-fn with_worker<R>(f: impl FnOnce(&mut Worker) -> R) -> Option<R> {
+/// Runs `f` in the scope of `route` with this worker's state; `None` if that state is somehow
+/// busy (never expected).
+fn in_scope<R>(
+    host: &mut ProxyHost,
+    route: &Route,
+    f: impl FnOnce(&mut Scope<'_>) -> R,
+) -> Option<R> {
     WORKER.with(|cell| {
         let mut slot = cell.try_borrow_mut().ok()?;
         let worker = slot.get_or_insert_with(|| {
             // Lease holders only need to differ between workers; start times in ns do.
             Worker::new(ffi::now_nanos().unwrap_or(0))
         });
-        Some(f(worker))
+        Some(f(&mut Scope {
+            host,
+            route,
+            worker,
+        }))
     })
 }
 
@@ -72,7 +81,7 @@ impl Context for Root {
             ProxyHost::at_last_reading()
         });
         let jobs = &mut self.jobs;
-        let _ = with_worker(|worker| jobs.on_callout(&mut host, route, worker, token, &response));
+        let _ = in_scope(&mut host, route, |cx| jobs.on_callout(cx, token, &response));
     }
 }
 
@@ -119,7 +128,7 @@ impl RootContext for Root {
             }
         };
         let jobs = &mut self.jobs;
-        let _ = with_worker(|worker| jobs.tick(&mut host, route, worker));
+        let _ = in_scope(&mut host, route, |cx| jobs.tick(cx));
     }
 
     fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
@@ -180,8 +189,8 @@ impl Http {
                 )))
             }
         };
-        let step = with_worker(|worker| {
-            let (request, step) = Request::start(&mut host, route, worker, &pairs, path.as_deref());
+        let step = in_scope(&mut host, route, |cx| {
+            let (request, step) = Request::start(cx, &pairs, path.as_deref());
             self.request = request;
             step
         });
@@ -213,8 +222,9 @@ impl Http {
             self.finish(Step::Deny(AuthError::InvalidConfiguration));
             return;
         };
-        let step =
-            with_worker(|worker| request.on_callout(&mut host, route, worker, token, &response));
+        let step = in_scope(&mut host, route, |cx| {
+            request.on_callout(cx, token, &response)
+        });
         self.request = Some(request);
         self.finish(step.unwrap_or_else(|| deny_internal("worker state busy")));
     }
