@@ -42,18 +42,23 @@ impl Metric {
         }
     }
 
-    /// Every counter, for defining them all when the filter starts.
-    pub fn all() -> Vec<Metric> {
-        let mut all = vec![
-            Metric::Allowed,
-            Metric::TokenCacheHits,
-            Metric::JwksFetches,
-            Metric::JwksFetchFailures,
-            Metric::GoogleTokenMints,
-            Metric::GoogleTokenMintFailures,
-        ];
-        all.extend(DenyReason::all().map(Metric::Denied));
-        all
+    /// Every counter, in the order they are defined when the filter starts.
+    pub fn all() -> impl Iterator<Item = Metric> {
+        std::iter::successors(Some(Metric::Allowed), |m| m.next())
+    }
+
+    /// The counter after this one in [`Metric::all`]: an exhaustive match, so a new counter does
+    /// not compile until it has a place in the chain.
+    fn next(self) -> Option<Metric> {
+        match self {
+            Metric::Allowed => Some(Metric::TokenCacheHits),
+            Metric::TokenCacheHits => Some(Metric::JwksFetches),
+            Metric::JwksFetches => Some(Metric::JwksFetchFailures),
+            Metric::JwksFetchFailures => Some(Metric::GoogleTokenMints),
+            Metric::GoogleTokenMints => Some(Metric::GoogleTokenMintFailures),
+            Metric::GoogleTokenMintFailures => DenyReason::all().next().map(Metric::Denied),
+            Metric::Denied(reason) => reason.next().map(Metric::Denied),
+        }
     }
 }
 
@@ -63,7 +68,7 @@ mod tests {
 
     #[test]
     fn every_auth_error_counts_under_a_defined_reason() {
-        let defined: Vec<String> = Metric::all().into_iter().map(Metric::name).collect();
+        let defined: Vec<String> = Metric::all().map(Metric::name).collect();
         for e in [
             AuthError::MissingToken,
             AuthError::Expired,

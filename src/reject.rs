@@ -240,6 +240,11 @@ impl DenyReason {
         std::iter::successors(Some(DenyReason::MissingToken), |r| r.name_and_next().1)
     }
 
+    /// The reason after this one in [`DenyReason::all`].
+    pub fn next(self) -> Option<DenyReason> {
+        self.name_and_next().1
+    }
+
     /// The metric name's suffix, exported as `pw_cloudrun_oidc_denied_<name>`.
     pub fn name(self) -> &'static str {
         self.name_and_next().0

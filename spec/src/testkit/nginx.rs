@@ -117,7 +117,6 @@ pub fn conf_quote(text: &str) -> Result<String> {
 /// Every counter of cloudrun_oidc, as the metrics reader asks for them (`cloudrun_oidc:<name>`).
 fn metric_names() -> Vec<String> {
     cloudrun_oidc::metrics::Metric::all()
-        .into_iter()
         .map(|metric| format!("cloudrun_oidc:{}", metric.name()))
         .collect()
 }
