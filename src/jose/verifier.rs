@@ -5,6 +5,60 @@
 //! no); [`verify_signature`] finds the key and checks the signature, and only then hands the
 //! claims out as a [`VerifiedToken`]. The claim checks are pure functions of the bytes the
 //! signature covers, so checking them first gives the same verdict as checking them after.
+//!
+//! # Example
+//!
+//! ```
+//! use cloudrun_oidc::jose::alg::Algorithm;
+//! use cloudrun_oidc::jose::b64;
+//! use cloudrun_oidc::jose::jwk_set::KeySet;
+//! use cloudrun_oidc::jose::verifier::{self, IssuerRule, Limits};
+//! use cloudrun_oidc::reject::AuthError;
+//! use ed25519_dalek::{Signer, SigningKey};
+//!
+//! // The issuer's key pair (RFC 8037 §A.1); its JWKS publishes the public half.
+//! let seed = b64::decode(b"nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A").unwrap();
+//! let issuer_key = SigningKey::from_bytes(&seed.try_into().unwrap());
+//! let keys = KeySet::parse(
+//!     br#"{"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "k1",
+//!                    "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#,
+//! )
+//! .unwrap();
+//!
+//! // A token that issuer signed.
+//! let header = b64::encode(br#"{"alg":"EdDSA","kid":"k1"}"#);
+//! let claims = r#"{"iss":"https://idp.example","aud":"orders","sub":"ada","exp":2000000000}"#;
+//! let input = format!("{header}.{}", b64::encode(claims.as_bytes()));
+//! let signature = issuer_key.sign(input.as_bytes()).to_bytes();
+//! let token = format!("{input}.{}", b64::encode(&signature));
+//!
+//! // What the route accepts.
+//! let issuers = [IssuerRule {
+//!     issuer: "https://idp.example".into(),
+//!     audiences: vec!["orders".into()],
+//!     algorithms: vec![Algorithm::EdDsa],
+//!     token_types: vec![],
+//! }];
+//! let limits = Limits { max_token_bytes: 8192, clock_skew_secs: 60 };
+//! let now = 1_900_000_000;
+//!
+//! // Refusals that need no key first, then the key and the signature.
+//! let prechecked = verifier::precheck(&token, &issuers, &limits, now).unwrap();
+//! let verified = verifier::verify_signature(prechecked, &keys).unwrap();
+//! assert_eq!(verified.sub.as_deref(), Some("ada"));
+//!
+//! // Past `exp` (and the skew), the token is refused before any key work.
+//! let later = 2_000_000_061;
+//! let refused = verifier::precheck(&token, &issuers, &limits, later).unwrap_err();
+//! assert_eq!(refused, AuthError::Expired);
+//!
+//! // A signature over other claims does not verify.
+//! let forged_claims = b64::encode(claims.replace("ada", "eve").as_bytes());
+//! let forged = format!("{header}.{forged_claims}.{}", b64::encode(&signature));
+//! let prechecked = verifier::precheck(&forged, &issuers, &limits, now).unwrap();
+//! let refused = verifier::verify_signature(prechecked, &keys).unwrap_err();
+//! assert_eq!(refused, AuthError::BadSignature);
+//! ```
 
 use serde_json::{Map, Value};
 
