@@ -212,12 +212,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn obj(v: Value) -> Map<String, Value> {
-        match v {
-            Value::Object(m) => m,
-            _ => unreachable!(),
-        }
-    }
+    use crate::request::tests::obj;
 
     fn path(p: &str) -> ClaimPath {
         ClaimPath::parse(p).unwrap()

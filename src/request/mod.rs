@@ -8,3 +8,16 @@ pub mod extractor;
 pub mod headers;
 pub mod policy;
 pub mod token_cache;
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Map, Value};
+
+    /// The claims object of a `json!` literal.
+    pub(super) fn obj(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        }
+    }
+}

@@ -41,11 +41,16 @@ impl Idp {
     }
 
     fn token(&self, kid: &str, claims: Value) -> String {
+        self.token_with_header(json!({"alg": "RS256", "kid": kid, "typ": "JWT"}), claims)
+    }
+
+    /// A token with a chosen header (`typ`, `kid`, …), signed RS256 by the IdP's key; `claims`
+    /// add to or replace the default ones.
+    fn token_with_header(&self, header: Value, claims: Value) -> String {
         let mut all = json!({"iss": ISSUER, "aud": "orders-api", "sub": "ada", "exp": NOW + 300});
         for (k, v) in claims.as_object().unwrap() {
             all[k] = v.clone();
         }
-        let header = json!({"alg": "RS256", "kid": kid, "typ": "JWT"});
         let input = format!(
             "{}.{}",
             b64::encode(header.to_string().as_bytes()),

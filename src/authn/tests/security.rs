@@ -4,22 +4,6 @@
 
 use super::*;
 
-/// `Idp::token` with a chosen header (`typ`, `kid`, …), signed by the IdP's key.
-fn token_with_header(idp: &Idp, header: Value, claims: Value) -> String {
-    let mut all = json!({"iss": ISSUER, "aud": "orders-api", "sub": "ada", "exp": NOW + 300});
-    for (k, v) in claims.as_object().unwrap() {
-        all[k] = v.clone();
-    }
-    let input = format!(
-        "{}.{}",
-        b64::encode(header.to_string().as_bytes()),
-        b64::encode(all.to_string().as_bytes())
-    );
-    let mut signer = Signer::new(MessageDigest::sha256(), &idp.key).unwrap();
-    signer.update(input.as_bytes()).unwrap();
-    format!("{input}.{}", b64::encode(&signer.sign_to_vec().unwrap()))
-}
-
 fn status(code: u16) -> CalloutResponse {
     CalloutResponse {
         status: Some(code),
@@ -316,7 +300,7 @@ fn token_types_pin_the_header_typ() {
         if !typ.is_null() {
             header["typ"] = typ;
         }
-        token_with_header(&idp, header, json!({}))
+        idp.token_with_header(header, json!({}))
     };
     assert_eq!(
         allowed_user(&cold(
@@ -355,8 +339,7 @@ fn token_types_pin_the_header_typ() {
 fn configured_token_types_may_carry_the_media_type_prefix() {
     let (idp, mut worker, mut host) = (Idp::new(), Worker::new(1), FakeHost::at(NOW));
     let typed = typed_route(json!(["application/JWT", "at+jwt"]));
-    let token = token_with_header(
-        &idp,
+    let token = idp.token_with_header(
         json!({"alg": "RS256", "kid": "k1", "typ": "JWT"}),
         json!({}),
     );
@@ -367,8 +350,7 @@ fn configured_token_types_may_carry_the_media_type_prefix() {
     // Without token_types nothing is checked (as before).
     let (idp, mut worker, mut host) = (Idp::new(), Worker::new(1), FakeHost::at(NOW));
     let plain = route(json!({}));
-    let token = token_with_header(
-        &idp,
+    let token = idp.token_with_header(
         json!({"alg": "RS256", "kid": "k1", "typ": "anything"}),
         json!({}),
     );
