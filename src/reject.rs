@@ -5,6 +5,8 @@
 //! the precise reason goes to the log and to metrics, never to the caller beyond the short
 //! `error_description`.
 
+use crate::jose::TokenError;
+
 /// The realm announced in every challenge.
 pub const REALM: &str = "cloudrun_oidc";
 
@@ -65,6 +67,26 @@ pub enum AuthError {
     InvalidConfiguration,
     /// A host call failed unexpectedly; the request is refused rather than forwarded.
     Internal,
+}
+
+impl From<TokenError> for AuthError {
+    /// JOSE's reasons are the filter's, name for name.
+    fn from(error: TokenError) -> AuthError {
+        match error {
+            TokenError::TokenTooLarge => AuthError::TokenTooLarge,
+            TokenError::Malformed => AuthError::Malformed,
+            TokenError::AlgorithmNotAllowed => AuthError::AlgorithmNotAllowed,
+            TokenError::CriticalHeader => AuthError::CriticalHeader,
+            TokenError::UnknownIssuer => AuthError::UnknownIssuer,
+            TokenError::UnknownKey => AuthError::UnknownKey,
+            TokenError::KeyAlgorithmMismatch => AuthError::KeyAlgorithmMismatch,
+            TokenError::BadSignature => AuthError::BadSignature,
+            TokenError::Expired => AuthError::Expired,
+            TokenError::NotYetValid => AuthError::NotYetValid,
+            TokenError::WrongAudience => AuthError::WrongAudience,
+            TokenError::WrongTokenType => AuthError::WrongTokenType,
+        }
+    }
 }
 
 /// A local response: what the adapter sends instead of forwarding.
@@ -283,6 +305,27 @@ fn challenge(error: &str, description: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_errors_map_to_the_refusal_of_the_same_name() {
+        use TokenError::*;
+        for e in [
+            TokenTooLarge,
+            Malformed,
+            AlgorithmNotAllowed,
+            CriticalHeader,
+            UnknownIssuer,
+            UnknownKey,
+            KeyAlgorithmMismatch,
+            BadSignature,
+            Expired,
+            NotYetValid,
+            WrongAudience,
+            WrongTokenType,
+        ] {
+            assert_eq!(format!("{e:?}"), format!("{:?}", AuthError::from(e)));
+        }
+    }
 
     const ALL: [AuthError; 24] = [
         AuthError::MissingToken,

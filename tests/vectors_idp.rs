@@ -17,8 +17,8 @@ use cloudrun_oidc::jose::jwk_set::KeySet;
 use cloudrun_oidc::jose::verifier::{
     precheck, verify_signature, IssuerRule, Limits, VerifiedToken,
 };
+use cloudrun_oidc::jose::TokenError;
 use cloudrun_oidc::keys::discovery;
-use cloudrun_oidc::reject::AuthError;
 use common::{read_bytes, read_json, vector_path};
 use serde_json::Value;
 
@@ -41,7 +41,7 @@ fn verify(
     rules: &[IssuerRule],
     keys: &KeySet,
     now: i64,
-) -> Result<VerifiedToken, AuthError> {
+) -> Result<VerifiedToken, TokenError> {
     verify_signature(precheck(token, rules, &LIMITS, now)?, keys)
 }
 
@@ -72,17 +72,17 @@ fn real_google_id_tokens_verify_at_pinned_clock() {
         // The same token outside its lifetime, for another audience, or with rotated keys.
         assert_eq!(
             verify(token, &rules, &keys, exp + 61).err(),
-            Some(AuthError::Expired)
+            Some(TokenError::Expired)
         );
         let other = [rule("https://accounts.google.com", &["someone-else"])];
         assert_eq!(
             verify(token, &other, &keys, iat).err(),
-            Some(AuthError::WrongAudience)
+            Some(TokenError::WrongAudience)
         );
         let rotated = keyset(&read_json("idp/wellknown-snapshots/google.jwks.json"));
         assert_eq!(
             verify(token, &rules, &rotated, iat).err(),
-            Some(AuthError::UnknownKey)
+            Some(TokenError::UnknownKey)
         );
     }
     eprintln!("google real id tokens: accepted {accepted} of 2");

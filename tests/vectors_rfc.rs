@@ -12,7 +12,7 @@ mod common;
 
 use cloudrun_oidc::jose::jwk::{Jwk, JwkError, SkipReason};
 use cloudrun_oidc::jose::jwt;
-use cloudrun_oidc::reject::AuthError;
+use cloudrun_oidc::jose::TokenError;
 use common::{keyset_of, read_json, verify_jws};
 use serde_json::Value;
 
@@ -191,6 +191,6 @@ fn hs256_examples_are_refused_before_any_key() {
     let set = keyset_of(&read_json("idp/wellknown-snapshots/google.jwks.json")).unwrap();
     assert_eq!(
         verify_jws(a1, &set).err(),
-        Some(AuthError::AlgorithmNotAllowed)
+        Some(TokenError::AlgorithmNotAllowed)
     );
 }

@@ -7,7 +7,7 @@ use super::{Scope, Step};
 use crate::google::{Mint, MintFor, MintProgress};
 use crate::host::shared::{self, Lease};
 use crate::host::{CalloutResponse, CalloutToken, Host, LogLevel};
-use crate::jose::verifier;
+use crate::jose::{verifier, TokenError};
 use crate::keys::{Fetch, FetchBudget, FetchKind, Keys, Origin, Progress, Source};
 use crate::metrics::Metric;
 use crate::reject::AuthError;
@@ -172,7 +172,7 @@ impl Request {
         let now_signed = i64::try_from(now).unwrap_or(i64::MAX);
         let prechecked =
             verifier::precheck(&self.token, &route.rules, &route.config.limits, now_signed)
-                .map_err(|e| (e, String::new()))?;
+                .map_err(|e| (e.into(), String::new()))?;
         let issuer = prechecked.issuer_index;
         let source = route
             .sources
@@ -189,14 +189,14 @@ impl Request {
         };
         let verified = match verifier::verify_signature(prechecked, &set) {
             Ok(verified) => verified,
-            Err(AuthError::UnknownKey) if self.may_refetch(cx, source) => {
+            Err(TokenError::UnknownKey) if self.may_refetch(cx, source) => {
                 let fetch = Keys::Fetch {
                     fallback: Some(set),
                     kind: FetchKind::Unleased,
                 };
                 return self.fetch(cx, issuer, &fetch);
             }
-            Err(e) => return Err((e, describe(&self.token))),
+            Err(e) => return Err((e.into(), describe(&self.token))),
         };
         let mut grant = route
             .grant_for(&verified)

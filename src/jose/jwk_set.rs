@@ -10,12 +10,12 @@
 //!   [`JwksError::NoUsableKeys`].
 //! - **Duplicate `kid`s**: entries with the same `kid` and the same key (RFC 7638 thumbprint)
 //!   collapse into one. Entries with the same `kid` and different keys make that `kid`
-//!   ambiguous: a token naming it gets [`AuthError::UnknownKey`] (never "try each"), while
+//!   ambiguous: a token naming it gets [`TokenError::UnknownKey`] (never "try each"), while
 //!   the other keys of the set stay usable.
 //! - Key choice: with a `kid`, exactly that key, whose family and (if published) `alg` must
-//!   fit the token's `alg`, else [`AuthError::KeyAlgorithmMismatch`]. Without a `kid`, the
+//!   fit the token's `alg`, else [`TokenError::KeyAlgorithmMismatch`]. Without a `kid`, the
 //!   keys that fit the algorithm; when the token has an `x5t` and keys publish `x5t`, those
-//!   matching it; exactly one candidate must remain, else [`AuthError::UnknownKey`].
+//!   matching it; exactly one candidate must remain, else [`TokenError::UnknownKey`].
 
 use std::fmt;
 
@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use crate::jose::alg::Algorithm;
 use crate::jose::jwk::{Jwk, JwkError};
-use crate::reject::AuthError;
+use crate::jose::TokenError;
 
 /// Largest JWKS document accepted, in bytes.
 pub const MAX_JWKS_BYTES: usize = 512 * 1024;
@@ -134,7 +134,7 @@ impl KeySet {
     }
 
     /// The key for a token with this `kid` (or none) and `alg`. See [`KeySet::select`].
-    pub fn find(&self, kid: Option<&str>, alg: Algorithm) -> Result<&Jwk, AuthError> {
+    pub fn find(&self, kid: Option<&str>, alg: Algorithm) -> Result<&Jwk, TokenError> {
         self.select(kid, None, alg)
     }
 
@@ -145,22 +145,22 @@ impl KeySet {
         kid: Option<&str>,
         x5t: Option<&str>,
         alg: Algorithm,
-    ) -> Result<&Jwk, AuthError> {
+    ) -> Result<&Jwk, TokenError> {
         let fits = |k: &&Jwk| k.key.family() == alg.key_family() && k.alg.is_none_or(|a| a == alg);
         match kid {
             Some(kid) => {
                 if self.ambiguous_kids.iter().any(|a| a == kid) {
-                    return Err(AuthError::UnknownKey);
+                    return Err(TokenError::UnknownKey);
                 }
                 let key = self
                     .keys
                     .iter()
                     .find(|k| k.kid.as_deref() == Some(kid))
-                    .ok_or(AuthError::UnknownKey)?;
+                    .ok_or(TokenError::UnknownKey)?;
                 if fits(&key) {
                     Ok(key)
                 } else {
-                    Err(AuthError::KeyAlgorithmMismatch)
+                    Err(TokenError::KeyAlgorithmMismatch)
                 }
             }
             None => {
@@ -177,7 +177,7 @@ impl KeySet {
                 };
                 match candidates.as_slice() {
                     [one] => Ok(one),
-                    _ => Err(AuthError::UnknownKey),
+                    _ => Err(TokenError::UnknownKey),
                 }
             }
         }
@@ -272,11 +272,11 @@ mod tests {
         let s = set(vec![with(TestKey::rsa(2048).jwk, json!({"kid":"a"}))]).unwrap();
         assert_eq!(
             s.find(Some("z"), Algorithm::Rs256).err(),
-            Some(AuthError::UnknownKey)
+            Some(TokenError::UnknownKey)
         );
         assert_eq!(
             s.find(Some(""), Algorithm::Rs256).err(),
-            Some(AuthError::UnknownKey)
+            Some(TokenError::UnknownKey)
         );
     }
 
@@ -289,16 +289,16 @@ mod tests {
         .unwrap();
         assert_eq!(
             s.find(Some("r"), Algorithm::Es256).err(),
-            Some(AuthError::KeyAlgorithmMismatch)
+            Some(TokenError::KeyAlgorithmMismatch)
         );
         assert_eq!(
             s.find(Some("e"), Algorithm::Es384).err(),
-            Some(AuthError::KeyAlgorithmMismatch)
+            Some(TokenError::KeyAlgorithmMismatch)
         );
         // The JWK pins RS256: PS256 with the same RSA key is refused (RFC 7517 §4.4).
         assert_eq!(
             s.find(Some("r"), Algorithm::Ps256).err(),
-            Some(AuthError::KeyAlgorithmMismatch)
+            Some(TokenError::KeyAlgorithmMismatch)
         );
     }
 
@@ -319,7 +319,7 @@ mod tests {
         );
         assert_eq!(
             s.find(None, Algorithm::EdDsa).err(),
-            Some(AuthError::UnknownKey)
+            Some(TokenError::UnknownKey)
         );
     }
 
@@ -328,7 +328,7 @@ mod tests {
         let s = set(vec![TestKey::rsa(2048).jwk, TestKey::rsa(2048).jwk]).unwrap();
         assert_eq!(
             s.find(None, Algorithm::Rs256).err(),
-            Some(AuthError::UnknownKey)
+            Some(TokenError::UnknownKey)
         );
     }
 
@@ -343,11 +343,11 @@ mod tests {
         assert_eq!(k.kid.as_deref(), Some("two"));
         assert_eq!(
             s.select(None, Some("three"), Algorithm::Rs256).err(),
-            Some(AuthError::UnknownKey)
+            Some(TokenError::UnknownKey)
         );
         assert_eq!(
             s.select(None, None, Algorithm::Rs256).err(),
-            Some(AuthError::UnknownKey)
+            Some(TokenError::UnknownKey)
         );
     }
 
@@ -361,7 +361,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             s.find(Some("dup"), Algorithm::Rs256).err(),
-            Some(AuthError::UnknownKey)
+            Some(TokenError::UnknownKey)
         );
         assert!(s.find(Some("other"), Algorithm::Rs256).is_ok());
     }

@@ -22,7 +22,7 @@ use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, Seq
 use serde_json::{Map, Value};
 
 use crate::jose::b64;
-use crate::reject::AuthError;
+use crate::jose::TokenError;
 
 /// The JOSE header, as sent. Never trusted: `jwk`, `jku`, `x5u` and `x5c` are noted and never
 /// used to find a key.
@@ -84,25 +84,25 @@ pub struct UnverifiedToken<'t> {
 
 /// Splits and decodes a compact JWS: exactly three `.`-separated strict base64url segments and
 /// a JSON-object header. The payload is decoded but not parsed.
-pub fn parse_jws(token: &str) -> Result<UnverifiedJws<'_>, AuthError> {
+pub fn parse_jws(token: &str) -> Result<UnverifiedJws<'_>, TokenError> {
     let mut parts = token.split('.');
     let (Some(h64), Some(p64), Some(s64), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(AuthError::Malformed);
+        return Err(TokenError::Malformed);
     };
     let signing_len = h64
         .len()
         .checked_add(1)
         .and_then(|n| n.checked_add(p64.len()))
-        .ok_or(AuthError::Malformed)?;
+        .ok_or(TokenError::Malformed)?;
     let signing_input = token
         .as_bytes()
         .get(..signing_len)
-        .ok_or(AuthError::Malformed)?;
-    let header_json = b64::decode(h64.as_bytes()).ok_or(AuthError::Malformed)?;
-    let payload = b64::decode(p64.as_bytes()).ok_or(AuthError::Malformed)?;
-    let signature = b64::decode(s64.as_bytes()).ok_or(AuthError::Malformed)?;
+        .ok_or(TokenError::Malformed)?;
+    let header_json = b64::decode(h64.as_bytes()).ok_or(TokenError::Malformed)?;
+    let payload = b64::decode(p64.as_bytes()).ok_or(TokenError::Malformed)?;
+    let signature = b64::decode(s64.as_bytes()).ok_or(TokenError::Malformed)?;
     let header = strict_object(&header_json)?;
     Ok(UnverifiedJws {
         signing_input,
@@ -113,8 +113,8 @@ pub fn parse_jws(token: &str) -> Result<UnverifiedJws<'_>, AuthError> {
 }
 
 /// Parses a compact JWT: [`parse_jws`], then the payload as a JSON object with registered
-/// claims of the right types. Every failure is [`AuthError::Malformed`].
-pub fn parse(token: &str) -> Result<UnverifiedToken<'_>, AuthError> {
+/// claims of the right types. Every failure is [`TokenError::Malformed`].
+pub fn parse(token: &str) -> Result<UnverifiedToken<'_>, TokenError> {
     let jws = parse_jws(token)?;
     let payload = strict_object(&jws.payload)?;
     let unverified_claims = claim_fields(&payload)?;
@@ -128,7 +128,7 @@ pub fn parse(token: &str) -> Result<UnverifiedToken<'_>, AuthError> {
     })
 }
 
-fn header_fields(header: &Map<String, Value>) -> Result<UnverifiedHeader, AuthError> {
+fn header_fields(header: &Map<String, Value>) -> Result<UnverifiedHeader, TokenError> {
     Ok(UnverifiedHeader {
         alg: opt_string(header, "alg")?.unwrap_or_default(),
         kid: opt_string(header, "kid")?,
@@ -141,15 +141,15 @@ fn header_fields(header: &Map<String, Value>) -> Result<UnverifiedHeader, AuthEr
     })
 }
 
-fn claim_fields(claims: &Map<String, Value>) -> Result<UnverifiedClaims, AuthError> {
+fn claim_fields(claims: &Map<String, Value>) -> Result<UnverifiedClaims, TokenError> {
     let aud = match claims.get("aud") {
         None => Vec::new(),
         Some(Value::String(one)) => vec![one.clone()],
         Some(Value::Array(many)) => many
             .iter()
-            .map(|v| v.as_str().map(str::to_string).ok_or(AuthError::Malformed))
+            .map(|v| v.as_str().map(str::to_string).ok_or(TokenError::Malformed))
             .collect::<Result<Vec<_>, _>>()?,
-        Some(_) => return Err(AuthError::Malformed),
+        Some(_) => return Err(TokenError::Malformed),
     };
     Ok(UnverifiedClaims {
         iss: opt_string(claims, "iss")?,
@@ -161,11 +161,11 @@ fn claim_fields(claims: &Map<String, Value>) -> Result<UnverifiedClaims, AuthErr
     })
 }
 
-fn opt_string(obj: &Map<String, Value>, name: &str) -> Result<Option<String>, AuthError> {
+fn opt_string(obj: &Map<String, Value>, name: &str) -> Result<Option<String>, TokenError> {
     match obj.get(name) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(AuthError::Malformed),
+        Some(_) => Err(TokenError::Malformed),
     }
 }
 
@@ -177,12 +177,12 @@ fn numeric_date(
     obj: &Map<String, Value>,
     name: &str,
     round: fn(f64) -> f64,
-) -> Result<Option<i64>, AuthError> {
+) -> Result<Option<i64>, TokenError> {
     let Some(value) = obj.get(name) else {
         return Ok(None);
     };
     let Value::Number(n) = value else {
-        return Err(AuthError::Malformed);
+        return Err(TokenError::Malformed);
     };
     let secs = if let Some(i) = n.as_i64() {
         i
@@ -190,26 +190,26 @@ fn numeric_date(
         let r = round(f);
         // `MAX_NUMERIC_DATE` is a power of two, exact in f64; the cast below cannot saturate.
         if !r.is_finite() || r.abs() > MAX_NUMERIC_DATE as f64 {
-            return Err(AuthError::Malformed);
+            return Err(TokenError::Malformed);
         }
         r as i64
     } else {
-        return Err(AuthError::Malformed);
+        return Err(TokenError::Malformed);
     };
     if secs.checked_abs().is_none_or(|a| a > MAX_NUMERIC_DATE) {
-        return Err(AuthError::Malformed);
+        return Err(TokenError::Malformed);
     }
     Ok(Some(secs))
 }
 
 /// Parses a JSON object, refusing duplicate member names at every depth.
-pub(crate) fn strict_object(json: &[u8]) -> Result<Map<String, Value>, AuthError> {
+pub(crate) fn strict_object(json: &[u8]) -> Result<Map<String, Value>, TokenError> {
     let mut de = serde_json::Deserializer::from_slice(json);
-    let value = StrictValue::deserialize(&mut de).map_err(|_| AuthError::Malformed)?;
-    de.end().map_err(|_| AuthError::Malformed)?;
+    let value = StrictValue::deserialize(&mut de).map_err(|_| TokenError::Malformed)?;
+    de.end().map_err(|_| TokenError::Malformed)?;
     match value.0 {
         Value::Object(map) => Ok(map),
-        _ => Err(AuthError::Malformed),
+        _ => Err(TokenError::Malformed),
     }
 }
 
@@ -358,7 +358,7 @@ mod tests {
         ] {
             assert_eq!(
                 parse(&token(H, payload)).err(),
-                Some(AuthError::Malformed),
+                Some(TokenError::Malformed),
                 "{payload}"
             );
         }
@@ -387,7 +387,7 @@ mod tests {
         ] {
             assert_eq!(
                 parse(&token(H, payload)).err(),
-                Some(AuthError::Malformed),
+                Some(TokenError::Malformed),
                 "{payload}"
             );
         }
@@ -406,7 +406,7 @@ mod tests {
             format!(".{good}"),
             good.replace('.', ""),
         ] {
-            assert_eq!(parse(&bad).err(), Some(AuthError::Malformed), "{bad}");
+            assert_eq!(parse(&bad).err(), Some(TokenError::Malformed), "{bad}");
         }
     }
 
@@ -417,17 +417,17 @@ mod tests {
             seg("{}"),
             seg(H)
         );
-        assert_eq!(parse(&json).err(), Some(AuthError::Malformed));
-        assert_eq!(parse_jws(&json).err(), Some(AuthError::Malformed));
+        assert_eq!(parse(&json).err(), Some(TokenError::Malformed));
+        assert_eq!(parse_jws(&json).err(), Some(TokenError::Malformed));
     }
 
     #[test]
     fn rejects_padding_in_any_segment() {
         let h = format!("{}=", seg(r#"{"alg":"RS256"}"#)); // 15 bytes → 20 chars, so '=' is extra
         let bad = format!("{h}.{}.{}", seg("{}"), b64::encode(b"sig"));
-        assert_eq!(parse(&bad).err(), Some(AuthError::Malformed));
+        assert_eq!(parse(&bad).err(), Some(TokenError::Malformed));
         let bad = format!("{}.{}.c2ln=", seg(H), seg("{}"));
-        assert_eq!(parse(&bad).err(), Some(AuthError::Malformed));
+        assert_eq!(parse(&bad).err(), Some(TokenError::Malformed));
     }
 
     #[test]
@@ -442,7 +442,7 @@ mod tests {
         ] {
             assert_eq!(
                 parse(&token(h, p)).err(),
-                Some(AuthError::Malformed),
+                Some(TokenError::Malformed),
                 "{h} {p}"
             );
         }
@@ -453,13 +453,13 @@ mod tests {
         let t = format!("{}.Zm9v.{}", seg(H), b64::encode(b"sig"));
         let jws = parse_jws(&t).unwrap();
         assert_eq!(jws.payload, b"foo");
-        assert_eq!(parse(&t).err(), Some(AuthError::Malformed));
+        assert_eq!(parse(&t).err(), Some(TokenError::Malformed));
     }
 
     #[test]
     fn rejects_duplicate_header_members() {
         let t = token(r#"{"alg":"RS256","alg":"none"}"#, "{}");
-        assert_eq!(parse(&t).err(), Some(AuthError::Malformed));
+        assert_eq!(parse(&t).err(), Some(TokenError::Malformed));
     }
 
     #[test]
@@ -471,7 +471,7 @@ mod tests {
         ] {
             assert_eq!(
                 parse(&token(H, payload)).err(),
-                Some(AuthError::Malformed),
+                Some(TokenError::Malformed),
                 "{payload}"
             );
         }
@@ -479,14 +479,14 @@ mod tests {
 
     #[test]
     fn rejects_trailing_garbage_after_json() {
-        assert_eq!(parse(&token(H, "{} {}")).err(), Some(AuthError::Malformed));
+        assert_eq!(parse(&token(H, "{} {}")).err(), Some(TokenError::Malformed));
         assert!(parse(&token(H, " {} ")).is_ok());
     }
 
     #[test]
     fn rejects_invalid_utf8_json() {
         let t = format!("{}.{}.c2ln", seg(H), b64::encode(b"{\"sub\":\"\xff\"}"));
-        assert_eq!(parse(&t).err(), Some(AuthError::Malformed));
+        assert_eq!(parse(&t).err(), Some(TokenError::Malformed));
     }
 
     #[test]
@@ -499,7 +499,7 @@ mod tests {
         ] {
             assert_eq!(
                 parse(&token(h, "{}")).err(),
-                Some(AuthError::Malformed),
+                Some(TokenError::Malformed),
                 "{h}"
             );
         }
@@ -529,6 +529,6 @@ mod tests {
     #[test]
     fn rejects_deeply_nested_json() {
         let deep = format!("{{\"a\":{}1{}}}", "[".repeat(200), "]".repeat(200));
-        assert_eq!(parse(&token(H, &deep)).err(), Some(AuthError::Malformed));
+        assert_eq!(parse(&token(H, &deep)).err(), Some(TokenError::Malformed));
     }
 }

@@ -13,7 +13,7 @@
 //! use cloudrun_oidc::jose::b64;
 //! use cloudrun_oidc::jose::jwk_set::KeySet;
 //! use cloudrun_oidc::jose::verifier::{self, IssuerRule, Limits};
-//! use cloudrun_oidc::reject::AuthError;
+//! use cloudrun_oidc::jose::TokenError;
 //! use ed25519_dalek::{Signer, SigningKey};
 //!
 //! // The issuer's key pair (RFC 8037 §A.1); its JWKS publishes the public half.
@@ -50,14 +50,14 @@
 //! // Past `exp` (and the skew), the token is refused before any key work.
 //! let later = 2_000_000_061;
 //! let refused = verifier::precheck(&token, &issuers, &limits, later).unwrap_err();
-//! assert_eq!(refused, AuthError::Expired);
+//! assert_eq!(refused, TokenError::Expired);
 //!
 //! // A signature over other claims does not verify.
 //! let forged_claims = b64::encode(claims.replace("ada", "eve").as_bytes());
 //! let forged = format!("{header}.{forged_claims}.{}", b64::encode(&signature));
 //! let prechecked = verifier::precheck(&forged, &issuers, &limits, now).unwrap();
 //! let refused = verifier::verify_signature(prechecked, &keys).unwrap_err();
-//! assert_eq!(refused, AuthError::BadSignature);
+//! assert_eq!(refused, TokenError::BadSignature);
 //! ```
 
 use serde_json::{Map, Value};
@@ -66,7 +66,7 @@ use crate::jose::alg::Algorithm;
 use crate::jose::jwk_set::KeySet;
 use crate::jose::jwt::{self, UnverifiedToken};
 use crate::jose::signature;
-use crate::reject::AuthError;
+use crate::jose::TokenError;
 
 /// What one configured issuer accepts. Built by `config` from an `issuers[]` entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -137,37 +137,37 @@ pub struct VerifiedToken {
 }
 
 /// Every refusal that needs no key, in the house order (STYLE.md item 6):
-/// size ([`AuthError::TokenTooLarge`]) → parse ([`AuthError::Malformed`]) → `crit`
-/// ([`AuthError::CriticalHeader`]) → `alg` supported ([`AuthError::AlgorithmNotAllowed`]) →
-/// `iss` is a configured issuer ([`AuthError::UnknownIssuer`]) → `alg` on that issuer's list
-/// ([`AuthError::AlgorithmNotAllowed`]) → `typ` among the issuer's `token_types`, when it has
-/// any ([`AuthError::WrongTokenType`]) → `exp` present and `now <= exp + skew`
-/// ([`AuthError::Expired`]) → `now + skew >= nbf` ([`AuthError::NotYetValid`]) → `aud` any-of
-/// ([`AuthError::WrongAudience`]). `iat` is not checked.
+/// size ([`TokenError::TokenTooLarge`]) → parse ([`TokenError::Malformed`]) → `crit`
+/// ([`TokenError::CriticalHeader`]) → `alg` supported ([`TokenError::AlgorithmNotAllowed`]) →
+/// `iss` is a configured issuer ([`TokenError::UnknownIssuer`]) → `alg` on that issuer's list
+/// ([`TokenError::AlgorithmNotAllowed`]) → `typ` among the issuer's `token_types`, when it has
+/// any ([`TokenError::WrongTokenType`]) → `exp` present and `now <= exp + skew`
+/// ([`TokenError::Expired`]) → `now + skew >= nbf` ([`TokenError::NotYetValid`]) → `aud` any-of
+/// ([`TokenError::WrongAudience`]). `iat` is not checked.
 pub fn precheck<'t>(
     token: &'t str,
     issuers: &[IssuerRule],
     limits: &Limits,
     now_secs: i64,
-) -> Result<Prechecked<'t>, AuthError> {
+) -> Result<Prechecked<'t>, TokenError> {
     if token.len() > limits.max_token_bytes {
-        return Err(AuthError::TokenTooLarge);
+        return Err(TokenError::TokenTooLarge);
     }
     let parsed = jwt::parse(token)?;
     let header = &parsed.unverified_header;
     if header.has_crit {
-        return Err(AuthError::CriticalHeader);
+        return Err(TokenError::CriticalHeader);
     }
-    let alg = Algorithm::from_name(&header.alg).ok_or(AuthError::AlgorithmNotAllowed)?;
+    let alg = Algorithm::from_name(&header.alg).ok_or(TokenError::AlgorithmNotAllowed)?;
     let claims = &parsed.unverified_claims;
-    let iss = claims.iss.as_deref().ok_or(AuthError::UnknownIssuer)?;
+    let iss = claims.iss.as_deref().ok_or(TokenError::UnknownIssuer)?;
     let (issuer_index, rule) = issuers
         .iter()
         .enumerate()
         .find(|(_, r)| r.issuer == iss)
-        .ok_or(AuthError::UnknownIssuer)?;
+        .ok_or(TokenError::UnknownIssuer)?;
     if !rule.algorithms.contains(&alg) {
-        return Err(AuthError::AlgorithmNotAllowed);
+        return Err(TokenError::AlgorithmNotAllowed);
     }
     if !rule.token_types.is_empty()
         && !header
@@ -175,20 +175,20 @@ pub fn precheck<'t>(
             .as_deref()
             .is_some_and(|typ| rule.token_types.contains(&token_type(typ)))
     {
-        return Err(AuthError::WrongTokenType);
+        return Err(TokenError::WrongTokenType);
     }
     let skew = limits.clock_skew_secs.max(0);
-    let exp = claims.exp.ok_or(AuthError::Expired)?;
+    let exp = claims.exp.ok_or(TokenError::Expired)?;
     if now_secs > exp.saturating_add(skew) {
-        return Err(AuthError::Expired);
+        return Err(TokenError::Expired);
     }
     if let Some(nbf) = claims.nbf {
         if now_secs.saturating_add(skew) < nbf {
-            return Err(AuthError::NotYetValid);
+            return Err(TokenError::NotYetValid);
         }
     }
     if !claims.aud.iter().any(|a| rule.audiences.contains(a)) {
-        return Err(AuthError::WrongAudience);
+        return Err(TokenError::WrongAudience);
     }
     Ok(Prechecked {
         issuer_index,
@@ -197,9 +197,9 @@ pub fn precheck<'t>(
     })
 }
 
-/// Finds the key ([`AuthError::UnknownKey`], [`AuthError::KeyAlgorithmMismatch`]) and checks
-/// the signature ([`AuthError::BadSignature`]); only then are the claims handed out.
-pub fn verify_signature(pre: Prechecked<'_>, keys: &KeySet) -> Result<VerifiedToken, AuthError> {
+/// Finds the key ([`TokenError::UnknownKey`], [`TokenError::KeyAlgorithmMismatch`]) and checks
+/// the signature ([`TokenError::BadSignature`]); only then are the claims handed out.
+pub fn verify_signature(pre: Prechecked<'_>, keys: &KeySet) -> Result<VerifiedToken, TokenError> {
     let header = &pre.token.unverified_header;
     let key = keys.select(header.kid.as_deref(), header.x5t.as_deref(), pre.alg)?;
     if !signature::verify(
@@ -208,12 +208,12 @@ pub fn verify_signature(pre: Prechecked<'_>, keys: &KeySet) -> Result<VerifiedTo
         pre.token.signing_input,
         &pre.token.signature,
     ) {
-        return Err(AuthError::BadSignature);
+        return Err(TokenError::BadSignature);
     }
     let key_thumbprint = key.thumbprint;
     let token = pre.token;
     // `precheck` refused tokens without `exp`; this only keeps the function total.
-    let exp = token.unverified_claims.exp.ok_or(AuthError::Expired)?;
+    let exp = token.unverified_claims.exp.ok_or(TokenError::Expired)?;
     Ok(VerifiedToken {
         issuer_index: pre.issuer_index,
         alg: pre.alg,
@@ -280,7 +280,7 @@ mod tests {
         KeySet::parse(json!({ "keys": [jwk] }).to_string().as_bytes()).unwrap()
     }
 
-    fn check(token: &str, keys: &KeySet) -> Result<VerifiedToken, AuthError> {
+    fn check(token: &str, keys: &KeySet) -> Result<VerifiedToken, TokenError> {
         verify_signature(precheck(token, &rules(), &LIMITS, NOW)?, keys)
     }
 
@@ -310,12 +310,12 @@ mod tests {
         let t = "x".repeat(LIMITS.max_token_bytes + 1);
         assert_eq!(
             precheck(&t, &rules(), &LIMITS, NOW).err(),
-            Some(AuthError::TokenTooLarge)
+            Some(TokenError::TokenTooLarge)
         );
         let t = "x".repeat(LIMITS.max_token_bytes);
         assert_eq!(
             precheck(&t, &rules(), &LIMITS, NOW).err(),
-            Some(AuthError::Malformed)
+            Some(TokenError::Malformed)
         );
     }
 
@@ -329,7 +329,7 @@ mod tests {
         );
         assert_eq!(
             check(&t, &keyset(&key, "k")).err(),
-            Some(AuthError::CriticalHeader)
+            Some(TokenError::CriticalHeader)
         );
     }
 
@@ -347,14 +347,14 @@ mod tests {
             let t = format!("{}.{payload}.c2ln", b64::encode(h.to_string().as_bytes()));
             assert_eq!(
                 check(&t, &keyset(&key, "k")).err(),
-                Some(AuthError::AlgorithmNotAllowed),
+                Some(TokenError::AlgorithmNotAllowed),
                 "{h}"
             );
         }
         let t = format!("{}.{payload}.", b64::encode(br#"{"alg":"none"}"#));
         assert_eq!(
             check(&t, &keyset(&key, "k")).err(),
-            Some(AuthError::AlgorithmNotAllowed)
+            Some(TokenError::AlgorithmNotAllowed)
         );
     }
 
@@ -375,7 +375,7 @@ mod tests {
             let t = sign(&key, &json!({"alg":"RS256","kid":"k"}), &c);
             assert_eq!(
                 check(&t, &keyset(&key, "k")).err(),
-                Some(AuthError::UnknownIssuer),
+                Some(TokenError::UnknownIssuer),
                 "{iss}"
             );
         }
@@ -387,7 +387,7 @@ mod tests {
         let t = sign(&key, &json!({"alg":"PS256","kid":"k"}), &claims());
         assert_eq!(
             check(&t, &keyset(&key, "k")).err(),
-            Some(AuthError::AlgorithmNotAllowed)
+            Some(TokenError::AlgorithmNotAllowed)
         );
     }
 
@@ -403,17 +403,17 @@ mod tests {
         assert!(check(&at(json!(NOW - 60)), &ks).is_ok());
         assert_eq!(
             check(&at(json!(NOW - 61)), &ks).err(),
-            Some(AuthError::Expired)
+            Some(TokenError::Expired)
         );
-        assert_eq!(check(&at(json!(-1)), &ks).err(), Some(AuthError::Expired));
+        assert_eq!(check(&at(json!(-1)), &ks).err(), Some(TokenError::Expired));
         assert_eq!(
             check(&at(json!("soon")), &ks).err(),
-            Some(AuthError::Malformed)
+            Some(TokenError::Malformed)
         );
         let mut c = claims();
         c.as_object_mut().unwrap().remove("exp");
         let t = sign(&key, &json!({"alg":"RS256","kid":"k"}), &c);
-        assert_eq!(check(&t, &ks).err(), Some(AuthError::Expired));
+        assert_eq!(check(&t, &ks).err(), Some(TokenError::Expired));
     }
 
     #[test]
@@ -428,7 +428,7 @@ mod tests {
         assert!(check(&at(NOW + 60), &ks).is_ok());
         assert_eq!(
             check(&at(NOW + 61), &ks).err(),
-            Some(AuthError::NotYetValid)
+            Some(TokenError::NotYetValid)
         );
     }
 
@@ -448,13 +448,13 @@ mod tests {
             let t = sign(&key, &json!({"alg":"RS256","kid":"k"}), &c);
             assert_eq!(check(&t, &ks).is_ok(), ok, "{aud}");
             if !ok {
-                assert_eq!(check(&t, &ks).err(), Some(AuthError::WrongAudience));
+                assert_eq!(check(&t, &ks).err(), Some(TokenError::WrongAudience));
             }
         }
         let mut c = claims();
         c.as_object_mut().unwrap().remove("aud");
         let t = sign(&key, &json!({"alg":"RS256","kid":"k"}), &c);
-        assert_eq!(check(&t, &ks).err(), Some(AuthError::WrongAudience));
+        assert_eq!(check(&t, &ks).err(), Some(TokenError::WrongAudience));
     }
 
     #[test]
@@ -463,13 +463,13 @@ mod tests {
         let t = sign(&rsa, &json!({"alg":"RS256","kid":"nope"}), &claims());
         assert_eq!(
             check(&t, &keyset(&rsa, "k")).err(),
-            Some(AuthError::UnknownKey)
+            Some(TokenError::UnknownKey)
         );
         let ec = TestKey::for_alg(Algorithm::Es256);
         let t = sign(&ec, &json!({"alg":"ES256","kid":"k"}), &claims());
         assert_eq!(
             check(&t, &keyset(&rsa, "k")).err(),
-            Some(AuthError::KeyAlgorithmMismatch)
+            Some(TokenError::KeyAlgorithmMismatch)
         );
     }
 
@@ -483,12 +483,12 @@ mod tests {
         parts[1] = b64::encode(c.to_string().as_bytes());
         assert_eq!(
             check(&parts.join("."), &keyset(&key, "k")).err(),
-            Some(AuthError::BadSignature)
+            Some(TokenError::BadSignature)
         );
         let other = TestKey::rsa(2048);
         assert_eq!(
             check(&t, &keyset(&other, "k")).err(),
-            Some(AuthError::BadSignature)
+            Some(TokenError::BadSignature)
         );
     }
 
@@ -503,7 +503,7 @@ mod tests {
         );
         assert_eq!(
             check(&t, &keyset(&real, "k")).err(),
-            Some(AuthError::BadSignature)
+            Some(TokenError::BadSignature)
         );
         // With the real key the same headers are harmless (noted, never used).
         let t = sign(
@@ -541,13 +541,13 @@ mod tests {
         for typ in [json!("JWT"), json!("at+jwt "), json!("")] {
             assert_eq!(
                 at(json!({"alg":"RS256","kid":"k","typ":typ})).err(),
-                Some(AuthError::WrongTokenType),
+                Some(TokenError::WrongTokenType),
                 "{typ}"
             );
         }
         assert_eq!(
             at(json!({"alg":"RS256","kid":"k"})).err(),
-            Some(AuthError::WrongTokenType),
+            Some(TokenError::WrongTokenType),
             "no typ"
         );
         // After the issuer and its algorithms, before the claims.
@@ -556,12 +556,12 @@ mod tests {
         let t = sign(&key, &json!({"alg":"RS256","kid":"k","typ":"JWT"}), &c);
         assert_eq!(
             precheck(&t, &pinned, &LIMITS, NOW).err(),
-            Some(AuthError::WrongTokenType)
+            Some(TokenError::WrongTokenType)
         );
         let t = sign(&key, &json!({"alg":"PS256","kid":"k","typ":"JWT"}), &c);
         assert_eq!(
             precheck(&t, &pinned, &LIMITS, NOW).err(),
-            Some(AuthError::AlgorithmNotAllowed)
+            Some(TokenError::AlgorithmNotAllowed)
         );
     }
 
@@ -575,19 +575,19 @@ mod tests {
         let t = sign(&key, &json!({"alg":"HS256","kid":"k"}), &c);
         assert_eq!(
             check(&t, &keyset(&key, "k")).err(),
-            Some(AuthError::AlgorithmNotAllowed)
+            Some(TokenError::AlgorithmNotAllowed)
         );
         let t = sign(&key, &json!({"alg":"RS256","kid":"k"}), &c);
         assert_eq!(
             check(&t, &keyset(&key, "k")).err(),
-            Some(AuthError::UnknownIssuer)
+            Some(TokenError::UnknownIssuer)
         );
         c["iss"] = json!(ISS);
         c["aud"] = json!("x");
         let t = sign(&key, &json!({"alg":"RS256","kid":"k"}), &c);
         assert_eq!(
             check(&t, &keyset(&key, "k")).err(),
-            Some(AuthError::Expired)
+            Some(TokenError::Expired)
         );
     }
 

@@ -13,8 +13,8 @@ use std::path::PathBuf;
 
 use cloudrun_oidc::jose::alg::Algorithm;
 use cloudrun_oidc::jose::jwk_set::KeySet;
+use cloudrun_oidc::jose::TokenError;
 use cloudrun_oidc::jose::{jwt, signature};
-use cloudrun_oidc::reject::AuthError;
 use serde_json::{json, Value};
 
 /// `vectors/<rel>` of this repository.
@@ -136,18 +136,18 @@ pub fn keyset_of(jwk_or_set: &Value) -> Result<KeySet, String> {
 /// Runs a compact JWS through the filter's verification path, minus the claim checks (many
 /// vectors have non-JSON payloads): `jwt::parse_jws` → `crit` refused → `alg` supported →
 /// `KeySet::select` → `signature::verify`. `Ok(())` means accepted.
-pub fn verify_jws(token: &str, keys: &KeySet) -> Result<(), AuthError> {
+pub fn verify_jws(token: &str, keys: &KeySet) -> Result<(), TokenError> {
     let jws = jwt::parse_jws(token)?;
     let header = &jws.unverified_header;
     if header.has_crit {
-        return Err(AuthError::CriticalHeader);
+        return Err(TokenError::CriticalHeader);
     }
-    let alg = Algorithm::from_name(&header.alg).ok_or(AuthError::AlgorithmNotAllowed)?;
+    let alg = Algorithm::from_name(&header.alg).ok_or(TokenError::AlgorithmNotAllowed)?;
     let key = keys.select(header.kid.as_deref(), header.x5t.as_deref(), alg)?;
     if signature::verify(alg, &key.key, jws.signing_input, &jws.signature) {
         Ok(())
     } else {
-        Err(AuthError::BadSignature)
+        Err(TokenError::BadSignature)
     }
 }
 
