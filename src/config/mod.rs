@@ -1,7 +1,7 @@
 //! The route configuration: Kong's JSON parsed once into an immutable, typed [`FilterConfig`].
 //!
-//! [`FilterConfig`] is what the rest of the filter sees: validated header names, parsed URLs,
-//! claim paths and inline key sets, enums instead of strings, non-empty lists, numbers in range.
+//! [`FilterConfig`] is what the rest of the filter sees: validated header names, parsed URLs and
+//! claim paths, enums instead of strings, non-empty lists, numbers in range.
 //! An invalid configuration is a [`ConfigError`] value naming the field; its text never contains
 //! secret material (the service-account key). The work is split by concern:
 //!
