@@ -11,7 +11,6 @@ use crate::google::{GoogleSharedDataKeys, GoogleTokens, Mint, MintFor, MintProgr
 use crate::host::shared::{self, Lease};
 use crate::host::{CalloutResponse, CalloutToken, Host, LogLevel};
 use crate::jose::b64;
-use crate::jose::jwk_set::KeySet;
 use crate::jose::verifier::{self, IssuerRule, VerifiedToken};
 use crate::keys::{Fetch, KeyCache, Keys, Origin, Progress, Source};
 use crate::metrics::Metric;
@@ -98,18 +97,11 @@ impl Route {
     fn new(config: FilterConfig) -> Result<Route, String> {
         let namespace = config.shm_namespace.clone();
         let mut sources = Vec::with_capacity(config.issuers.len());
-        for (i, issuer) in config.issuers.iter().enumerate() {
+        for issuer in &config.issuers {
             let name = &issuer.rule.issuer;
             let upstream = issuer.callout_upstream.clone();
             let origin = match &issuer.keys {
-                crate::config::KeySource::Inline(json) => match KeySet::parse(json.as_bytes()) {
-                    Ok(set) => Origin::Inline(Rc::new(set)),
-                    Err(e) => {
-                        return Err(format!(
-                            "cloudrun_oidc: invalid configuration: issuers[{i}].jwks: {e}"
-                        ));
-                    }
-                },
+                crate::config::KeySource::Inline(set) => Origin::Inline(Rc::clone(set)),
                 crate::config::KeySource::JwksUrl(url) => Origin::JwksUrl {
                     url: url.clone(),
                     upstream,

@@ -1,5 +1,6 @@
 //! Validation of `issuers[]`: each entry's issuer, audiences, algorithms, accepted token types,
-//! where its keys come from (inline `jwks`, `jwks_url`, or discovery) and `callout_host`.
+//! where its keys come from (inline `jwks`, parsed here into a key set once; `jwks_url`; or
+//! discovery) and `callout_host`.
 
 use super::kong_lists::List;
 use super::raw::RawIssuer;
@@ -8,8 +9,10 @@ use super::validate::{short_string, url};
 use super::{ConfigError, IssuerConfig, KeySource};
 use crate::http::url::{parse_authority, HttpUrl};
 use crate::jose::alg::Algorithm;
+use crate::jose::jwk_set::KeySet;
 use crate::jose::verifier::{token_type, IssuerRule};
 use serde_json::Value;
+use std::rc::Rc;
 
 /// `issuers`: 1..=[`MAX_ISSUERS`] entries with distinct `issuer` strings.
 pub(super) fn issuers(raw: Option<List<RawIssuer>>) -> Result<Vec<IssuerConfig>, ConfigError> {
@@ -46,8 +49,9 @@ fn issuer(raw: RawIssuer, at: &str) -> Result<IssuerConfig, ConfigError> {
     short_string(&issuer, &field("issuer"))?;
     let audiences = audiences(raw.audiences, at)?;
     let algorithms = algorithms(raw.algorithms, at)?;
+    let inline_only = raw.jwks.is_some() && raw.jwks_url.is_none() && raw.discovery_url.is_none();
+    let callout_upstream = callout_host(raw.callout_host, inline_only, at)?;
     let keys = key_source(&issuer, raw.jwks, raw.jwks_url, raw.discovery_url, at)?;
-    let callout_upstream = callout_host(raw.callout_host, &keys, at)?;
     let token_types = token_types(raw.token_types, at)?;
     Ok(IssuerConfig {
         rule: IssuerRule {
@@ -137,10 +141,10 @@ fn well_known_discovery(issuer: &str, field: &str) -> Result<KeySource, ConfigEr
         })
 }
 
-/// `callout_host`: `host[:port]`, and of no use with inline keys.
+/// `callout_host`: `host[:port]`, and of no use when the keys are inline.
 fn callout_host(
     raw: Option<String>,
-    keys: &KeySource,
+    inline_keys: bool,
     at: &str,
 ) -> Result<Option<String>, ConfigError> {
     let Some(host) = raw else {
@@ -150,7 +154,7 @@ fn callout_host(
     if let Err(e) = parse_authority(&host) {
         return Err(ConfigError::new(field, format!("must be host[:port]: {e}")));
     }
-    if matches!(keys, KeySource::Inline(_)) {
+    if inline_keys {
         return Err(ConfigError::new(
             field,
             "has no use with inline jwks (nothing is fetched)",
@@ -204,8 +208,9 @@ fn is_media_type_name(name: &str) -> bool {
         && name.bytes().all(restricted)
 }
 
-/// Inline keys: an object, or a string holding one, with a non-empty `keys` array.
-fn inline_jwks(value: Value, field: &str) -> Result<String, ConfigError> {
+/// Inline keys: an object, or a string holding one, with a non-empty `keys` array and at
+/// least one usable key; parsed here once for every request of the route.
+fn inline_jwks(value: Value, field: &str) -> Result<Rc<KeySet>, ConfigError> {
     let doc = match value {
         Value::String(text) => {
             if text.len() > MAX_DOCUMENT_BYTES {
@@ -231,9 +236,10 @@ fn inline_jwks(value: Value, field: &str) -> Result<String, ConfigError> {
             ))
         }
     }
-    let text = doc.to_string();
-    if text.len() > MAX_DOCUMENT_BYTES {
+    if doc.to_string().len() > MAX_DOCUMENT_BYTES {
         return Err(ConfigError::new(field, "is too large"));
     }
-    Ok(text)
+    KeySet::from_value(&doc)
+        .map(Rc::new)
+        .map_err(|e| ConfigError::new(field, e.to_string()))
 }

@@ -1,7 +1,7 @@
 //! The route configuration: Kong's JSON parsed once into an immutable, typed [`FilterConfig`].
 //!
-//! [`FilterConfig`] is what the rest of the filter sees: validated header names, parsed URLs and
-//! claim paths, enums instead of strings, non-empty lists, numbers in range.
+//! [`FilterConfig`] is what the rest of the filter sees: validated header names, parsed URLs,
+//! claim paths and inline key sets, enums instead of strings, non-empty lists, numbers in range.
 //! An invalid configuration is a [`ConfigError`] value naming the field; its text never contains
 //! secret material (the service-account key). The work is split by concern:
 //!
@@ -48,11 +48,13 @@ use crate::google::federation::external_account::ExternalAccount;
 use crate::google::id_token::ServiceAccountKey;
 use crate::http::header_name::HeaderName;
 use crate::http::url::HttpUrl;
+use crate::jose::jwk_set::KeySet;
 use crate::jose::verifier::{IssuerRule, Limits};
 use crate::keys::cache::CachePolicy;
 use crate::request::claims::ClaimPath;
 use serde_json::Value;
 use std::fmt;
+use std::rc::Rc;
 
 /// Why a configuration was refused: the field (`issuers[0].audiences`) and a short reason.
 /// Never contains secret material.
@@ -80,16 +82,30 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// Where one issuer's keys come from.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum KeySource {
-    /// `jwks`: inline keys, nothing is fetched. The JWKS JSON text, re-serialised.
-    Inline(String),
+    /// `jwks`: inline keys, parsed once with the configuration; nothing is fetched.
+    Inline(Rc<KeySet>),
     /// `jwks_url`: fetch the JWKS directly.
     JwksUrl(HttpUrl),
     /// `discovery_url` (default `<issuer>/.well-known/openid-configuration`): fetch the
     /// discovery document, then its `jwks_uri`.
     Discovery(HttpUrl),
 }
+
+/// Inline sets are equal when they hold the same usable keys.
+impl PartialEq for KeySource {
+    fn eq(&self, other: &KeySource) -> bool {
+        match (self, other) {
+            (KeySource::Inline(a), KeySource::Inline(b)) => a.keys() == b.keys(),
+            (KeySource::JwksUrl(a), KeySource::JwksUrl(b)) => a == b,
+            (KeySource::Discovery(a), KeySource::Discovery(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for KeySource {}
 
 /// One `issuers[]` entry.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -124,6 +124,27 @@ fn google_source_errors_name_the_setting_given() {
     assert!(!e.message.contains("default"), "{e}");
 }
 
+/// RFC 8037 §A.2's Ed25519 public key.
+fn ed25519_jwk() -> Value {
+    json!({"kty": "OKP", "crv": "Ed25519", "kid": "ed-1",
+        "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"})
+}
+
+/// RFC 7517 §A.1's P-256 public key.
+fn p256_jwk() -> Value {
+    json!({"kty": "EC", "crv": "P-256", "kid": "ec-1",
+        "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+        "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"})
+}
+
+/// The `kid`s of an inline key set.
+fn inline_kids(keys: &KeySource) -> Vec<String> {
+    match keys {
+        KeySource::Inline(set) => set.kids().map(str::to_string).collect(),
+        other => panic!("not inline: {other:?}"),
+    }
+}
+
 #[test]
 fn full_config_is_parsed_into_types() {
     let pem = sa_pem();
@@ -135,8 +156,8 @@ fn full_config_is_parsed_into_types() {
             {"issuer": "https://idp.example.com/", "audiences": ["a", "b"],
              "algorithms": ["RS256", "ES256", "RS256"], "callout_host": "idp:8080"},
             {"issuer": "https://other", "audiences": ["x"], "jwks_url": "http://mock:9000/jwks"},
-            {"issuer": "inline", "audiences": ["x"], "jwks": {"keys": [{"kty": "OKP"}]}},
-            {"issuer": "inline2", "audiences": ["x"], "jwks": "{\"keys\":[{\"kty\":\"EC\"}]}"},
+            {"issuer": "inline", "audiences": ["x"], "jwks": {"keys": [ed25519_jwk()]}},
+            {"issuer": "inline2", "audiences": ["x"], "jwks": json!({"keys": [p256_jwk()]}).to_string()},
             {"issuer": "https://d", "audiences": ["x"], "discovery_url": "https://d/custom"}
         ],
         "token": {"header": "X-Token", "scheme": null, "query_param": "access_token", "cookie": "session"},
@@ -170,14 +191,8 @@ fn full_config_is_parsed_into_types() {
         i[1].keys,
         KeySource::JwksUrl(HttpUrl::parse("http://mock:9000/jwks").unwrap())
     );
-    assert_eq!(
-        i[2].keys,
-        KeySource::Inline("{\"keys\":[{\"kty\":\"OKP\"}]}".into())
-    );
-    assert_eq!(
-        i[3].keys,
-        KeySource::Inline("{\"keys\":[{\"kty\":\"EC\"}]}".into())
-    );
+    assert_eq!(inline_kids(&i[2].keys), vec!["ed-1"]);
+    assert_eq!(inline_kids(&i[3].keys), vec!["ec-1"]);
     assert_eq!(
         i[4].keys,
         KeySource::Discovery(HttpUrl::parse("https://d/custom").unwrap())
@@ -978,4 +993,26 @@ fn trailing_text_after_the_object_is_not_json() {
     let e = FilterConfig::from_json(text.as_bytes()).unwrap_err();
     assert_eq!(e.field, "(root)");
     assert!(e.message.starts_with("not valid JSON"), "{e}");
+}
+
+#[test]
+fn inline_jwks_are_parsed_with_the_configuration() {
+    let oct = json!({"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "h"}]});
+    let e = err(issuer_with("jwks", oct));
+    assert_eq!(
+        e.to_string(),
+        "invalid configuration: issuers[0].jwks: JWKS has no usable signature key"
+    );
+    let c = parse(issuer_with(
+        "jwks",
+        json!({"keys": [ed25519_jwk(), {"kty": "oct", "k": "AA"}]}),
+    ))
+    .unwrap();
+    match &c.issuers[0].keys {
+        KeySource::Inline(set) => {
+            assert_eq!(set.len(), 1);
+            assert_eq!(set.skipped().len(), 1, "the oct key is skipped, not fatal");
+        }
+        other => panic!("{other:?}"),
+    }
 }
