@@ -8,7 +8,7 @@
     clippy::indexing_slicing
 )]
 
-use cloudrun_oidc::config::FilterConfig;
+use cloudrun_oidc::config::{FilterConfig, Setting, SETTINGS};
 use serde_json::{json, Value};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -344,4 +344,54 @@ fn every_schema_field_is_a_parser_field() {
         checked += 1;
     }
     assert!(checked >= 30, "{checked}");
+}
+
+/// The schema property at a setting's path (`jwks_cache.ttl_seconds`).
+fn schema_property<'a>(schema: &'a Value, path: &str) -> &'a Value {
+    path.split('.')
+        .fold(schema, |at, name| &at["properties"][name])
+}
+
+/// Every scalar `default` in the schema, by setting path (`issuers[].x` inside the issuer list).
+fn scalar_defaults(node: &Value, prefix: &str, out: &mut Vec<String>) {
+    if let Some(properties) = node["properties"].as_object() {
+        for (name, prop) in properties {
+            let path = if prefix.is_empty() {
+                name.clone()
+            } else {
+                format!("{prefix}.{name}")
+            };
+            if prop["default"].is_string() || prop["default"].is_number() {
+                out.push(path.clone());
+            }
+            scalar_defaults(prop, &path, out);
+            scalar_defaults(&prop["items"], &format!("{path}[]"), out);
+        }
+    }
+}
+
+/// The defaults-and-ranges table the parser uses (`config::SETTINGS`) is the schema's: the same
+/// `default` for each entry, the same `minimum` and `maximum` for integers, and an entry for
+/// every scalar default the schema states.
+#[test]
+fn settings_table_is_the_schema() {
+    let schema = schema_doc();
+    for setting in SETTINGS {
+        let prop = schema_property(&schema, setting.path());
+        match setting {
+            Setting::Integer(s) => {
+                assert_eq!(prop["type"], json!("integer"), "{}", s.path);
+                assert_eq!(prop["default"], json!(s.default), "{}", s.path);
+                assert_eq!(prop["minimum"], json!(s.min), "{}", s.path);
+                assert_eq!(prop["maximum"], json!(s.max), "{}", s.path);
+            }
+            Setting::Text(s) => assert_eq!(prop["default"], json!(s.default), "{}", s.path),
+        }
+    }
+    let mut stated = Vec::new();
+    scalar_defaults(&schema, "", &mut stated);
+    let mut listed: Vec<&str> = SETTINGS.iter().map(Setting::path).collect();
+    stated.sort();
+    listed.sort();
+    assert_eq!(stated, listed, "schema defaults vs config::SETTINGS");
 }

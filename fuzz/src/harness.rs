@@ -397,8 +397,8 @@ pub fn config(data: &[u8]) {
     for issuer in &cfg.issuers {
         assert!(!issuer.rule.audiences.is_empty() && !issuer.rule.algorithms.is_empty());
         match &issuer.keys {
-            KeySource::Inline(text) => {
-                let _ = KeySet::parse(text.as_bytes());
+            KeySource::Inline(set) => {
+                assert!(!set.is_empty(), "inline jwks accepted without a usable key");
             }
             KeySource::JwksUrl(url) | KeySource::Discovery(url) => {
                 assert_eq!(HttpUrl::parse(&url.to_string()).as_ref(), Ok(url));

@@ -6,7 +6,6 @@ use super::HeaderEdit;
 use crate::config::{FilterConfig, GoogleHeader, KeySource};
 use crate::google::{GoogleRoute, GoogleTokens};
 use crate::jose::b64;
-use crate::jose::jwk_set::KeySet;
 use crate::jose::verifier::{IssuerRule, VerifiedToken};
 use crate::keys::{FetchSettings, KeyCache, Origin, Source};
 use crate::reject::AuthError;
@@ -59,10 +58,7 @@ impl RouteState {
             Ok(config) => config,
             Err(e) => return RouteState::Invalid(format!("cloudrun_oidc: {e}")),
         };
-        match Route::new(config) {
-            Ok(route) => RouteState::Ready(Box::new(route)),
-            Err(message) => RouteState::Invalid(message),
-        }
+        RouteState::Ready(Box::new(Route::new(config)))
     }
 
     /// Every header the filter owns on this route (a client copy refuses the request).
@@ -75,21 +71,14 @@ impl RouteState {
 }
 
 impl Route {
-    fn new(mut config: FilterConfig) -> Result<Route, String> {
+    fn new(mut config: FilterConfig) -> Route {
         let namespace = config.shm_namespace.clone();
         let mut sources = Vec::with_capacity(config.issuers.len());
-        for (i, issuer) in config.issuers.iter().enumerate() {
+        for issuer in &config.issuers {
             let name = &issuer.rule.issuer;
             let upstream = issuer.callout_upstream.clone();
             let origin = match &issuer.keys {
-                KeySource::Inline(json) => match KeySet::parse(json.as_bytes()) {
-                    Ok(set) => Origin::Inline(Rc::new(set)),
-                    Err(e) => {
-                        return Err(format!(
-                            "cloudrun_oidc: invalid configuration: issuers[{i}].jwks: {e}"
-                        ));
-                    }
-                },
+                KeySource::Inline(set) => Origin::Inline(Rc::clone(set)),
                 KeySource::JwksUrl(url) => Origin::JwksUrl {
                     url: url.clone(),
                     upstream,
@@ -105,7 +94,7 @@ impl Route {
         let owned = OwnedHeaders::new(config.owned_headers());
         let google = config.google_id_token.take();
         let google_header = google.as_ref().map(|g| g.header);
-        Ok(Route {
+        Route {
             rules: config.issuers.iter().map(|i| i.rule.clone()).collect(),
             fetch: FetchSettings::new(config.jwks_cache, config.callout_timeout_ms),
             google: google.map(|g| GoogleRoute::new(&namespace, g, config.callout_timeout_ms)),
@@ -120,7 +109,7 @@ impl Route {
             sources,
             cache: RefCell::new(TokenCache::new(DEFAULT_MAX_ENTRIES, DEFAULT_MAX_BYTES)),
             config,
-        })
+        }
     }
 
     /// A cached grant for `token` whose key is still in the worker's key set.
