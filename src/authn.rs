@@ -9,7 +9,7 @@ use crate::config::FilterConfig;
 use crate::config::GoogleHeader;
 use crate::google::{GoogleSharedDataKeys, GoogleTokens, Mint, MintFor, MintProgress};
 use crate::host::shared::{self, Lease};
-use crate::host::{CalloutResponse, CalloutToken, Host, LogLevel};
+use crate::host::{CalloutResponse, CalloutToken, Host};
 use crate::jose::b64;
 use crate::jose::jwk_set::KeySet;
 use crate::jose::verifier::{self, IssuerRule, VerifiedToken};
@@ -521,20 +521,14 @@ impl Request {
 fn deny(host: &mut dyn Host, error: AuthError, context: &str) -> Step {
     host.count(Metric::from(error));
     let level = match error {
-        AuthError::Internal | AuthError::InvalidConfiguration => LogLevel::Error,
+        AuthError::Internal | AuthError::InvalidConfiguration => log::Level::Error,
         AuthError::KeysUnavailable
         | AuthError::GoogleTokenUnavailable
         | AuthError::ForgedHeader
-        | AuthError::TooManyHeaders => LogLevel::Warn,
-        _ => LogLevel::Info,
+        | AuthError::TooManyHeaders => log::Level::Warn,
+        _ => log::Level::Info,
     };
-    host.log(
-        level,
-        &format!(
-            "cloudrun_oidc: request refused: {}{context}",
-            error.reason()
-        ),
-    );
+    log::log!(level, "request refused: {}{context}", error.reason());
     Step::Deny(error)
 }
 
@@ -706,10 +700,7 @@ impl RootJobs {
                     }
                 }
             }
-            None => host.log(
-                LogLevel::Warn,
-                &format!("cloudrun_oidc: answer to unknown tick callout {token}"),
-            ),
+            None => log::warn!("answer to unknown tick callout {token}"),
         }
     }
 }
