@@ -4,7 +4,8 @@
 //! Not the SDK's logger: it panics when `proxy_log` returns an error, and a panic in
 //! `on_http_call_response` makes Kong proxy the paused request (fail-open). Here a failed write
 //! is dropped. A line reads `cloudrun_oidc[ctx 7]: request refused: ...`; outside any callback
-//! (never expected) it reads `cloudrun_oidc: ...`.
+//! (never expected) it reads `cloudrun_oidc: ...`. Never call `proxy_wasm::set_log_level`: it
+//! installs the SDK's logger with `set_logger(..).unwrap()`, which panics once this one is in.
 
 use super::ffi;
 use std::cell::Cell;
