@@ -4,7 +4,7 @@
 use super::Scope;
 use crate::google::{Mint, MintFor, MintProgress};
 use crate::host::shared::{self, Lease};
-use crate::host::{CalloutResponse, CalloutToken, LogLevel};
+use crate::host::{CalloutResponse, CalloutToken};
 use crate::keys::{Fetch, Progress, Source};
 use std::collections::HashMap;
 
@@ -142,10 +142,7 @@ impl RootJobs {
                     }
                 }
             }
-            None => cx.host.log(
-                LogLevel::Warn,
-                &format!("cloudrun_oidc: answer to unknown tick callout {token}"),
-            ),
+            None => log::warn!("answer to unknown tick callout {token}"),
         }
     }
 }

@@ -6,7 +6,7 @@ use super::route::Grant;
 use super::{Scope, Step};
 use crate::google::{Mint, MintFor, MintProgress};
 use crate::host::shared::{self, Lease};
-use crate::host::{CalloutResponse, CalloutToken, Host, LogLevel};
+use crate::host::{CalloutResponse, CalloutToken, Host};
 use crate::jose::{verifier, TokenError};
 use crate::keys::{Fetch, FetchBudget, FetchKind, Keys, Origin, Progress, Source};
 use crate::metrics::Metric;
@@ -292,20 +292,14 @@ impl Request {
 fn deny(host: &mut dyn Host, error: AuthError, context: &str) -> Step {
     host.count(Metric::from(error));
     let level = match error {
-        AuthError::Internal | AuthError::InvalidConfiguration => LogLevel::Error,
+        AuthError::Internal | AuthError::InvalidConfiguration => log::Level::Error,
         AuthError::KeysUnavailable
         | AuthError::GoogleTokenUnavailable
         | AuthError::ForgedHeader
-        | AuthError::TooManyHeaders => LogLevel::Warn,
-        _ => LogLevel::Info,
+        | AuthError::TooManyHeaders => log::Level::Warn,
+        _ => log::Level::Info,
     };
-    host.log(
-        level,
-        &format!(
-            "cloudrun_oidc: request refused: {}{context}",
-            error.reason()
-        ),
-    );
+    log::log!(level, "request refused: {}{context}", error.reason());
     Step::Deny(error)
 }
 

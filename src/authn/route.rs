@@ -56,7 +56,7 @@ impl RouteState {
     pub fn from_config(config: &[u8]) -> RouteState {
         let config = match FilterConfig::from_json(config) {
             Ok(config) => config,
-            Err(e) => return RouteState::Invalid(format!("cloudrun_oidc: {e}")),
+            Err(e) => return RouteState::Invalid(e.to_string()),
         };
         RouteState::Ready(Box::new(Route::new(config)))
     }

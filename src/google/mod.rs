@@ -10,7 +10,7 @@ use crate::config::{GoogleIdTokenConfig, GoogleSource};
 use crate::google::federation::{Chain, FederationSharedDataKeys, Next, Target};
 use crate::google::id_token::GoogleToken;
 use crate::host::shared::{self, Lease, Slot};
-use crate::host::{CalloutRequest, CalloutResponse, CalloutToken, Host, LogLevel};
+use crate::host::{CalloutRequest, CalloutResponse, CalloutToken, Host};
 use crate::metrics::Metric;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -308,23 +308,15 @@ impl GoogleTokens {
             }
         };
         if let Err(e) = shared::overwrite(host, &keys.entry, &token.encode()) {
-            host.log(
-                LogLevel::Warn,
-                &format!(
-                    "cloudrun_oidc: could not share the Google ID token: {}",
-                    e.0
-                ),
-            );
+            log::warn!("could not share the Google ID token: {}", e.0);
         }
         if mint.lease {
             let _ = shared::release_lease(host, &keys.lease, self.holder);
         }
-        host.log(
-            LogLevel::Info,
-            &format!(
-                "cloudrun_oidc: minted a Google ID token for audience {} (expires at {})",
-                config.audience, token.expires_at
-            ),
+        log::info!(
+            "minted a Google ID token for audience {} (expires at {})",
+            config.audience,
+            token.expires_at
         );
         let slot = self.slot(keys);
         slot.set(token);
@@ -376,10 +368,7 @@ impl GoogleTokens {
     /// out background retries while Google is unreachable.
     fn fail(&mut self, host: &mut dyn Host, why: &str) {
         host.count(Metric::GoogleTokenMintFailures);
-        host.log(
-            LogLevel::Warn,
-            &format!("cloudrun_oidc: minting a Google ID token failed: {why}"),
-        );
+        log::warn!("minting a Google ID token failed: {why}");
     }
 }
 

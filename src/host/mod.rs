@@ -1,7 +1,13 @@
-//! The one door from the filter's logic to the proxy host: clock, HTTP callouts, shared data,
-//! logs and metrics. The adapter implements [`Host`] over proxy-wasm hostcalls; unit tests use
+//! The one door from the filter's logic to the proxy host: clock, HTTP callouts, shared data
+//! and metrics. The adapter implements [`Host`] over proxy-wasm hostcalls; unit tests use
 //! `fake::FakeHost` (built for tests and with the `fake-host` feature). Nothing outside the
 //! adapter imports `proxy_wasm`.
+//!
+//! Logging is not part of [`Host`]: the core writes through the `log` crate's macros
+//! (`log::warn!(...)`, never token bytes), and whoever runs the core installs the one logger.
+//! On wasm32 the adapter installs one over `proxy_log` that prefixes each line with the id of
+//! the context whose callback is running (`cloudrun_oidc[ctx 7]: ...`); in tests `FakeHost`
+//! installs one that captures lines per thread, read back with `FakeHost::logged`.
 
 pub mod shared;
 
@@ -51,16 +57,6 @@ impl CalloutResponse {
     }
 }
 
-/// Log severities, as proxy-wasm defines them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum LogLevel {
-    Debug,
-    Info,
-    Warn,
-    Error,
-    Critical,
-}
-
 /// A host call that failed; the caller fails closed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostError(pub String);
@@ -89,8 +85,6 @@ pub trait Host {
         value: &[u8],
         cas: Option<u32>,
     ) -> Result<(), SharedSetError>;
-    /// Logs one line. Never pass token bytes here.
-    fn log(&self, level: LogLevel, message: &str);
     /// Adds one to a counter.
     fn count(&mut self, metric: Metric);
 
@@ -101,12 +95,12 @@ pub trait Host {
 }
 
 /// An in-memory [`Host`] for unit tests: a settable clock, recorded callouts, strict-CAS shared
-/// data, captured logs and counters.
+/// data, counters, and the lines the `log` macros wrote on the test's thread.
 #[cfg(any(test, feature = "fake-host"))]
 pub mod fake {
     use super::*;
     use std::cell::RefCell;
-    use std::collections::HashMap;
+    use std::collections::{HashMap, VecDeque};
 
     #[derive(Default)]
     pub struct FakeHost {
@@ -116,7 +110,8 @@ pub mod fake {
         /// When set, `dispatch` fails with this error.
         pub dispatch_error: Option<String>,
         pub shared: HashMap<String, (Vec<u8>, u32)>,
-        pub logs: RefCell<Vec<(LogLevel, String)>>,
+        /// What the `log` macros wrote on this thread since the host was made.
+        pub logs: Logs,
         pub metrics: HashMap<Metric, u64>,
     }
 
@@ -137,12 +132,102 @@ pub mod fake {
             self.metrics.get(&metric).copied().unwrap_or(0)
         }
 
+        /// Whether a line logged on this thread since the host was made contains `needle`.
         pub fn logged(&self, needle: &str) -> bool {
             self.logs
                 .borrow()
                 .iter()
                 .any(|(_, line)| line.contains(needle))
         }
+    }
+
+    /// Lines the `log` macros wrote on this thread from the moment this value was made.
+    ///
+    /// `log` has one logger per process while tests run on parallel threads: the test logger
+    /// (installed by the first `Logs`, unless a logger is already installed) appends each line
+    /// to a buffer of the thread that wrote it, and a `Logs` reads its own thread's lines.
+    pub struct Logs {
+        /// Sequence number of the first line that belongs to this value.
+        since: u64,
+    }
+
+    impl Default for Logs {
+        fn default() -> Self {
+            // A thread that loses the race to install waits inside `set_logger` until the
+            // winner has; each sets the level itself, so no thread logs before it is on.
+            let _ = log::set_logger(&CAPTURE);
+            log::set_max_level(log::LevelFilter::Trace);
+            let since = CAPTURED
+                .try_with(|captured| captured.try_borrow().map_or(0, |c| c.next))
+                .unwrap_or(0);
+            Logs { since }
+        }
+    }
+
+    impl Logs {
+        /// A copy of the lines, with their levels, oldest first. (Named like the
+        /// `RefCell::borrow` it replaced, so that tests read the same.)
+        pub fn borrow(&self) -> Vec<(log::Level, String)> {
+            CAPTURED
+                .try_with(|captured| {
+                    captured.try_borrow().map_or_else(
+                        |_| Vec::new(),
+                        |captured| {
+                            captured
+                                .lines
+                                .iter()
+                                .filter(|(seq, _, _)| *seq >= self.since)
+                                .map(|(_, level, line)| (*level, line.clone()))
+                                .collect()
+                        },
+                    )
+                })
+                .unwrap_or_default()
+        }
+    }
+
+    /// Lines kept per thread; older ones are dropped (benches may log in a loop).
+    const MAX_CAPTURED_LINES: usize = 10_000;
+
+    #[derive(Default)]
+    struct Captured {
+        /// Sequence number of the next line.
+        next: u64,
+        lines: VecDeque<(u64, log::Level, String)>,
+    }
+
+    thread_local! {
+        static CAPTURED: RefCell<Captured> = RefCell::new(Captured::default());
+    }
+
+    /// The test logger: every line, into the writing thread's buffer.
+    struct CaptureLogger;
+
+    static CAPTURE: CaptureLogger = CaptureLogger;
+
+    impl log::Log for CaptureLogger {
+        fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+            true
+        }
+
+        fn log(&self, record: &log::Record<'_>) {
+            let mut line = String::new();
+            // A `Display` that fails leaves a partial line; nothing here panics.
+            let _ = std::fmt::write(&mut line, *record.args());
+            let _ = CAPTURED.try_with(|captured| {
+                let Ok(mut captured) = captured.try_borrow_mut() else {
+                    return;
+                };
+                let seq = captured.next;
+                captured.next += 1;
+                if captured.lines.len() >= MAX_CAPTURED_LINES {
+                    captured.lines.pop_front();
+                }
+                captured.lines.push_back((seq, record.level(), line));
+            });
+        }
+
+        fn flush(&self) {}
     }
 
     impl Host for FakeHost {
@@ -180,10 +265,6 @@ pub mod fake {
             Ok(())
         }
 
-        fn log(&self, level: LogLevel, message: &str) {
-            self.logs.borrow_mut().push((level, message.to_string()));
-        }
-
         fn count(&mut self, metric: Metric) {
             *self.metrics.entry(metric).or_default() += 1;
         }
@@ -192,7 +273,27 @@ pub mod fake {
 
 #[cfg(test)]
 mod tests {
+    use super::fake::FakeHost;
     use super::*;
+
+    #[test]
+    fn a_fake_host_sees_what_its_thread_logged_since_it_was_made() {
+        log::warn!("before the host");
+        let host = FakeHost::at(1);
+        log::warn!("after the host");
+        std::thread::spawn(|| log::error!("on another thread"))
+            .join()
+            .ok();
+        assert!(host.logged("after the host"));
+        assert!(!host.logged("before the host"));
+        assert!(!host.logged("on another thread"), "threads must not mix");
+        assert_eq!(
+            host.logs.borrow(),
+            vec![(log::Level::Warn, "after the host".to_string())]
+        );
+        let later = FakeHost::at(1);
+        assert!(!later.logged("after the host"));
+    }
 
     fn answer(status: Option<u16>, dispatch_status: Option<&str>) -> CalloutResponse {
         CalloutResponse {

@@ -9,7 +9,7 @@ pub mod cache;
 pub mod discovery;
 
 use crate::host::shared::{self, layout, Lease, Slot};
-use crate::host::{CalloutRequest, CalloutResponse, CalloutToken, Host, LogLevel};
+use crate::host::{CalloutRequest, CalloutResponse, CalloutToken, Host};
 use crate::http::url::HttpUrl;
 use crate::jose::jwk_set::KeySet;
 use crate::keys::cache::{
@@ -428,12 +428,9 @@ impl KeyCache {
             return false;
         }
         host.count(Metric::JwksFetchFailures);
-        host.log(
-            LogLevel::Warn,
-            &format!(
-                "cloudrun_oidc: fetching keys for issuer {} failed: {reason}; discovering its jwks_uri again",
-                source.issuer
-            ),
+        log::warn!(
+            "fetching keys for issuer {} failed: {reason}; discovering its jwks_uri again",
+            source.issuer
         );
         fetch.target = FetchTarget::Discovery;
         true
@@ -456,22 +453,13 @@ impl KeyCache {
         };
         if let Err(e) = shared::overwrite(host, &source.shared.entry, &entry.encode()) {
             // Other workers will fetch for themselves; this one still has the keys.
-            host.log(
-                LogLevel::Warn,
-                &format!(
-                    "cloudrun_oidc: could not share keys of {}: {}",
-                    source.issuer, e.0
-                ),
-            );
+            log::warn!("could not share keys of {}: {}", source.issuer, e.0);
         }
-        host.log(
-            LogLevel::Info,
-            &format!(
-                "cloudrun_oidc: fetched {} keys for issuer {} from {}",
-                set.len(),
-                source.issuer,
-                jwks_uri
-            ),
+        log::info!(
+            "fetched {} keys for issuer {} from {}",
+            set.len(),
+            source.issuer,
+            jwks_uri
         );
         self.entries.insert(
             source.id.clone(),
@@ -507,12 +495,9 @@ impl KeyCache {
     /// Logs and counts a failed fetch; cold failures start the shared back-off.
     fn fail(&mut self, host: &mut dyn Host, source: &Source, kind: FetchKind, reason: &str) {
         host.count(Metric::JwksFetchFailures);
-        host.log(
-            LogLevel::Warn,
-            &format!(
-                "cloudrun_oidc: fetching keys for issuer {} failed: {reason}",
-                source.issuer
-            ),
+        log::warn!(
+            "fetching keys for issuer {} failed: {reason}",
+            source.issuer
         );
         if kind == FetchKind::Cold {
             let mut payload = Vec::with_capacity(8);

@@ -25,7 +25,7 @@ use crate::google::federation::external_account::{
 };
 use crate::google::id_token::GoogleToken;
 use crate::host::shared::{self, layout, Slot};
-use crate::host::{CalloutRequest, CalloutResponse, Host, LogLevel};
+use crate::host::{CalloutRequest, CalloutResponse, Host};
 use crate::http::url::{encode_query_component, HttpUrl};
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -306,12 +306,9 @@ impl Chain {
             (rejected_subject && self.cached_subject) || (rejected_sts && self.cached_sts);
         if from_cache && !self.retried {
             self.retried = true;
-            host.log(
-                LogLevel::Warn,
-                &format!(
-                    "cloudrun_oidc: {} refused cached credentials ({reason}); retrying with fresh ones",
-                    step.describe()
-                ),
+            log::warn!(
+                "{} refused cached credentials ({reason}); retrying with fresh ones",
+                step.describe()
             );
             self.sts_token = None;
             self.subject = None;
@@ -511,13 +508,7 @@ fn subject_request(source: &UrlSource, timeout_ms: u32) -> CalloutRequest {
 
 fn store(host: &mut dyn Host, key: &str, payload: &[u8]) {
     if let Err(e) = shared::overwrite(host, key, payload) {
-        host.log(
-            LogLevel::Warn,
-            &format!(
-                "cloudrun_oidc: could not share federation credentials: {}",
-                e.0
-            ),
-        );
+        log::warn!("could not share federation credentials: {}", e.0);
     }
 }
 

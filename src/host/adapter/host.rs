@@ -6,7 +6,7 @@
 //! look expired, until one with an absurd `exp` comes along).
 
 use super::ffi;
-use crate::host::{CalloutRequest, CalloutToken, Host, HostError, LogLevel, SharedSetError};
+use crate::host::{CalloutRequest, CalloutToken, Host, HostError, SharedSetError};
 use crate::metrics::Metric;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -22,19 +22,6 @@ thread_local! {
 /// Host calls for the current callback (root or HTTP context), with the clock read at its start.
 pub struct ProxyHost {
     now_ms: u64,
-}
-
-/// Logs one line (no clock needed). Never pass token bytes here.
-pub fn log(level: LogLevel, message: &str) {
-    let level = match level {
-        LogLevel::Debug => 1,
-        LogLevel::Info => 2,
-        LogLevel::Warn => 3,
-        LogLevel::Error => 4,
-        LogLevel::Critical => 5,
-    };
-    // Nothing sensible to do if logging itself fails.
-    let _ = ffi::log(level, message);
 }
 
 impl ProxyHost {
@@ -118,10 +105,6 @@ impl Host for ProxyHost {
             Err(ffi::CAS_MISMATCH) => Err(SharedSetError::CasMismatch),
             Err(s) => Err(SharedSetError::Host(host_error("set_shared_data", s))),
         }
-    }
-
-    fn log(&self, level: LogLevel, message: &str) {
-        log(level, message);
     }
 
     fn count(&mut self, metric: Metric) {

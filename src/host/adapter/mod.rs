@@ -4,12 +4,15 @@
 //! Kong proxy without the filter); `create_http_context` always returns a context; every path
 //! through `on_http_call_response` ends in a local response, another callout or an explicit
 //! resume, because Kong resumes a paused request by itself after its last callout.
+//!
+//! Each callback starts with `logger::enter(id)`, so that what the core logs names the context.
 
 mod ffi;
 mod host;
+mod logger;
 
 use crate::authn::{Request, RootJobs, Route, RouteState, Scope, Step, Worker};
-use crate::host::{CalloutResponse, LogLevel};
+use crate::host::CalloutResponse;
 use crate::reject::{AuthError, BODY_CONTENT_TYPE, REALM};
 use crate::request::headers;
 use host::ProxyHost;
@@ -29,10 +32,13 @@ thread_local! {
 }
 
 proxy_wasm::main! {{
+    // Runs once per instance (also for the instance Kong makes after a trap, which gets no
+    // `on_vm_start`).
+    logger::install();
     std::panic::set_hook(Box::new(|info| {
-        let _ = ffi::log(5, &format!("cloudrun_oidc: panic: {info}"));
+        logger::write(logger::CRITICAL, format_args!("panic: {info}"));
     }));
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+    proxy_wasm::set_root_context(|id| -> Box<dyn RootContext> { Box::new(Root::new(id)) });
 }}
 
 /// Runs `f` in the scope of `route` with this worker's state; `None` if that state is somehow
@@ -56,27 +62,37 @@ fn in_scope<R>(
     })
 }
 
-#[derive(Default)]
 struct Root {
+    /// The host's context id, for log lines.
+    id: u32,
     route: Option<Rc<RouteState>>,
     jobs: RootJobs,
     ticking: bool,
 }
 
+impl Root {
+    fn new(id: u32) -> Root {
+        Root {
+            id,
+            route: None,
+            jobs: RootJobs::default(),
+            ticking: false,
+        }
+    }
+}
+
 impl Context for Root {
     fn on_http_call_response(&mut self, token: u32, _: usize, body_size: usize, _: usize) {
+        let _ctx = logger::enter(self.id);
         let response = read_callout_response(body_size);
         let Some(RouteState::Ready(route)) = self.route.as_deref() else {
             return;
         };
         // The answer must end its job even while the clock fails (it holds the source busy).
         let mut host = ProxyHost::at_callback_start().unwrap_or_else(|e| {
-            host::log(
-                LogLevel::Warn,
-                &format!(
-                    "cloudrun_oidc: {}; finishing a background callout with the last reading",
-                    e.0
-                ),
+            log::warn!(
+                "{}; finishing a background callout with the last reading",
+                e.0
             );
             ProxyHost::at_last_reading()
         });
@@ -87,21 +103,20 @@ impl Context for Root {
 
 impl RootContext for Root {
     fn on_vm_start(&mut self, _: usize) -> bool {
-        host::log(
-            LogLevel::Info,
-            &format!("cloudrun_oidc {} started", crate::VERSION),
-        );
+        let _ctx = logger::enter(self.id);
+        log::info!("version {} started", crate::VERSION);
         true
     }
 
     fn on_configure(&mut self, _: usize) -> bool {
+        let _ctx = logger::enter(self.id);
         let config = ffi::get_buffer(ffi::BUFFER_PLUGIN_CONFIGURATION, 0, usize::MAX)
             .ok()
             .flatten()
             .unwrap_or_default();
         let state = RouteState::from_config(&config);
         if let RouteState::Invalid(message) = &state {
-            host::log(LogLevel::Error, message);
+            log::error!("{message}");
         }
         self.route = Some(Rc::new(state));
         ProxyHost::define_metrics();
@@ -114,16 +129,14 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
+        let _ctx = logger::enter(self.id);
         let Some(RouteState::Ready(route)) = self.route.as_deref() else {
             return;
         };
         let mut host = match ProxyHost::at_callback_start() {
             Ok(host) => host,
             Err(e) => {
-                host::log(
-                    LogLevel::Warn,
-                    &format!("cloudrun_oidc: {}; tick skipped", e.0),
-                );
+                log::warn!("{}; tick skipped", e.0);
                 return;
             }
         };
@@ -131,8 +144,9 @@ impl RootContext for Root {
         let _ = in_scope(&mut host, route, |cx| jobs.tick(cx));
     }
 
-    fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Http {
+            id,
             route: self.route.clone(),
             request: None,
             paused: false,
@@ -146,6 +160,8 @@ impl RootContext for Root {
 }
 
 struct Http {
+    /// The host's context id, for log lines.
+    id: u32,
     /// `None` when Kong never configured this root: every request is refused.
     route: Option<Rc<RouteState>>,
     request: Option<Request>,
@@ -162,7 +178,7 @@ impl Http {
         let route = match &*state {
             RouteState::Ready(route) => route,
             RouteState::Invalid(message) => {
-                host::log(LogLevel::Error, message);
+                log::error!("{message}");
                 return self.finish(Step::Deny(AuthError::InvalidConfiguration));
             }
         };
@@ -268,12 +284,14 @@ impl Http {
 
 impl Context for Http {
     fn on_http_call_response(&mut self, token: u32, _: usize, body_size: usize, _: usize) {
+        let _ctx = logger::enter(self.id);
         self.on_response(token, body_size);
     }
 }
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+        let _ctx = logger::enter(self.id);
         if self.done {
             return Action::Continue;
         }
@@ -282,10 +300,7 @@ impl HttpContext for Http {
 }
 
 fn deny_internal(what: &str) -> Step {
-    host::log(
-        LogLevel::Error,
-        &format!("cloudrun_oidc: {what}; refusing the request"),
-    );
+    log::error!("{what}; refusing the request");
     Step::Deny(AuthError::Internal)
 }
 
@@ -306,9 +321,9 @@ fn respond(error: AuthError, with_body: bool) {
     }
     let body = if with_body { rejection.body } else { "" };
     if ffi::send_local_response(u32::from(rejection.status), &headers, body.as_bytes()).is_err() {
-        host::log(
-            LogLevel::Critical,
-            &format!("cloudrun_oidc: could not refuse a request ({REALM}); host refused the local response"),
+        logger::write(
+            logger::CRITICAL,
+            format_args!("could not refuse a request ({REALM}); host refused the local response"),
         );
     }
 }
