@@ -271,11 +271,11 @@ impl Http {
             }
             Step::Deny(error) => {
                 self.done = true;
-                let with_body = self
-                    .request
-                    .as_ref()
-                    .is_none_or(Request::may_refuse_with_body);
-                respond(error, with_body);
+                let body = match &self.request {
+                    Some(request) if !request.may_refuse_with_body() => RefusalBody::Omitted,
+                    _ => RefusalBody::Generic,
+                };
+                respond(error, body);
                 Action::Pause
             }
         }
@@ -304,11 +304,20 @@ fn deny_internal(what: &str) -> Step {
     Step::Deny(AuthError::Internal)
 }
 
-/// Sends the local response for `error` (this also cancels any pending callouts), with its
-/// generic body unless `with_body` is false.
-fn respond(error: AuthError, with_body: bool) {
+/// Whether a local refusal carries a body (see `Request::may_refuse_with_body`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RefusalBody {
+    /// The rejection's generic JSON body.
+    Generic,
+    /// Status and headers only.
+    Omitted,
+}
+
+/// Sends the local response for `error` (this also cancels any pending callouts).
+fn respond(error: AuthError, body: RefusalBody) {
     let rejection = error.rejection();
     let retry_after = rejection.retry_after.map(|s| s.to_string());
+    let with_body = body == RefusalBody::Generic;
     let mut headers: Vec<(&str, &str)> = Vec::with_capacity(3);
     if with_body {
         headers.push(("content-type", BODY_CONTENT_TYPE));
