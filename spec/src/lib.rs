@@ -4,6 +4,7 @@
 
 pub mod gateway;
 pub mod host;
+pub mod http1;
 pub mod jose;
 pub mod mocks;
 pub mod testkit;

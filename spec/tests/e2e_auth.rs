@@ -8,21 +8,13 @@ use cloudrun_spec::testkit::engine::Engine;
 use cloudrun_spec::testkit::http::Response;
 use cloudrun_spec::testkit::mocks::MintRequest;
 use cloudrun_spec::testkit::stack::{Stack, StackOptions};
-use serde_json::{json, Value};
+use serde_json::json;
 
 fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
-}
-
-fn stack_with(engine: Engine, config: impl FnOnce(&mut Value) + 'static) -> Result<Stack> {
-    Stack::start(StackOptions {
-        engine,
-        config: Box::new(move |c, _| config(c)),
-        ..StackOptions::default()
-    })
 }
 
 fn assert_invalid_token(resp: &Response, why: &str) {
@@ -40,7 +32,7 @@ fn upstream_header(stack: &Stack, name: &str) -> Result<Option<String>> {
 }
 
 fn forwards_valid_token_with_identity_headers(engine: Engine) -> Result<()> {
-    let stack = stack_with(engine, |_| {})?;
+    let stack = Stack::with_config(engine, |_| {})?;
     let token = stack.mint(MintRequest::new("RS256").claim("email", "ada@example.com"))?;
     let resp = stack.call(Some(&token))?;
     assert_eq!(resp.status, 200, "{}", resp.text());
@@ -61,7 +53,7 @@ fn forwards_valid_token_with_identity_headers(engine: Engine) -> Result<()> {
 }
 
 fn accepts_every_supported_algorithm(engine: Engine) -> Result<()> {
-    let stack = stack_with(engine, |_| {})?;
+    let stack = Stack::with_config(engine, |_| {})?;
     for alg in [
         "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
     ] {
@@ -74,7 +66,7 @@ fn accepts_every_supported_algorithm(engine: Engine) -> Result<()> {
 }
 
 fn refuses_missing_token_with_bare_challenge(engine: Engine) -> Result<()> {
-    let stack = stack_with(engine, |_| {})?;
+    let stack = Stack::with_config(engine, |_| {})?;
     let resp = stack.call(None)?;
     assert_eq!(resp.status, 401);
     assert_eq!(
@@ -91,7 +83,7 @@ fn refuses_missing_token_with_bare_challenge(engine: Engine) -> Result<()> {
 fn refuses_every_invalid_token_with_invalid_token_challenge(engine: Engine) -> Result<()> {
     // A token header over 8 KB never reaches a filter on Kong's engine (nginx answers 400, see
     // engine_facts.rs): the size limit is tested below it.
-    let stack = stack_with(engine, |c| c["max_token_bytes"] = json!(4096))?;
+    let stack = Stack::with_config(engine, |c| c["max_token_bytes"] = json!(4096))?;
     let t = now();
     let cases: Vec<(&str, String)> = vec![
         (
@@ -159,7 +151,7 @@ fn refuses_every_invalid_token_with_invalid_token_challenge(engine: Engine) -> R
 }
 
 fn refuses_unmet_scopes_and_claims_with_insufficient_scope(engine: Engine) -> Result<()> {
-    let stack = stack_with(engine, |c| {
+    let stack = Stack::with_config(engine, |c| {
         c["required_scopes"] = json!(["orders.read"]);
         c["required_claims"] = json!({"realm_access.roles": ["orders-admin"]});
     })?;
@@ -195,7 +187,7 @@ fn refuses_unmet_scopes_and_claims_with_insufficient_scope(engine: Engine) -> Re
 
 fn refuses_client_copies_of_owned_headers(engine: Engine) -> Result<()> {
     // Every route shape is in e2e_headers.rs; this is the behaviour table's row.
-    let stack = stack_with(engine, |c| {
+    let stack = Stack::with_config(engine, |c| {
         c["claims_header"] = json!("x-jwt-claims");
     })?;
     let token = stack.valid_token()?;
@@ -227,7 +219,7 @@ fn refuses_client_copies_of_owned_headers(engine: Engine) -> Result<()> {
 
 fn invalid_configuration_refuses_every_request_with_500(engine: Engine) -> Result<()> {
     // Schema-valid but unusable: inline keys of a type the filter cannot use.
-    let stack = stack_with(engine, |c| {
+    let stack = Stack::with_config(engine, |c| {
         c["issuers"][0]["jwks"] = json!({"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "h"}]});
     })?;
     let token = stack.valid_token()?;
@@ -259,7 +251,7 @@ fn repeated_token_is_served_from_the_verified_token_cache(engine: Engine) -> Res
 }
 
 fn token_in_query_or_cookie_when_configured(engine: Engine) -> Result<()> {
-    let stack = stack_with(engine, |c| {
+    let stack = Stack::with_config(engine, |c| {
         c["token"] = json!({"header": "authorization", "scheme": "Bearer", "query_param": "access_token", "cookie": "session"});
     })?;
     let token = stack.valid_token()?;
@@ -276,7 +268,7 @@ fn token_in_query_or_cookie_when_configured(engine: Engine) -> Result<()> {
 }
 
 fn every_metric_is_exported_from_the_start(engine: Engine) -> Result<()> {
-    let stack = stack_with(engine, |_| {})?;
+    let stack = Stack::with_config(engine, |_| {})?;
     assert_eq!(stack.call(Some(&stack.valid_token()?))?.status, 200);
     let metrics = stack.gateway.metrics()?;
     for name in [

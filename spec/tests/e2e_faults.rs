@@ -55,14 +55,8 @@ fn start_world(
     before_gateway: impl FnOnce(&MockIdp) -> Result<()>,
     config: impl FnOnce(&mut Value, &Addrs),
 ) -> Result<Stack> {
-    let idp = MockIdp::start(IdpOptions {
-        token_audience: Some(AUDIENCE.into()),
-        ..IdpOptions::default()
-    })?;
-    let cloudrun = CloudRun::start(CloudRunOptions {
-        no_auth: true,
-        ..CloudRunOptions::default()
-    })?;
+    let idp = MockIdp::start(IdpOptions::with_audience(AUDIENCE))?;
+    let cloudrun = CloudRun::start(CloudRunOptions::no_auth())?;
     let mut cfg = json!({
         "issuers": [{"issuer": idp.issuer(), "audiences": [AUDIENCE]}],
         "claims_to_headers": {"sub": "x-user-id"},
@@ -171,10 +165,7 @@ fn start_google_world_with(
     fault: impl FnOnce(&MockGoogle) -> Result<()>,
     tweak: impl FnOnce(&mut Value),
 ) -> Result<Stack> {
-    let idp = MockIdp::start(IdpOptions {
-        token_audience: Some(AUDIENCE.into()),
-        ..IdpOptions::default()
-    })?;
+    let idp = MockIdp::start(IdpOptions::with_audience(AUDIENCE))?;
     let google = MockGoogle::start(GoogleOptions::default())?;
     let cloudrun = CloudRun::start(CloudRunOptions {
         google_jwks: Some(google.certs_url()),
@@ -607,14 +598,8 @@ fn trap_gateway(
 fn instance_trap_mid_traffic_is_500_never_200_and_the_other_route_survives(
     engine: Engine,
 ) -> Result<()> {
-    let idp = MockIdp::start(IdpOptions {
-        token_audience: Some(AUDIENCE.into()),
-        ..IdpOptions::default()
-    })?;
-    let upstream = CloudRun::start(CloudRunOptions {
-        no_auth: true,
-        ..CloudRunOptions::default()
-    })?;
+    let idp = MockIdp::start(IdpOptions::with_audience(AUDIENCE))?;
+    let upstream = CloudRun::start(CloudRunOptions::no_auth())?;
     // /trap's issuer is another IdP, so its keys are not in the worker's cache from /orders:
     // verifying its tokens needs shared data, which traps.
     let trap_idp = MockIdp::start(IdpOptions::default())?;
@@ -746,14 +731,8 @@ fn log_injection_through_an_unverified_kid_is_escaped_and_capped(engine: Engine)
     // The `kid` of a refused token reaches the log (DESIGN.md: iss, kid and the reason are
     // logged); it is attacker-controlled, so it must not be able to start a line of its own,
     // carry terminal escapes, or flood the log.
-    let idp = MockIdp::start(IdpOptions {
-        token_audience: Some(AUDIENCE.into()),
-        ..IdpOptions::default()
-    })?;
-    let upstream = CloudRun::start(CloudRunOptions {
-        no_auth: true,
-        ..CloudRunOptions::default()
-    })?;
+    let idp = MockIdp::start(IdpOptions::with_audience(AUDIENCE))?;
+    let upstream = CloudRun::start(CloudRunOptions::no_auth())?;
     let config = json!({"issuers": [{"issuer": idp.issuer(), "audiences": [AUDIENCE]}]});
     let kong_yml = format!(
         "_format_version: \"3.0\"\nservices:\n  - name: orders\n    url: http://{}\n    routes:\n      - name: orders\n        paths: [\"/orders\"]\n        filter_chains:\n          - filters:\n              - name: cloudrun_oidc\n                config: {}\n",
@@ -880,10 +859,7 @@ fn crc32_colliding_shared_data_keys_never_mix_two_routes_keys(engine: Engine) ->
         MockIdp::start(IdpOptions::default())?,
         MockIdp::start(IdpOptions::default())?,
     );
-    let upstream = CloudRun::start(CloudRunOptions {
-        no_auth: true,
-        ..CloudRunOptions::default()
-    })?;
+    let upstream = CloudRun::start(CloudRunOptions::no_auth())?;
     let url_a = format!("{}?c={}", a.jwks_url(), "a".repeat(48));
     let key = |url: &str| format!("cloudrun_oidc/jwks/jwks:{url}");
     let prefix_b = format!("{}?c=", b.jwks_url());
@@ -1018,15 +994,9 @@ fn crc32_colliding_shared_data_keys_never_mix_two_routes_keys(engine: Engine) ->
 /// request on a route whose `shm_namespace` has no zone traps the instance. Run with
 /// `cargo test -p cloudrun-spec --test e2e_faults -- --ignored`.
 fn paused_request_fails_open_when_another_request_traps_the_instance(engine: Engine) -> Result<()> {
-    let idp = MockIdp::start(IdpOptions {
-        token_audience: Some(AUDIENCE.into()),
-        ..IdpOptions::default()
-    })?;
+    let idp = MockIdp::start(IdpOptions::with_audience(AUDIENCE))?;
     let trap_idp = MockIdp::start(IdpOptions::default())?;
-    let upstream = CloudRun::start(CloudRunOptions {
-        no_auth: true,
-        ..CloudRunOptions::default()
-    })?;
+    let upstream = CloudRun::start(CloudRunOptions::no_auth())?;
     let gateway = trap_gateway(engine, &idp, &trap_idp, &upstream)?;
     let valid = idp.mint(&MintRequest::new("RS256").claim("aud", AUDIENCE))?;
     let warm = eventually(RECOVERY, || {

@@ -98,10 +98,7 @@ fn start_with(
     before: impl FnOnce(&Mocks<'_>) -> Result<()>,
     tweak: impl FnOnce(&mut Value),
 ) -> Result<World> {
-    let idp = MockIdp::start(IdpOptions {
-        token_audience: Some(AUDIENCE.into()),
-        ..IdpOptions::default()
-    })?;
+    let idp = MockIdp::start(IdpOptions::with_audience(AUDIENCE))?;
     let google = MockGoogle::start(GoogleOptions {
         extra_args: vec![
             "--sts-jwks-url".into(),

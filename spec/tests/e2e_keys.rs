@@ -11,19 +11,11 @@ use cloudrun_spec::testkit::mocks::{CloudRun, CloudRunOptions, IdpOptions, MintR
 use cloudrun_spec::testkit::stack::{
     eventually, filter_meta, filter_wasm, Stack, StackOptions, AUDIENCE,
 };
-use serde_json::{json, Value};
+use serde_json::json;
 use std::time::Duration;
 
-fn stack_with(engine: Engine, config: impl FnOnce(&mut Value) + 'static) -> Result<Stack> {
-    Stack::start(StackOptions {
-        engine,
-        config: Box::new(move |c, _| config(c)),
-        ..StackOptions::default()
-    })
-}
-
 fn two_workers_share_one_background_fetch(engine: Engine) -> Result<()> {
-    let stack = stack_with(engine, |_| {})?;
+    let stack = Stack::with_config(engine, |_| {})?;
     // The root tick fetches keys before the first request; one worker holds the lease.
     assert!(eventually(Duration::from_secs(15), || Ok(stack
         .idp
@@ -85,7 +77,7 @@ fn inline_jwks_fetches_nothing(engine: Engine) -> Result<()> {
 }
 
 fn rotation_new_kid_is_fetched_and_retired_key_refused(engine: Engine) -> Result<()> {
-    let stack = stack_with(engine, |_| {})?;
+    let stack = Stack::with_config(engine, |_| {})?;
     let old = stack.valid_token()?;
     assert_eq!(stack.call(Some(&old))?.status, 200);
     let kids = stack.idp.rotate(true)?;
@@ -112,7 +104,7 @@ fn rotation_new_kid_is_fetched_and_retired_key_refused(engine: Engine) -> Result
 }
 
 fn unknown_kid_flood_keeps_jwks_fetches_bounded(engine: Engine) -> Result<()> {
-    let stack = stack_with(engine, |_| {})?;
+    let stack = Stack::with_config(engine, |_| {})?;
     assert_eq!(stack.call(Some(&stack.valid_token()?))?.status, 200);
     let before = stack.idp.counter("jwks")?;
     for i in 0..40 {
@@ -153,7 +145,7 @@ fn idp_down_cold_gives_503_then_recovers(engine: Engine) -> Result<()> {
 }
 
 fn idp_down_warm_keeps_serving_cached_keys(engine: Engine) -> Result<()> {
-    let stack = stack_with(engine, |_| {})?;
+    let stack = Stack::with_config(engine, |_| {})?;
     assert_eq!(stack.call(Some(&stack.valid_token()?))?.status, 200);
     assert_eq!(stack.call(Some(&stack.valid_token()?))?.status, 200);
     stack.idp.fault("refuse")?;
@@ -212,10 +204,7 @@ fn two_routes_with_different_issuers_on_one_gateway(engine: Engine) -> Result<()
         ..IdpOptions::default()
     })?;
     let b = MockIdp::start(IdpOptions::default())?;
-    let upstream = CloudRun::start(CloudRunOptions {
-        no_auth: true,
-        ..CloudRunOptions::default()
-    })?;
+    let upstream = CloudRun::start(CloudRunOptions::no_auth())?;
     let config = |idp: &MockIdp, aud: &str| {
         json!({"issuers": [{"issuer": idp.issuer(), "audiences": [aud]}]}).to_string()
     };

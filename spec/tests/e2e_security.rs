@@ -13,14 +13,6 @@ use cloudrun_spec::testkit::stack::{
 use serde_json::{json, Value};
 use std::time::Duration;
 
-fn stack_with(engine: Engine, config: impl FnOnce(&mut Value) + 'static) -> Result<Stack> {
-    Stack::start(StackOptions {
-        engine,
-        config: Box::new(move |c, _| config(c)),
-        ..StackOptions::default()
-    })
-}
-
 /// Calls until both workers answered `token` with 200 (connections alternate between them).
 fn warm_both_workers(stack: &Stack, token: &str) -> Result<()> {
     for _ in 0..4 {
@@ -63,7 +55,7 @@ fn long_jwks_url_keeps_fetches_coordinated_across_workers(engine: Engine) -> Res
 /// Item 3: the IdP moves its JWKS (discovery names a new `jwks_uri`, the old one answers 404)
 /// and rotates its keys: tokens of the new key pass, tokens of the retired key stop passing.
 fn moved_jwks_uri_is_rediscovered(engine: Engine) -> Result<()> {
-    let stack = stack_with(engine, |_| {})?;
+    let stack = Stack::with_config(engine, |_| {})?;
     let old = stack.valid_token()?;
     warm_both_workers(&stack, &old)?;
     // Workers adopt shared keys fetched in a later second than their own (1 s resolution).
@@ -99,10 +91,7 @@ fn moved_jwks_uri_is_rediscovered(engine: Engine) -> Result<()> {
 /// warmed the worker, beta never verifies with keys found for alpha's issuer.
 fn discovery_of_another_issuer_never_lends_its_keys(engine: Engine) -> Result<()> {
     let idp = MockIdp::start(IdpOptions::default())?;
-    let upstream = CloudRun::start(CloudRunOptions {
-        no_auth: true,
-        ..CloudRunOptions::default()
-    })?;
+    let upstream = CloudRun::start(CloudRunOptions::no_auth())?;
     let other = "http://other.example/realms/beta";
     let alpha = json!({"issuers": [{"issuer": idp.issuer(), "audiences": ["alpha-api"]}]});
     let beta = json!({"issuers": [{"issuer": other, "audiences": ["beta-api"],
@@ -164,7 +153,7 @@ fn discovery_of_another_issuer_never_lends_its_keys(engine: Engine) -> Result<()
 
 /// Item 4: a top-level claim spelled like a dotted path never stands in for the nested claim.
 fn dotted_top_level_claim_never_satisfies_a_nested_rule(engine: Engine) -> Result<()> {
-    let stack = stack_with(engine, |c| {
+    let stack = Stack::with_config(engine, |c| {
         c["required_claims"] = json!({"realm_access.roles": ["admin"]});
         c["claims_to_headers"]["realm_access.roles"] = json!("x-user-roles");
     })?;
@@ -184,7 +173,7 @@ fn dotted_top_level_claim_never_satisfies_a_nested_rule(engine: Engine) -> Resul
 
 /// Item 8: `token_types` pins the JOSE header's `typ` (RFC 8725 §3.11, RFC 9068 §4).
 fn token_types_refuse_tokens_of_another_type(engine: Engine) -> Result<()> {
-    let stack = stack_with(engine, |c| {
+    let stack = Stack::with_config(engine, |c| {
         c["issuers"][0]["token_types"] = json!(["at+jwt"])
     })?;
     let access = stack.mint(MintRequest::new("RS256").header("typ", "application/at+jwt"))?;
@@ -206,7 +195,7 @@ fn token_types_refuse_tokens_of_another_type(engine: Engine) -> Result<()> {
 /// Stand-in only: failing the host's clock on demand is fault injection inside the host.
 #[test]
 fn clock_failure_refuses_requests() -> Result<()> {
-    let stack = stack_with(Engine::StandIn, |_| {})?;
+    let stack = Stack::with_config(Engine::StandIn, |_| {})?;
     let far = stack.mint(MintRequest::new("RS256").claim("exp", 100_000_000_000_000_000u64))?;
     let valid = stack.valid_token()?;
     warm_both_workers(&stack, &valid)?;

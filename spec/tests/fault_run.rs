@@ -116,12 +116,7 @@ fn route_yml(path: &str, upstream: &str, config: &Value) -> String {
 
 fn start(engine: Engine) -> Result<Run> {
     let idps = (0..3)
-        .map(|_| {
-            MockIdp::start(IdpOptions {
-                token_audience: Some(AUDIENCE.into()),
-                ..IdpOptions::default()
-            })
-        })
+        .map(|_| MockIdp::start(IdpOptions::with_audience(AUDIENCE)))
         .collect::<Result<Vec<_>>>()?;
     idps.get(2).context("idp")?.fault("refuse")?;
     let google = MockGoogle::start(GoogleOptions::default())?;

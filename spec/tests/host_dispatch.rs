@@ -505,7 +505,7 @@ fn a_unix_socket_target_is_reached() -> R {
         let (mut s, _) = listener.accept()?;
         let mut buf = vec![0u8; 4096];
         let mut got = Vec::new();
-        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        while cloudrun_spec::http1::parse_request(&got)?.is_none() {
             let n = s.read(&mut buf)?;
             if n == 0 {
                 break;

@@ -2,10 +2,11 @@
 //! filter instance per worker shared by every route, one root context per chain entry per worker
 //! with its own configuration.
 
+use cloudrun_spec::http1;
 use cloudrun_spec::testkit::gateway::*;
 use serde_json::json;
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::time::Duration;
 
 type R = anyhow::Result<()>;
@@ -49,28 +50,16 @@ fn keepalive_get(
     path: &str,
 ) -> anyhow::Result<(u16, String, String)> {
     write!(conn.get_mut(), "GET {path} HTTP/1.1\r\nHost: gw\r\n\r\n")?;
-    let mut line = String::new();
-    conn.read_line(&mut line)?;
-    let status: u16 = line.split(' ').nth(1).unwrap_or("0").parse()?;
-    let (mut worker, mut seen, mut len) = (String::new(), String::new(), 0usize);
-    loop {
-        let mut h = String::new();
-        conn.read_line(&mut h)?;
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            match k.to_ascii_lowercase().as_str() {
-                "x-spec-worker" => worker = v.trim().to_string(),
-                "x-probe-seen" => seen = v.trim().to_string(),
-                "content-length" => len = v.trim().parse()?,
-                _ => {}
-            }
-        }
-    }
-    let mut body = vec![0u8; len];
-    conn.read_exact(&mut body)?;
+    let (head, mut body) = http1::read_response_head(conn, 1 << 20)?;
+    let status = head.status;
+    let value = |name: &str| http1::header(&head.headers, name).unwrap_or_default();
+    let (worker, seen) = (value("x-spec-worker"), value("x-probe-seen"));
+    let len: usize = http1::header(&head.headers, "content-length")
+        .unwrap_or_else(|| "0".into())
+        .parse()?;
+    let mut more = vec![0u8; len.saturating_sub(body.len())];
+    conn.read_exact(&mut more)?;
+    body.extend_from_slice(&more);
     Ok((status, worker, seen))
 }
 

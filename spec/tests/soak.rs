@@ -370,14 +370,8 @@ fn soak(
     summary_name: &str,
     (fault_ms, healthy_ms): (u64, u64),
 ) -> Result<Value> {
-    let idp = MockIdp::start(IdpOptions {
-        token_audience: Some(AUDIENCE.into()),
-        ..IdpOptions::default()
-    })?;
-    let upstream = CloudRun::start(CloudRunOptions {
-        no_auth: true,
-        ..CloudRunOptions::default()
-    })?;
+    let idp = MockIdp::start(IdpOptions::with_audience(AUDIENCE))?;
+    let upstream = CloudRun::start(CloudRunOptions::no_auth())?;
     let config = json!({
         "issuers": [{"issuer": idp.issuer(), "audiences": [AUDIENCE]}],
         "claims_to_headers": {"sub": "x-user-id"},

@@ -415,6 +415,21 @@ fn machine() -> Value {
     })
 }
 
+/// What every in-process phase shares: the compiled filter, the keys, the published JWKS and
+/// the counts derived from the arguments.
+struct Setup {
+    module: Module,
+    keys: Keys,
+    jwks: Value,
+    /// Distinguishes this run's tokens (`jti`).
+    run: u64,
+    /// Fresh tokens per algorithm, and how many of them are untimed warm-up.
+    cold_n: usize,
+    warm_cold: usize,
+    /// Timed repetitions of a repeated token.
+    hot_n: usize,
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     let root = repo_root();
@@ -435,83 +450,139 @@ fn main() -> Result<()> {
         machine["cpu"].as_str().unwrap_or("?"),
         machine["cores"]
     );
+    let (setup, compile_ms) = setup(&args, &wasm_path, run)?;
 
-    let mut summary = Map::new();
-    let mut put = |k: &str, v: f64| {
-        summary.insert(k.to_string(), json!(round(v)));
+    // ---- 1. cold verification per algorithm: wasm, native ours, OpenSSL ----
+    let mut d = driver(
+        &setup.module,
+        &[base_config(&setup.jwks)],
+        &setup.keys,
+        &setup.jwks,
+    )?;
+    let figures = per_algorithm(&setup, &mut d)?;
+    // ---- 2. hot path and early refusals (filter time in wasm) ----
+    let hot = hot_path(&setup)?;
+    let refused = refusals(&setup, &mut d)?;
+    // ---- 3. scaling: JWKS size, routes, token size (RS256) ----
+    let scaled = scaling(&setup, hot.token_len)?;
+    // ---- 4. HTTP throughput through the gateway; 5. Kong's engine ----
+    let http = if args.skip_http {
+        None
+    } else {
+        Some(http_scenarios(&args, &setup.keys, &setup.jwks, run)?)
     };
+    let kong_engine = engine::run(&args.engine, &wasm_path, run)?;
 
+    // ---- tables and summary ----
+    let mut report = Report::default();
+    report.algorithms(&figures, &setup);
+    report.wasm_cases(&hot, &refused);
+    report.scaling(&scaled);
+    if let Some(h) = &http {
+        report.http(h, &args, &machine);
+    }
+    report.put("wasm_bytes", wasm_bytes as f64);
+    report.put("wasm_compile_ms", compile_ms);
+    report.out.push_str(&format!(
+        "Filter: {} = {wasm_bytes} bytes (cranelift compile {compile_ms:.0} ms).\n",
+        wasm_path
+            .strip_prefix(&root)
+            .unwrap_or(&wasm_path)
+            .display()
+    ));
+    report.put("bench_seconds", started.elapsed().as_secs_f64());
+
+    let Report {
+        mut out,
+        mut summary,
+    } = report;
+    out.push_str(&kong_engine.render());
+    summary.extend(kong_engine.summary());
+    summary.insert("machine".into(), machine);
+    summary.insert(
+        "params".into(),
+        json!({
+            "cold_tokens_per_alg": setup.cold_n,
+            "hot_repetitions": setup.hot_n,
+            "http_requests": args.http_requests,
+            "http_cold_requests": args.http_cold,
+            "connections": args.connections,
+            "workers": args.workers,
+            "http": !args.skip_http,
+        }),
+    );
+    write_outputs(&args.out_path(), &summary, &out, started)
+}
+
+/// Compiles the filter and generates the keys; also returns the compile time in ms.
+fn setup(args: &Args, wasm_path: &std::path::Path, run: u64) -> Result<(Setup, f64)> {
     let engine = Engine::default();
     let t = Instant::now();
-    let module = Module::from_file(&engine, &wasm_path).context("compiling the filter")?;
+    let module = Module::from_file(&engine, wasm_path).context("compiling the filter")?;
     let compile_ms = t.elapsed().as_secs_f64() * 1000.0;
     eprintln!("bench: compiled in {compile_ms:.0} ms; generating keys and tokens");
 
     let keys = Keys::generate()?;
     let jwks = keys.jwks(&[]);
     let cold_n = args.cold.max(20);
-    let warm_cold = 10.min(cold_n / 4);
-    let hot_n = args.hot.max(100);
-
-    // ---- 1. cold verification per algorithm: wasm, native ours, OpenSSL ----
-    let algs = [Alg::RS256, Alg::PS256, Alg::ES256, Alg::ES384, Alg::EdDSA];
-    let mut d = driver(&module, &[base_config(&jwks)], &keys, &jwks)?;
-    let set = KeySet::parse(jwks.to_string().as_bytes()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let rules = vec![IssuerRule {
-        issuer: ISSUER.into(),
-        audiences: vec![AUDIENCE.into()],
-        algorithms: algs
-            .iter()
-            .filter_map(|a| Algorithm::from_name(a.name()))
-            .collect(),
-        token_types: Vec::new(),
-    }];
-    let limits = Limits {
-        max_token_bytes: 8192,
-        clock_skew_secs: 60,
+    let setup = Setup {
+        module,
+        keys,
+        jwks,
+        run,
+        cold_n,
+        warm_cold: 10.min(cold_n / 4),
+        hot_n: args.hot.max(100),
     };
-    let mut figures = Vec::new();
-    for (k, alg) in algs.into_iter().enumerate() {
-        eprintln!("bench: {} cold x{cold_n}", alg.name());
-        let tokens = mint(&keys, alg, cold_n, run, k * 1_000_000, false)?;
-        let wasm_cold = run_cold(&mut d, 0, &tokens, warm_cold)?;
-        let hit_token = mint(&keys, alg, 1, run, k * 1_000_000 + 900_000, false)?;
-        let hit_headers = client_headers(hit_token.first().map(String::as_str).unwrap_or(""));
-        let wasm_hit = run_repeat(&mut d, 0, &hit_headers, 100, hot_n, 200)?;
+    Ok((setup, compile_ms))
+}
 
-        let ours_alg = Algorithm::from_name(alg.name()).context("alg")?;
+/// The algorithms measured, in table order.
+const ALGS: [Alg; 5] = [Alg::RS256, Alg::PS256, Alg::ES256, Alg::ES384, Alg::EdDSA];
+
+/// Our verifier natively, configured like the wasm filter's inline-JWKS route.
+struct NativeVerifier {
+    set: KeySet,
+    rules: Vec<IssuerRule>,
+    limits: Limits,
+}
+
+impl NativeVerifier {
+    fn new(jwks: &Value) -> Result<NativeVerifier> {
+        let set = KeySet::parse(jwks.to_string().as_bytes()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let rules = vec![IssuerRule {
+            issuer: ISSUER.into(),
+            audiences: vec![AUDIENCE.into()],
+            algorithms: ALGS
+                .iter()
+                .filter_map(|a| Algorithm::from_name(a.name()))
+                .collect(),
+            token_types: Vec::new(),
+        }];
+        let limits = Limits {
+            max_token_bytes: 8192,
+            clock_skew_secs: 60,
+        };
+        Ok(NativeVerifier { set, rules, limits })
+    }
+}
+
+/// Phase 1, for each algorithm in turn: wasm in-process, then natively, then OpenSSL.
+fn per_algorithm(setup: &Setup, d: &mut Driver) -> Result<Vec<AlgFigures>> {
+    let ours = NativeVerifier::new(&setup.jwks)?;
+    let mut figures = Vec::new();
+    for (k, alg) in ALGS.into_iter().enumerate() {
+        eprintln!("bench: {} cold x{}", alg.name(), setup.cold_n);
+        let (tokens, wasm_cold, wasm_hit) = wasm_algorithm(setup, d, k, alg)?;
         let decoded: Vec<jose::Decoded> = tokens
             .iter()
             .map(|t| jose::decode(t))
             .collect::<Result<_>>()?;
-        let kid = keys.for_alg(alg).kid.clone();
-        let jwk = set
-            .find(Some(&kid), ours_alg)
-            .map_err(|e| anyhow::anyhow!("our key set has no {kid}: {e:?}"))?;
+        let kid = setup.keys.for_alg(alg).kid.clone();
         let budget = Duration::from_millis(300);
-        let native_sig = native(&decoded, budget, |t| {
-            Ok(cloudrun_oidc::jose::signature::verify(
-                ours_alg,
-                &jwk.key,
-                t.signing_input.as_bytes(),
-                &t.signature,
-            ))
-        })?;
-        let now = now_secs();
-        let native_verifier = native(&tokens, budget, |t| {
-            let pre = verifier::precheck(t, &rules, &limits, now)
-                .map_err(|e| anyhow::anyhow!("precheck: {e:?}"))?;
-            Ok(verifier::verify_signature(pre, &set).is_ok())
-        })?;
-        let public_jwk = jwks["keys"]
-            .as_array()
-            .and_then(|ks| ks.iter().find(|j| j["kid"] == kid.as_str()))
-            .cloned()
-            .context("jwk")?;
-        let ossl_key = jose::PublicKey::from_jwk(&public_jwk)?;
-        let openssl = native(&decoded, budget, |t| {
-            ossl_key.verify(alg, t.signing_input.as_bytes(), &t.signature)
-        })?;
+        let (native_sig, native_verifier) =
+            native_algorithm(&ours, alg, &kid, &tokens, &decoded, budget)?;
+        let openssl = openssl_algorithm(&setup.jwks, alg, &kid, &decoded, budget)?;
         figures.push(AlgFigures {
             alg,
             wasm_cold,
@@ -521,18 +592,102 @@ fn main() -> Result<()> {
             openssl,
         });
     }
+    Ok(figures)
+}
 
-    // ---- 2. hot path and early refusals (filter time in wasm) ----
+/// In-process wasm: filter time for fresh `alg` tokens (cold) and for one repeated (hit);
+/// returns the fresh tokens too, for the native figures.
+fn wasm_algorithm(
+    setup: &Setup,
+    d: &mut Driver,
+    k: usize,
+    alg: Alg,
+) -> Result<(Vec<String>, Samples, Samples)> {
+    let (keys, run) = (&setup.keys, setup.run);
+    let tokens = mint(keys, alg, setup.cold_n, run, k * 1_000_000, false)?;
+    let wasm_cold = run_cold(d, 0, &tokens, setup.warm_cold)?;
+    let hit_token = mint(keys, alg, 1, run, k * 1_000_000 + 900_000, false)?;
+    let hit_headers = client_headers(hit_token.first().map(String::as_str).unwrap_or(""));
+    let wasm_hit = run_repeat(d, 0, &hit_headers, 100, setup.hot_n, 200)?;
+    Ok((tokens, wasm_cold, wasm_hit))
+}
+
+/// Natively: our signature check alone, then our whole verifier (precheck + signature).
+fn native_algorithm(
+    ours: &NativeVerifier,
+    alg: Alg,
+    kid: &str,
+    tokens: &[String],
+    decoded: &[jose::Decoded],
+    budget: Duration,
+) -> Result<(Samples, Samples)> {
+    let ours_alg = Algorithm::from_name(alg.name()).context("alg")?;
+    let jwk = ours
+        .set
+        .find(Some(kid), ours_alg)
+        .map_err(|e| anyhow::anyhow!("our key set has no {kid}: {e:?}"))?;
+    let native_sig = native(decoded, budget, |t| {
+        Ok(cloudrun_oidc::jose::signature::verify(
+            ours_alg,
+            &jwk.key,
+            t.signing_input.as_bytes(),
+            &t.signature,
+        ))
+    })?;
+    let now = now_secs();
+    let native_verifier = native(tokens, budget, |t| {
+        let pre = verifier::precheck(t, &ours.rules, &ours.limits, now)
+            .map_err(|e| anyhow::anyhow!("precheck: {e:?}"))?;
+        Ok(verifier::verify_signature(pre, &ours.set).is_ok())
+    })?;
+    Ok((native_sig, native_verifier))
+}
+
+/// OpenSSL, the reference: the same signatures through the spec's `jose` module.
+fn openssl_algorithm(
+    jwks: &Value,
+    alg: Alg,
+    kid: &str,
+    decoded: &[jose::Decoded],
+    budget: Duration,
+) -> Result<Samples> {
+    let public_jwk = jwks["keys"]
+        .as_array()
+        .and_then(|ks| ks.iter().find(|j| j["kid"] == kid))
+        .cloned()
+        .context("jwk")?;
+    let ossl_key = jose::PublicKey::from_jwk(&public_jwk)?;
+    native(decoded, budget, |t| {
+        ossl_key.verify(alg, t.signing_input.as_bytes(), &t.signature)
+    })
+}
+
+/// Filter time on the hot configuration (keys by `jwks_url`, a Google ID token).
+struct HotPath {
+    /// The repeated token, and every callback of its request.
+    path: Samples,
+    lifecycle: Samples,
+    /// Fresh RS256 tokens on the same route.
+    cold: Samples,
+    /// The first request on a fresh worker (both callouts), µs.
+    warm_first_us: f64,
+    /// Length of the repeated token (the "small" token of the scaling table).
+    token_len: usize,
+}
+
+/// Phase 2a: the hot path, its first request and fresh tokens on the same route.
+fn hot_path(setup: &Setup) -> Result<HotPath> {
+    let (keys, jwks, run) = (&setup.keys, &setup.jwks, setup.run);
     eprintln!("bench: hot path and refusals");
-    let mut hot_cfg = base_config(&jwks);
+    let mut hot_cfg = base_config(jwks);
     hot_cfg["issuers"][0]
         .as_object_mut()
         .context("issuer")?
         .remove("jwks");
     hot_cfg["issuers"][0]["jwks_url"] = json!(JWKS_URL);
     hot_cfg["google_id_token"] = json!({"audience": CLOUDRUN_AUDIENCE, "source": "metadata"});
-    let mut hot = driver(&module, &[hot_cfg.clone()], &keys, &jwks)?;
-    let hot_token = mint(&keys, Alg::RS256, 1, run, 5_000_000, false)?;
+    let mut hot = driver(&setup.module, &[hot_cfg.clone()], keys, jwks)?;
+    let hot_token = mint(keys, Alg::RS256, 1, run, 5_000_000, false)?;
     let hot_headers = client_headers(hot_token.first().map(String::as_str).unwrap_or(""));
     let first = hot.request(0, &hot_headers)?;
     let has = |name: &str| first.upstream_headers.iter().any(|(k, _)| k == name);
@@ -553,14 +708,33 @@ fn main() -> Result<()> {
         );
     }
     let warm_first_us = (first.headers + first.callouts).as_secs_f64() * 1e6;
-    let (hot_path, hot_lifecycle) =
-        run_repeat_lifecycle(&mut hot, 0, &hot_headers, 200, hot_n, 200)?;
+    let (path, lifecycle) = run_repeat_lifecycle(&mut hot, 0, &hot_headers, 200, setup.hot_n, 200)?;
     // Fresh tokens on the hot configuration: a cold request in production (fetched keys + Google).
-    let cold_hotcfg_tokens = mint(&keys, Alg::RS256, cold_n, run, 5_100_000, false)?;
-    let cold_hotcfg = run_cold(&mut hot, 0, &cold_hotcfg_tokens, warm_cold)?;
+    let cold_hotcfg_tokens = mint(keys, Alg::RS256, setup.cold_n, run, 5_100_000, false)?;
+    let cold = run_cold(&mut hot, 0, &cold_hotcfg_tokens, setup.warm_cold)?;
+    Ok(HotPath {
+        path,
+        lifecycle,
+        cold,
+        warm_first_us,
+        token_len: hot_token.first().map(String::len).unwrap_or(0),
+    })
+}
 
+/// Filter time of early refusals, on the inline-JWKS route.
+struct Refusals {
+    no_token: Samples,
+    expired: Samples,
+    wrong_aud: Samples,
+    unknown_kid: Samples,
+    bad_sig: Samples,
+}
+
+/// Phase 2b: refusals on phase 1's driver.
+fn refusals(setup: &Setup, d: &mut Driver) -> Result<Refusals> {
+    let (keys, run, cold_n) = (&setup.keys, setup.run, setup.cold_n);
     let refusal_n = cold_n;
-    let no_token = run_repeat(&mut d, 0, &client_headers("")[..4], 100, hot_n, 401)?;
+    let no_token = run_repeat(d, 0, &client_headers("")[..4], 100, setup.hot_n, 401)?;
     let expired: Vec<String> = (0..refusal_n)
         .map(|i| {
             let mut c = claims(6_000_000 + i, run, false);
@@ -568,7 +742,7 @@ fn main() -> Result<()> {
             jose::sign_jwt(&keys.ed25519, Alg::EdDSA, &c)
         })
         .collect::<Result<_>>()?;
-    let expired = run_refusals(&mut d, &expired, 401)?;
+    let expired = run_refusals(d, &expired, 401)?;
     let wrong_aud: Vec<String> = (0..refusal_n)
         .map(|i| {
             let mut c = claims(6_100_000 + i, run, false);
@@ -576,7 +750,7 @@ fn main() -> Result<()> {
             jose::sign_jwt(&keys.ed25519, Alg::EdDSA, &c)
         })
         .collect::<Result<_>>()?;
-    let wrong_aud = run_refusals(&mut d, &wrong_aud, 401)?;
+    let wrong_aud = run_refusals(d, &wrong_aud, 401)?;
     let unknown_kid: Vec<String> = (0..refusal_n)
         .map(|i| {
             let h = json!({"alg": "EdDSA", "kid": format!("nope-{i}"), "typ": "JWT"});
@@ -588,7 +762,7 @@ fn main() -> Result<()> {
             )
         })
         .collect::<Result<_>>()?;
-    let unknown_kid = run_refusals(&mut d, &unknown_kid, 401)?;
+    let unknown_kid = run_refusals(d, &unknown_kid, 401)?;
     let bad_sig_n = (cold_n / 2).max(20);
     let bad_sig: Vec<String> = (0..bad_sig_n)
         .map(|i| {
@@ -599,28 +773,55 @@ fn main() -> Result<()> {
             )
         })
         .collect::<Result<_>>()?;
-    let bad_sig = run_refusals(&mut d, &bad_sig, 401)?;
+    let bad_sig = run_refusals(d, &bad_sig, 401)?;
+    Ok(Refusals {
+        no_token,
+        expired,
+        wrong_aud,
+        unknown_kid,
+        bad_sig,
+    })
+}
 
-    // ---- 3. scaling: JWKS size, routes, token size (RS256) ----
+/// One row of the scaling table: dimension, case, cold and hit filter time.
+struct ScaleRow {
+    what: String,
+    label: String,
+    cold: Samples,
+    hit: Samples,
+}
+
+/// One scaling case: fresh RS256 tokens (`big` ones: about 4 KB of claims) on `route` of `d`,
+/// then one of them repeated.
+fn scale_case(
+    setup: &Setup,
+    (what, label): (&str, String),
+    d: &mut Driver,
+    route: usize,
+    big: bool,
+    offset: usize,
+) -> Result<ScaleRow> {
+    let scale_n = (setup.cold_n / 2).max(20);
+    let scale_hot = (setup.hot_n / 2).max(100);
+    let tokens = mint(&setup.keys, Alg::RS256, scale_n + 1, setup.run, offset, big)?;
+    let (hit, cold) = tokens.split_at(1);
+    let cold = run_cold(d, route, cold, setup.warm_cold)?;
+    let hit_headers = client_headers(hit.first().map(String::as_str).unwrap_or(""));
+    let hit = run_repeat(d, route, &hit_headers, 100, scale_hot, 200)?;
+    Ok(ScaleRow {
+        what: what.to_string(),
+        label,
+        cold,
+        hit,
+    })
+}
+
+/// Phase 3: filter time as the JWKS, the routes and the token grow; `small_len` is the length
+/// of the hot path's token.
+fn scaling(setup: &Setup, small_len: usize) -> Result<Vec<ScaleRow>> {
+    let (module, keys, jwks) = (&setup.module, &setup.keys, &setup.jwks);
     eprintln!("bench: scaling");
-    let scale_n = (cold_n / 2).max(20);
-    let scale_hot = (hot_n / 2).max(100);
-    let mut scaling: Vec<(String, String, Samples, Samples)> = Vec::new();
-    let mut scale_case = |what: &str,
-                          label: &str,
-                          d: &mut Driver,
-                          route: usize,
-                          big: bool,
-                          offset: usize|
-     -> Result<()> {
-        let tokens = mint(&keys, Alg::RS256, scale_n + 1, run, offset, big)?;
-        let (hit, cold) = tokens.split_at(1);
-        let cold = run_cold(d, route, cold, warm_cold)?;
-        let hit_headers = client_headers(hit.first().map(String::as_str).unwrap_or(""));
-        let hit = run_repeat(d, route, &hit_headers, 100, scale_hot, 200)?;
-        scaling.push((what.to_string(), label.to_string(), cold, hit));
-        Ok(())
-    };
+    let mut scaling = Vec::new();
     let mut fillers = Vec::new();
     for n_keys in [1usize, 10, 100] {
         // The RS256 key plus (n - 1) others; here the other published keys are P-256 fillers.
@@ -637,199 +838,229 @@ fn main() -> Result<()> {
             .collect();
         ks.push(keys.rsa.public_jwk_for(None));
         let set_json = json!({ "keys": ks });
-        let mut dn = driver(&module, &[base_config(&set_json)], &keys, &set_json)?;
-        scale_case(
-            "JWKS size",
-            &format!("{n_keys} key(s)"),
+        let mut dn = driver(module, &[base_config(&set_json)], keys, &set_json)?;
+        scaling.push(scale_case(
+            setup,
+            ("JWKS size", format!("{n_keys} key(s)")),
             &mut dn,
             0,
             false,
             7_000_000 + n_keys * 10_000,
-        )?;
+        )?);
     }
     for n_routes in [1usize, 10] {
-        let configs: Vec<Value> = (0..n_routes).map(|_| base_config(&jwks)).collect();
-        let mut dr = driver(&module, &configs, &keys, &jwks)?;
-        scale_case(
-            "routes",
-            &format!("{n_routes} route(s), request on the last"),
+        let configs: Vec<Value> = (0..n_routes).map(|_| base_config(jwks)).collect();
+        let mut dr = driver(module, &configs, keys, jwks)?;
+        scaling.push(scale_case(
+            setup,
+            (
+                "routes",
+                format!("{n_routes} route(s), request on the last"),
+            ),
             &mut dr,
             n_routes - 1,
             false,
             8_000_000 + n_routes * 10_000,
-        )?;
+        )?);
     }
-    let mut small_big = driver(&module, &[base_config(&jwks)], &keys, &jwks)?;
-    let big_len = mint(&keys, Alg::EdDSA, 1, run, 9_900_000, true)?
+    let mut small_big = driver(module, &[base_config(jwks)], keys, jwks)?;
+    let big_len = mint(keys, Alg::EdDSA, 1, setup.run, 9_900_000, true)?
         .first()
         .map(String::len)
         .unwrap_or(0);
-    let small_len = hot_token.first().map(String::len).unwrap_or(0);
-    scale_case(
-        "token size",
-        &format!("small ({small_len} B)"),
+    scaling.push(scale_case(
+        setup,
+        ("token size", format!("small ({small_len} B)")),
         &mut small_big,
         0,
         false,
         9_000_000,
-    )?;
-    scale_case(
-        "token size",
-        &format!("large ({big_len} B)"),
+    )?);
+    scaling.push(scale_case(
+        setup,
+        ("token size", format!("large ({big_len} B)")),
         &mut small_big,
         0,
         true,
         9_100_000,
-    )?;
+    )?);
+    Ok(scaling)
+}
 
-    // ---- 4. HTTP throughput through the gateway; 5. Kong's engine ----
-    let http = if args.skip_http {
-        None
-    } else {
-        Some(http_scenarios(&args, &keys, &jwks, run)?)
-    };
-    let kong_engine = engine::run(&args.engine, &wasm_path, run)?;
+/// The Markdown tables printed and summary.json's figures, built section by section.
+#[derive(Default)]
+struct Report {
+    out: String,
+    summary: Map<String, Value>,
+}
 
-    // ---- tables and summary ----
-    let mut out = String::new();
-    let mut t1 = Table::new(
-        "Cold verification per algorithm (µs, median; wasm = filter time in proxy_on_request_headers)",
-        &[
-            "alg",
-            "wasm cold",
-            "wasm hit",
-            "wasm cold−hit",
-            "native ours (sig)",
-            "native ours (verifier)",
-            "OpenSSL",
-            "wasm cold / OpenSSL",
-            "(cold−hit) / OpenSSL",
-            "native ours / OpenSSL",
-        ],
-    );
-    for f in &figures {
-        let cold = f.wasm_cold.median_us();
-        let hit = f.wasm_hit.median_us();
-        let sig = (cold - hit).max(0.0);
-        let ossl = f.openssl.median_us();
-        let ours = f.native_sig.median_us();
-        let name = f.alg.name().to_ascii_lowercase();
-        put(&format!("{name}_wasm_us"), cold);
-        put(&format!("{name}_wasm_p90_us"), f.wasm_cold.p90_us());
-        put(&format!("{name}_wasm_hit_us"), hit);
-        put(&format!("{name}_wasm_sig_us"), sig);
-        put(&format!("{name}_native_us"), ours);
-        put(
-            &format!("{name}_native_verifier_us"),
-            f.native_verifier.median_us(),
-        );
-        put(&format!("{name}_openssl_us"), ossl);
-        put(&format!("{name}_wasm_vs_openssl"), cold / ossl);
-        put(&format!("{name}_wasm_sig_vs_openssl"), sig / ossl);
-        put(&format!("{name}_native_vs_openssl"), ours / ossl);
-        t1.row(vec![
-            f.alg.name().to_string(),
-            us(cold),
-            us(hit),
-            us(sig),
-            us(ours),
-            us(f.native_verifier.median_us()),
-            us(ossl),
-            ratio(cold / ossl),
-            ratio(sig / ossl),
-            ratio(ours / ossl),
-        ]);
+impl Report {
+    /// One figure of summary.json, rounded.
+    fn put(&mut self, k: &str, v: f64) {
+        self.summary.insert(k.to_string(), json!(round(v)));
     }
-    out.push_str(&t1.render());
-    out.push_str(&format!(
-        "\nwasm: {} fresh tokens per algorithm ({} timed), inline JWKS (4 keys), claims→headers, \
-         no google_id_token; hit: one token repeated {hot_n}×. Native: the same tokens, \
-         ≥300 ms per figure.\n\n",
-        cold_n,
-        cold_n - warm_cold
-    ));
 
-    let mut t2 = Table::new(
-        "Per-request filter time in wasm (µs)",
-        &["case", "median", "p90", "mean", "n"],
-    );
-    let mut row2 = |name: &str, s: &Samples| {
-        t2.row(vec![
-            name.to_string(),
-            us(s.median_us()),
-            us(s.p90_us()),
-            us(s.mean_us()),
-            s.len().to_string(),
-        ]);
-    };
-    row2(
-        "hot path: repeated RS256 token, jwks_url keys, Google token cached, 2 claims→headers",
-        &hot_path,
-    );
-    row2(
-        "hot path, every callback of the request (context create … on_delete)",
-        &hot_lifecycle,
-    );
-    row2(
-        "cold on the same route: fresh RS256 token each (keys and Google token cached)",
-        &cold_hotcfg,
-    );
-    row2("refused: no token (401)", &no_token);
-    row2("refused: expired (401, before any key work)", &expired);
-    row2("refused: wrong aud (401, before any key work)", &wrong_aud);
-    row2(
-        "refused: unknown kid (401, inline keys: no refetch)",
-        &unknown_kid,
-    );
-    row2(
-        "refused: bad RS256 signature (401, full verification)",
-        &bad_sig,
-    );
-    out.push_str(&t2.render());
-    out.push_str(&format!(
-        "\nFirst request on a fresh worker (JWKS fetch + Google mint, callouts answered in-process): \
-         {} µs of filter time.\n\n",
-        us(warm_first_us)
-    ));
-    put("hot_path_us", hot_path.median_us());
-    put("hot_path_p90_us", hot_path.p90_us());
-    put("hot_path_mean_us", hot_path.mean_us());
-    put("hot_path_lifecycle_us", hot_lifecycle.median_us());
-    put("cold_rs256_hot_config_us", cold_hotcfg.median_us());
-    put("first_request_us", warm_first_us);
-    put("reject_no_token_us", no_token.median_us());
-    put("reject_expired_us", expired.median_us());
-    put("reject_wrong_aud_us", wrong_aud.median_us());
-    put("reject_unknown_kid_us", unknown_kid.median_us());
-    put("reject_bad_signature_us", bad_sig.median_us());
-
-    let mut t3 = Table::new(
-        "Scaling (RS256, wasm filter time, µs median)",
-        &["dimension", "case", "cold", "hit"],
-    );
-    for (what, label, cold, hit) in &scaling {
-        t3.row(vec![
-            what.clone(),
-            label.clone(),
-            us(cold.median_us()),
-            us(hit.median_us()),
-        ]);
-        let key = format!(
-            "scale_{}_{}",
-            what.replace(' ', "_").to_ascii_lowercase(),
-            label
-                .split_whitespace()
-                .next()
-                .unwrap_or("")
-                .to_ascii_lowercase()
+    /// Table 1: cold verification per algorithm, wasm against native and OpenSSL.
+    fn algorithms(&mut self, figures: &[AlgFigures], setup: &Setup) {
+        let mut t1 = Table::new(
+            "Cold verification per algorithm (µs, median; wasm = filter time in proxy_on_request_headers)",
+            &[
+                "alg",
+                "wasm cold",
+                "wasm hit",
+                "wasm cold−hit",
+                "native ours (sig)",
+                "native ours (verifier)",
+                "OpenSSL",
+                "wasm cold / OpenSSL",
+                "(cold−hit) / OpenSSL",
+                "native ours / OpenSSL",
+            ],
         );
-        put(&format!("{key}_cold_us"), cold.median_us());
-        put(&format!("{key}_hit_us"), hit.median_us());
+        for f in figures {
+            let cold = f.wasm_cold.median_us();
+            let hit = f.wasm_hit.median_us();
+            let sig = (cold - hit).max(0.0);
+            let ossl = f.openssl.median_us();
+            let ours = f.native_sig.median_us();
+            let name = f.alg.name().to_ascii_lowercase();
+            self.put(&format!("{name}_wasm_us"), cold);
+            self.put(&format!("{name}_wasm_p90_us"), f.wasm_cold.p90_us());
+            self.put(&format!("{name}_wasm_hit_us"), hit);
+            self.put(&format!("{name}_wasm_sig_us"), sig);
+            self.put(&format!("{name}_native_us"), ours);
+            self.put(
+                &format!("{name}_native_verifier_us"),
+                f.native_verifier.median_us(),
+            );
+            self.put(&format!("{name}_openssl_us"), ossl);
+            self.put(&format!("{name}_wasm_vs_openssl"), cold / ossl);
+            self.put(&format!("{name}_wasm_sig_vs_openssl"), sig / ossl);
+            self.put(&format!("{name}_native_vs_openssl"), ours / ossl);
+            t1.row(vec![
+                f.alg.name().to_string(),
+                us(cold),
+                us(hit),
+                us(sig),
+                us(ours),
+                us(f.native_verifier.median_us()),
+                us(ossl),
+                ratio(cold / ossl),
+                ratio(sig / ossl),
+                ratio(ours / ossl),
+            ]);
+        }
+        self.out.push_str(&t1.render());
+        self.out.push_str(&format!(
+            "\nwasm: {} fresh tokens per algorithm ({} timed), inline JWKS (4 keys), claims→headers, \
+             no google_id_token; hit: one token repeated {}×. Native: the same tokens, \
+             ≥300 ms per figure.\n\n",
+            setup.cold_n,
+            setup.cold_n - setup.warm_cold,
+            setup.hot_n
+        ));
     }
-    out.push_str(&t3.render());
-    out.push('\n');
 
-    if let Some(h) = &http {
+    /// Table 2: the hot path and refusals.
+    fn wasm_cases(&mut self, hot: &HotPath, refused: &Refusals) {
+        let mut t2 = Table::new(
+            "Per-request filter time in wasm (µs)",
+            &["case", "median", "p90", "mean", "n"],
+        );
+        let mut row2 = |name: &str, s: &Samples| {
+            t2.row(vec![
+                name.to_string(),
+                us(s.median_us()),
+                us(s.p90_us()),
+                us(s.mean_us()),
+                s.len().to_string(),
+            ]);
+        };
+        row2(
+            "hot path: repeated RS256 token, jwks_url keys, Google token cached, 2 claims→headers",
+            &hot.path,
+        );
+        row2(
+            "hot path, every callback of the request (context create … on_delete)",
+            &hot.lifecycle,
+        );
+        row2(
+            "cold on the same route: fresh RS256 token each (keys and Google token cached)",
+            &hot.cold,
+        );
+        row2("refused: no token (401)", &refused.no_token);
+        row2(
+            "refused: expired (401, before any key work)",
+            &refused.expired,
+        );
+        row2(
+            "refused: wrong aud (401, before any key work)",
+            &refused.wrong_aud,
+        );
+        row2(
+            "refused: unknown kid (401, inline keys: no refetch)",
+            &refused.unknown_kid,
+        );
+        row2(
+            "refused: bad RS256 signature (401, full verification)",
+            &refused.bad_sig,
+        );
+        self.out.push_str(&t2.render());
+        self.out.push_str(&format!(
+            "\nFirst request on a fresh worker (JWKS fetch + Google mint, callouts answered in-process): \
+             {} µs of filter time.\n\n",
+            us(hot.warm_first_us)
+        ));
+        self.put("hot_path_us", hot.path.median_us());
+        self.put("hot_path_p90_us", hot.path.p90_us());
+        self.put("hot_path_mean_us", hot.path.mean_us());
+        self.put("hot_path_lifecycle_us", hot.lifecycle.median_us());
+        self.put("cold_rs256_hot_config_us", hot.cold.median_us());
+        self.put("first_request_us", hot.warm_first_us);
+        self.put("reject_no_token_us", refused.no_token.median_us());
+        self.put("reject_expired_us", refused.expired.median_us());
+        self.put("reject_wrong_aud_us", refused.wrong_aud.median_us());
+        self.put("reject_unknown_kid_us", refused.unknown_kid.median_us());
+        self.put("reject_bad_signature_us", refused.bad_sig.median_us());
+    }
+
+    /// Table 3: scaling.
+    fn scaling(&mut self, scaling: &[ScaleRow]) {
+        let mut t3 = Table::new(
+            "Scaling (RS256, wasm filter time, µs median)",
+            &["dimension", "case", "cold", "hit"],
+        );
+        for ScaleRow {
+            what,
+            label,
+            cold,
+            hit,
+        } in scaling
+        {
+            t3.row(vec![
+                what.clone(),
+                label.clone(),
+                us(cold.median_us()),
+                us(hit.median_us()),
+            ]);
+            let key = format!(
+                "scale_{}_{}",
+                what.replace(' ', "_").to_ascii_lowercase(),
+                label
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_ascii_lowercase()
+            );
+            self.put(&format!("{key}_cold_us"), cold.median_us());
+            self.put(&format!("{key}_hit_us"), hit.median_us());
+        }
+        self.out.push_str(&t3.render());
+        self.out.push('\n');
+    }
+
+    /// Tables 4 and 5: HTTP throughput through the stand-in and the CPU it cost.
+    fn http(&mut self, h: &HttpFigures, args: &Args, machine: &Value) {
         let base = h.no_filter.rps();
         let mut t4 = Table::new(
             &format!(
@@ -862,8 +1093,8 @@ fn main() -> Result<()> {
                 r.errors.to_string(),
             ]);
         }
-        out.push_str(&t4.render());
-        out.push_str(
+        self.out.push_str(&t4.render());
+        self.out.push_str(
             "\nThe gateway opens a new upstream connection per request (Kong pools them): \
              the no-filter baseline carries that cost too.\n\n",
         );
@@ -893,20 +1124,20 @@ fn main() -> Result<()> {
                 us(ho - nf),
                 us(co - nf),
             ]);
-            put(&format!("{name}_cpu_us_per_req_no_filter"), nf);
-            put(&format!("{name}_cpu_us_per_req_hot"), ho);
-            put(&format!("{name}_cpu_us_per_req_cold"), co);
+            self.put(&format!("{name}_cpu_us_per_req_no_filter"), nf);
+            self.put(&format!("{name}_cpu_us_per_req_hot"), ho);
+            self.put(&format!("{name}_cpu_us_per_req_cold"), co);
         }
-        out.push_str(&t5.render());
-        out.push_str(
+        self.out.push_str(&t5.render());
+        self.out.push_str(
             "\nCPU time is less disturbed by other load than req/s: `hot − no filter` on the gateway \
              row is what the filter costs the gateway per request, everything included.\n\n",
         );
-        put("rps_no_filter", base);
-        put("rps_hot", h.hot.rps());
-        put("rps_cold", h.cold.rps());
-        put("rps_hot_vs_no_filter", h.hot.rps() / base);
-        put("rps_cold_vs_no_filter", h.cold.rps() / base);
+        self.put("rps_no_filter", base);
+        self.put("rps_hot", h.hot.rps());
+        self.put("rps_cold", h.cold.rps());
+        self.put("rps_hot_vs_no_filter", h.hot.rps() / base);
+        self.put("rps_cold_vs_no_filter", h.cold.rps() / base);
         // Per-round ratios: each round runs the scenarios back to back, so their median is the
         // figure least moved by other load on a shared machine.
         let median = |mut v: Vec<f64>| -> f64 {
@@ -915,9 +1146,9 @@ fn main() -> Result<()> {
         };
         let hot_ratio = median(h.rounds.iter().map(|r| r.1 / r.0).collect());
         let cold_ratio = median(h.rounds.iter().map(|r| r.2 / r.0).collect());
-        put("rps_hot_vs_no_filter_round_median", hot_ratio);
-        put("rps_cold_vs_no_filter_round_median", cold_ratio);
-        out.push_str(&format!(
+        self.put("rps_hot_vs_no_filter_round_median", hot_ratio);
+        self.put("rps_cold_vs_no_filter_round_median", cold_ratio);
+        self.out.push_str(&format!(
             "Median over {} interleaved rounds of the per-round ratio: hot {:.0}% and cold {:.0}% \
              of no filter. Per-round req/s (no filter / hot / cold): {}.\n\n",
             h.rounds.len(),
@@ -929,39 +1160,11 @@ fn main() -> Result<()> {
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
-        put(
+        self.put(
             "http_non_200",
             (h.no_filter.errors + h.hot.errors + h.cold.errors) as f64,
         );
     }
-
-    put("wasm_bytes", wasm_bytes as f64);
-    put("wasm_compile_ms", compile_ms);
-    out.push_str(&format!(
-        "Filter: {} = {wasm_bytes} bytes (cranelift compile {compile_ms:.0} ms).\n",
-        wasm_path
-            .strip_prefix(&root)
-            .unwrap_or(&wasm_path)
-            .display()
-    ));
-    put("bench_seconds", started.elapsed().as_secs_f64());
-
-    out.push_str(&kong_engine.render());
-    summary.extend(kong_engine.summary());
-    summary.insert("machine".into(), machine);
-    summary.insert(
-        "params".into(),
-        json!({
-            "cold_tokens_per_alg": cold_n,
-            "hot_repetitions": hot_n,
-            "http_requests": args.http_requests,
-            "http_cold_requests": args.http_cold,
-            "connections": args.connections,
-            "workers": args.workers,
-            "http": !args.skip_http,
-        }),
-    );
-    write_outputs(&args.out_path(), &summary, &out, started)
 }
 
 /// Prints the tables, writes summary.json and table.md beside it.
@@ -1013,10 +1216,7 @@ fn http_scenarios(args: &Args, keys: &Keys, jwks: &Value, run: u64) -> Result<Ht
     let cold_measured = cold_tokens.split_off(cold_warm);
     let hot_token = mint(keys, Alg::RS256, 1, run, 19_000_000, false)?;
 
-    let cloudrun = CloudRun::start(CloudRunOptions {
-        no_auth: true,
-        ..CloudRunOptions::default()
-    })?;
+    let cloudrun = CloudRun::start(CloudRunOptions::no_auth())?;
     let google = MockGoogle::start(GoogleOptions::default())?;
     let mut config = base_config(jwks);
     config["google_id_token"] = json!({

@@ -43,8 +43,15 @@ pub fn set_level(level: &str) -> anyhow::Result<()> {
 
 /// `YYYY/MM/DD HH:MM:SS` (UTC) for a Unix time.
 pub fn timestamp(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
+    let (y, m, d, hh, mm, ss) = civil_time(i64::try_from(secs).unwrap_or(i64::MAX));
+    format!("{y:04}/{m:02}/{d:02} {hh:02}:{mm:02}:{ss:02}")
+}
+
+/// Year, month, day, hour, minute and second (UTC) of a Unix time; also what mock-aws writes
+/// its ISO 8601 times with.
+pub fn civil_time(secs: i64) -> (i64, i64, i64, i64, i64, i64) {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -55,12 +62,7 @@ pub fn timestamp(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}/{m:02}/{d:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    (y, m, d, rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 /// Writes one error-log line (if `level` passes the threshold).

@@ -5,6 +5,7 @@
 //! Failures are reported with a `:dispatch_status` pseudo-header instead of `:status`.
 
 use super::context::CallResult;
+use crate::http1;
 use anyhow::{Context, Result};
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
 use std::collections::HashMap;
@@ -426,33 +427,22 @@ async fn read_some(
     }
 }
 
-/// The status code of a response head that starts `HTTP/1.x NNN`.
-fn status_code(head: &[u8]) -> Option<String> {
-    let line = head.split(|b| *b == b'\r').next()?;
-    let text = std::str::from_utf8(line).ok()?;
-    let mut parts = text.splitn(3, ' ');
-    let version = parts.next()?;
-    let code = parts.next()?;
-    (version.starts_with("HTTP/1.") && code.len() == 3 && code.parse::<u16>().is_ok())
-        .then(|| code.to_string())
-}
-
 async fn read_response(
     stream: &mut Box<dyn Io>,
     t: Duration,
     head_only: bool,
 ) -> Result<(Head, Vec<u8>), Failure> {
     let mut buf = Vec::new();
-    let too_large = |buf: &[u8]| match status_code(buf) {
-        Some(code) => Failure::HeadTooLarge(code),
+    let too_large = |buf: &[u8]| match http1::status_code(buf) {
+        Some(code) => Failure::HeadTooLarge(code.to_string()),
         None => "reader failure".into(),
     };
-    let head_end = loop {
-        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            if pos + 4 > MAX_RESPONSE_HEAD {
-                return Err(too_large(&buf));
-            }
-            break pos + 4;
+    let head = loop {
+        match http1::parse_response(&buf) {
+            Ok(Some(head)) if head.len > MAX_RESPONSE_HEAD => return Err(too_large(&buf)),
+            Ok(Some(head)) => break head,
+            Ok(None) => {}
+            Err(_) => return Err("reader failure".into()),
         }
         if buf.len() > MAX_RESPONSE_HEAD {
             return Err(too_large(&buf));
@@ -465,41 +455,27 @@ async fn read_response(
             });
         }
     };
-    let head = String::from_utf8_lossy(buf.get(..head_end).unwrap_or_default()).into_owned();
-    let mut body: Vec<u8> = buf.get(head_end..).unwrap_or_default().to_vec();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let mut parts = status_line.splitn(3, ' ');
-    let version = parts.next().unwrap_or_default();
-    let status = parts.next().unwrap_or_default();
-    if !version.starts_with("HTTP/1.") || status.len() != 3 || status.parse::<u16>().is_err() {
-        return Err("reader failure".into());
-    }
-    let mut headers = vec![(":status".to_string(), status.as_bytes().to_vec())];
-    for line in lines.filter(|l| !l.is_empty()) {
-        let (k, v) = line
-            .split_once(':')
-            .ok_or(Failure::Status("reader failure"))?;
-        if k.is_empty() || k.contains(' ') {
-            return Err("reader failure".into());
-        }
-        headers.push((k.to_ascii_lowercase(), v.trim().as_bytes().to_vec()));
-    }
-    let find = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| String::from_utf8_lossy(v).to_string())
-    };
-    let status: u16 = status.parse().unwrap_or(0);
-    if head_only || status == 204 || status == 304 || (100..200).contains(&status) {
+    let mut body: Vec<u8> = buf.get(head.len..).unwrap_or_default().to_vec();
+    let status = head.status;
+    let mut headers = vec![(":status".to_string(), status.to_string().into_bytes())];
+    headers.extend(head.headers);
+    if http1::bodiless(status, head_only) {
         return Ok((headers, Vec::new()));
     }
-    if find("transfer-encoding").is_some_and(|te| te.to_ascii_lowercase().contains("chunked")) {
-        let body = read_chunked(stream, body, t).await?;
-        return Ok((headers, body));
+    if http1::is_chunked(&headers) {
+        let mut chunked = http1::Chunked::default();
+        loop {
+            match chunked.decode(&body) {
+                Ok(Some(decoded)) => return Ok((headers, decoded)),
+                Ok(None) => {}
+                Err(_) => return Err("reader failure".into()),
+            }
+            if read_some(stream, &mut body, t).await? == 0 {
+                return Err("broken connection".into());
+            }
+        }
     }
-    if let Some(cl) = find("content-length") {
+    if let Some(cl) = http1::header(&headers, "content-length") {
         let cl: usize = cl
             .trim()
             .parse()
@@ -514,43 +490,6 @@ async fn read_response(
     }
     while read_some(stream, &mut body, t).await? > 0 {}
     Ok((headers, body))
-}
-
-async fn read_chunked(
-    stream: &mut Box<dyn Io>,
-    mut raw: Vec<u8>,
-    t: Duration,
-) -> Result<Vec<u8>, &'static str> {
-    let mut body = Vec::new();
-    let mut at = 0;
-    loop {
-        let line_end = loop {
-            if let Some(p) = raw
-                .get(at..)
-                .and_then(|r| r.windows(2).position(|w| w == b"\r\n"))
-            {
-                break at + p;
-            }
-            if read_some(stream, &mut raw, t).await? == 0 {
-                return Err("broken connection");
-            }
-        };
-        let size_line =
-            String::from_utf8_lossy(raw.get(at..line_end).unwrap_or_default()).to_string();
-        let size_hex = size_line.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_hex, 16).map_err(|_| "reader failure")?;
-        at = line_end + 2;
-        if size == 0 {
-            return Ok(body);
-        }
-        while raw.len() < at + size + 2 {
-            if read_some(stream, &mut raw, t).await? == 0 {
-                return Err("broken connection");
-            }
-        }
-        body.extend_from_slice(raw.get(at..at + size).unwrap_or_default());
-        at += size + 2;
-    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 
 use super::common::{now, Counters};
 use super::server::{self, common_control, generic_fault, Faults, Outcome, Reply, Req};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 use serde_json::json;
 use std::collections::HashMap;
@@ -78,24 +78,8 @@ fn text(status: u16, body: impl Into<String>) -> Reply {
 
 /// Seconds since the epoch as IMDS writes times: `2015-08-30T12:36:00Z`.
 fn iso8601(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (the well-known era algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let (y, m, d, hh, mm, ss) = crate::gateway::log::civil_time(secs);
+    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
 }
 
 impl Aws {
@@ -243,11 +227,7 @@ async fn handle_control(aws: Arc<Aws>, req: Req) -> Outcome {
                 "roles_path": ROLES_PATH,
             }),
         ),
-        _ => Reply::error(
-            404,
-            "not_found",
-            &format!("no control {} {}", req.method, req.path),
-        ),
+        _ => Reply::no_control(&req),
     };
     reply.into()
 }
@@ -266,22 +246,16 @@ pub async fn serve(args: Args) -> Result<()> {
         counters: Counters::new(&endpoints),
         args,
     });
-    let http = server::spawn_main(
-        main,
-        Arc::clone(&aws.faults),
-        server::handler(Arc::clone(&aws), handle_main),
+    let faults = Arc::clone(&aws.faults);
+    server::serve_until_ctrl_c(
         TAG,
-    )?;
-    let control = server::spawn_control(
-        control,
-        server::handler(Arc::clone(&aws), handle_control),
-        TAG,
-    )?;
-    server::announce(http, control);
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for ctrl-c")?;
-    Ok(())
+        (main, control),
+        aws,
+        faults,
+        (handle_main, handle_control),
+        None,
+    )
+    .await
 }
 
 /// `main` of the binary.

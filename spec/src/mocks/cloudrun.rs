@@ -206,11 +206,7 @@ async fn handle_control(cr: Arc<CloudRun>, req: Req) -> Outcome {
             200,
             &json!({"audience": cr.audience, "google_jwks": cr.args.google_jwks, "no_auth": cr.args.no_auth}),
         ),
-        _ => Reply::error(
-            404,
-            "not_found",
-            &format!("no control {} {}", req.method, req.path),
-        ),
+        _ => Reply::no_control(&req),
     };
     reply.into()
 }
@@ -231,24 +227,17 @@ pub async fn serve(args: Args) -> Result<()> {
         counters: Counters::new(&["requests", "accepted"]),
         args,
     });
+    let banner = Some(format!("audience {}", cr.audience));
     let faults = Arc::clone(&cr.faults);
-    let http = server::spawn_main(
-        main,
+    server::serve_until_ctrl_c(
+        TAG,
+        (main, control),
+        cr,
         faults,
-        server::handler(Arc::clone(&cr), handle_main),
-        TAG,
-    )?;
-    let control = server::spawn_control(
-        control,
-        server::handler(Arc::clone(&cr), handle_control),
-        TAG,
-    )?;
-    eprintln!("[{TAG}] audience {}", cr.audience);
-    server::announce(http, control);
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for ctrl-c")?;
-    Ok(())
+        (handle_main, handle_control),
+        banner,
+    )
+    .await
 }
 
 /// `main` of the binary.

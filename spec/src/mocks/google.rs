@@ -747,11 +747,7 @@ async fn handle_control(g: Arc<Google>, req: Req) -> Outcome {
                     "sts_jwt_audience": g.args.sts_jwt_audience.clone().unwrap_or_else(|| format!("https:{}", g.args.sts_audience)),
                     "iam_path": format!("{IAM_PREFIX}{}:generateIdToken", g.args.client_email)}),
         ),
-        _ => Reply::error(
-            404,
-            "not_found",
-            &format!("no control {} {}", req.method, req.path),
-        ),
+        _ => Reply::no_control(&req),
     };
     reply.into()
 }
@@ -808,24 +804,17 @@ pub async fn serve(args: Args) -> Result<()> {
         counters: Counters::new(&["identity", "token", "certs", "sts", "iam"]),
         args,
     });
+    let banner = Some(format!("token url {}", g.token_url));
     let faults = Arc::clone(&g.faults);
-    let http = server::spawn_main(
-        main,
+    server::serve_until_ctrl_c(
+        TAG,
+        (main, control),
+        g,
         faults,
-        server::handler(Arc::clone(&g), handle_main),
-        TAG,
-    )?;
-    let control = server::spawn_control(
-        control,
-        server::handler(Arc::clone(&g), handle_control),
-        TAG,
-    )?;
-    eprintln!("[{TAG}] token url {}", g.token_url);
-    server::announce(http, control);
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for ctrl-c")?;
-    Ok(())
+        (handle_main, handle_control),
+        banner,
+    )
+    .await
 }
 
 /// `main` of the binary.

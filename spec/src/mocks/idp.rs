@@ -4,7 +4,7 @@
 use super::common::{key_fits, mint_token, now, obj, Counters};
 use super::server::{self, common_control, generic_fault, Faults, Outcome, Reply, Req};
 use crate::jose::{Alg, KeyKind, SigningKey};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use base64::Engine;
 use clap::Parser;
 use serde_json::{json, Value};
@@ -523,11 +523,7 @@ async fn handle_control(idp: Arc<Idp>, req: Req) -> Outcome {
                 "identity_path": format!("{}/identity", idp.base_path),
             }),
         ),
-        _ => Reply::error(
-            404,
-            "not_found",
-            &format!("no control {} {}", req.method, req.path),
-        ),
+        _ => Reply::no_control(&req),
     };
     reply.into()
 }
@@ -570,24 +566,17 @@ pub async fn serve(args: Args) -> Result<()> {
         counters: Counters::new(&["discovery", "jwks", "token", "identity"]),
         args,
     });
+    let banner = Some(format!("issuer {}", idp.issuer));
     let faults = Arc::clone(&idp.faults);
-    let http = server::spawn_main(
-        main,
+    server::serve_until_ctrl_c(
+        TAG,
+        (main, control),
+        idp,
         faults,
-        server::handler(Arc::clone(&idp), handle_main),
-        TAG,
-    )?;
-    let control = server::spawn_control(
-        control,
-        server::handler(Arc::clone(&idp), handle_control),
-        TAG,
-    )?;
-    eprintln!("[{TAG}] issuer {}", idp.issuer);
-    server::announce(http, control);
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for ctrl-c")?;
-    Ok(())
+        (handle_main, handle_control),
+        banner,
+    )
+    .await
 }
 
 /// `main` of the binary.

@@ -97,6 +97,14 @@ impl Reply {
     pub fn error(status: u16, code: &str, why: &str) -> Reply {
         Reply::json(status, &json!({"error": code, "error_description": why}))
     }
+    /// 404 for a control route the mock does not have.
+    pub fn no_control(req: &Req) -> Reply {
+        Reply::error(
+            404,
+            "not_found",
+            &format!("no control {} {}", req.method, req.path),
+        )
+    }
     pub fn with_header(mut self, name: &str, value: &str) -> Reply {
         self.headers.push((name.to_string(), value.to_string()));
         self
@@ -483,6 +491,36 @@ pub async fn common_control(req: &Req, faults: &Faults, counters: &Counters) -> 
         _ => return None,
     };
     Some(reply)
+}
+
+/// Serves a mock until ctrl-c: `main` with `faults` through `on_main`, `control` through
+/// `on_control` (both given `state`); prints `[tag] banner` to stderr, if any, then the
+/// `listening` line.
+pub async fn serve_until_ctrl_c<S, M, MFut, C, CFut>(
+    tag: &'static str,
+    (main, control): (TcpListener, TcpListener),
+    state: Arc<S>,
+    faults: Arc<Faults>,
+    (on_main, on_control): (M, C),
+    banner: Option<String>,
+) -> Result<()>
+where
+    S: Send + Sync + 'static,
+    M: Fn(Arc<S>, Req) -> MFut + Send + Sync + 'static,
+    MFut: Future<Output = Outcome> + Send + 'static,
+    C: Fn(Arc<S>, Req) -> CFut + Send + Sync + 'static,
+    CFut: Future<Output = Outcome> + Send + 'static,
+{
+    let http = spawn_main(main, faults, handler(Arc::clone(&state), on_main), tag)?;
+    let control = spawn_control(control, handler(state, on_control), tag)?;
+    if let Some(banner) = banner {
+        eprintln!("[{tag}] {banner}");
+    }
+    announce(http, control);
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for ctrl-c")?;
+    Ok(())
 }
 
 /// Prints the `listening http=... control=...` line and flushes stdout.

@@ -7,6 +7,7 @@ use super::engine::Engine;
 use super::http;
 use super::nginx::NginxGateway;
 use super::process::{repo_root, SpecProcess};
+use crate::http1;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -507,11 +508,7 @@ pub struct Recorded {
 impl Recorded {
     /// First value of a header.
     pub fn header(&self, name: &str) -> Option<&str> {
-        let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.as_str())
+        http1::text_header(&self.headers, name)
     }
 }
 
@@ -687,33 +684,19 @@ fn serve_one(stream: std::net::TcpStream, ctx: &Ctx<'_>, tls: Tls) -> Result<()>
 }
 
 fn exchange<S: Conn>(mut s: S, ctx: &Ctx<'_>) -> Result<()> {
-    let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
-    let head_end = loop {
-        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break p + 4;
-        }
-        let n = s.read(&mut chunk)?;
-        if n == 0 {
-            bail!("closed before a request");
-        }
-        buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+    let (head, mut body) = match http1::read_request_head(&mut s, 1 << 20) {
+        Ok(read) => read,
+        Err(http1::ReadError::Closed(_)) => bail!("closed before a request"),
+        Err(e) => return Err(e.into()),
     };
-    let head = String::from_utf8_lossy(buf.get(..head_end).unwrap_or_default()).into_owned();
-    let mut lines = head.split("\r\n");
-    let mut first = lines.next().unwrap_or_default().split(' ');
-    let method = first.next().unwrap_or_default().to_string();
-    let target = first.next().unwrap_or_default().to_string();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
+    let (method, target) = (head.method, head.target);
+    let headers: Vec<(String, String)> = http1::text_headers(head.headers);
     let len: usize = headers
         .iter()
         .find(|(k, _)| k == "content-length")
         .and_then(|(_, v)| v.parse().ok())
         .unwrap_or(0);
-    let mut body = buf.get(head_end..).unwrap_or_default().to_vec();
     while body.len() < len {
         let n = s.read(&mut chunk)?;
         if n == 0 {

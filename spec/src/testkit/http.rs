@@ -1,6 +1,7 @@
 //! A tiny blocking HTTP/1.1 client for tests (one request per connection, with timeouts), plus URL
 //! and `application/x-www-form-urlencoded` helpers shared with the mock servers.
 
+use crate::http1;
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -63,11 +64,7 @@ pub struct Response {
 impl Response {
     /// First value of a header (name case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.as_str())
+        http1::text_header(&self.headers, name)
     }
     /// The body as (lossy) UTF-8.
     pub fn text(&self) -> String {
@@ -221,51 +218,20 @@ pub fn request(
 }
 
 fn read_response(stream: &mut TcpStream, head_only: bool) -> Result<Response, HttpError> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 16384];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-        if buf.len() > 1 << 20 {
-            return Err(HttpError::Other("response head over 1 MiB".into()));
-        }
-        let n = stream.read(&mut chunk).map_err(io_error)?;
-        if n == 0 {
-            return Err(HttpError::Closed(format!(
-                "EOF after {} bytes of head",
-                buf.len()
-            )));
-        }
-        buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
-    };
-    let head = String::from_utf8_lossy(buf.get(..head_end).unwrap_or_default()).into_owned();
-    let mut rest = buf.get(head_end + 4..).unwrap_or_default().to_vec();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| HttpError::Other(format!("bad status line {status_line:?}")))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let find = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
-    let no_body = head_only || status == 204 || status == 304 || (100..200).contains(&status);
+    let (head, mut rest) = http1::read_response_head(stream, 1 << 20).map_err(|e| match e {
+        http1::ReadError::Io(e) => io_error(e),
+        http1::ReadError::Closed(_) => HttpError::Closed(e.to_string()),
+        http1::ReadError::TooLarge => HttpError::Other("response head over 1 MiB".into()),
+        http1::ReadError::Parse(_) => HttpError::Other(e.to_string()),
+    })?;
+    let status = head.status;
+    let no_body = http1::bodiless(status, head_only);
     let body = if no_body {
         Vec::new()
-    } else if find("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
-    {
+    } else if http1::is_chunked(&head.headers) {
         read_to_end(stream, &mut rest)?;
         dechunk(&rest)?
-    } else if let Some(len) = find("content-length") {
+    } else if let Some(len) = http1::header(&head.headers, "content-length") {
         let len: usize = len
             .parse()
             .map_err(|_| HttpError::Other(format!("bad content-length {len}")))?;
@@ -274,6 +240,7 @@ fn read_response(stream: &mut TcpStream, head_only: bool) -> Result<Response, Ht
                 "body of {len} bytes is too large"
             )));
         }
+        let mut chunk = [0u8; 16384];
         while rest.len() < len {
             let n = stream.read(&mut chunk).map_err(io_error)?;
             if n == 0 {
@@ -290,6 +257,7 @@ fn read_response(stream: &mut TcpStream, head_only: bool) -> Result<Response, Ht
         read_to_end(stream, &mut rest)?;
         rest
     };
+    let headers = http1::text_headers(head.headers);
     Ok(Response {
         status,
         headers,
@@ -311,25 +279,13 @@ fn read_to_end(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), HttpErro
     }
 }
 
-fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, HttpError> {
+/// A whole chunked body (read to its end) decoded.
+fn dechunk(data: &[u8]) -> Result<Vec<u8>, HttpError> {
     let bad = |why: &str| HttpError::Closed(format!("bad chunked body: {why}"));
-    let mut out = Vec::new();
-    loop {
-        let line_end = data
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or_else(|| bad("no size line"))?;
-        let size_line =
-            String::from_utf8_lossy(data.get(..line_end).unwrap_or_default()).into_owned();
-        let size_hex = size_line.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_hex, 16).map_err(|_| bad("size"))?;
-        data = data.get(line_end + 2..).ok_or_else(|| bad("eof"))?;
-        if size == 0 {
-            return Ok(out);
-        }
-        out.extend_from_slice(data.get(..size).ok_or_else(|| bad("short chunk"))?);
-        data = data.get(size + 2..).ok_or_else(|| bad("eof after chunk"))?;
-    }
+    http1::Chunked::default()
+        .decode(data)
+        .map_err(|_| bad("size"))?
+        .ok_or_else(|| bad("eof"))
 }
 
 /// `GET url` with extra headers and the default timeout.

@@ -188,6 +188,16 @@ pub struct MockIdp {
     base_path: String,
 }
 
+impl IdpOptions {
+    /// The defaults, with access tokens for `audience` (`--token-audience`).
+    pub fn with_audience(audience: &str) -> IdpOptions {
+        IdpOptions {
+            token_audience: Some(audience.into()),
+            ..IdpOptions::default()
+        }
+    }
+}
+
 impl MockIdp {
     pub fn start(opts: IdpOptions) -> Result<MockIdp> {
         let mut args = vec![
@@ -539,6 +549,16 @@ pub struct CloudRun {
     pub process: SpecProcess,
     ctl: Controls,
     audience: String,
+}
+
+impl CloudRunOptions {
+    /// The defaults with `--no-auth`: an upstream that accepts every request and echoes it.
+    pub fn no_auth() -> CloudRunOptions {
+        CloudRunOptions {
+            no_auth: true,
+            ..CloudRunOptions::default()
+        }
+    }
 }
 
 impl CloudRun {

@@ -92,6 +92,15 @@ pub struct Stack {
 }
 
 impl Stack {
+    /// A default stack on `engine` whose filter config `config` edits.
+    pub fn with_config(engine: Engine, config: impl FnOnce(&mut Value) + 'static) -> Result<Stack> {
+        Stack::start(StackOptions {
+            engine,
+            config: Box::new(move |c, _| config(c)),
+            ..StackOptions::default()
+        })
+    }
+
     pub fn start(opts: StackOptions) -> Result<Stack> {
         let idp = MockIdp::start(IdpOptions {
             token_audience: Some(AUDIENCE.into()),
