@@ -100,6 +100,18 @@ fn rotation_new_kid_is_fetched_and_retired_key_refused(engine: Engine) -> Result
         refused,
         "a token of a retired key was still accepted everywhere"
     );
+    // Every worker's tick (1 s) adopts the refetched set, even one fetched in the same second
+    // as its own: after that, no worker accepts the retired key, cached or not.
+    std::thread::sleep(Duration::from_millis(2500));
+    for _ in 0..6 {
+        let resp = stack.call(Some(&old))?;
+        assert_eq!(
+            resp.status,
+            401,
+            "retired key accepted after a tick: {}",
+            resp.text()
+        );
+    }
     Ok(())
 }
 

@@ -17,6 +17,7 @@ use crate::keys::cache::{
     MAX_COLD_FETCHES_PER_WORKER, REDISCOVERY_EVERY_SECS,
 };
 use crate::metrics::Metric;
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -89,8 +90,14 @@ impl Source {
 struct WorkerEntry {
     set: Rc<KeySet>,
     fetched_at: u64,
+    /// SHA-256 of the JWKS document, to tell two fetches of the same second apart.
+    digest: [u8; 32],
     jwks_uri: String,
     checked_at_ms: u64,
+}
+
+fn digest(jwks_json: &[u8]) -> [u8; 32] {
+    Sha256::digest(jwks_json).into()
 }
 
 /// How one route fetches and keeps keys: its configuration, read once.
@@ -466,6 +473,7 @@ impl KeyCache {
             WorkerEntry {
                 set: set.clone(),
                 fetched_at: now,
+                digest: digest(body),
                 jwks_uri: jwks_uri.to_string(),
                 checked_at_ms: host.now_ms(),
             },
@@ -527,18 +535,32 @@ impl KeyCache {
     }
 
     /// Adopts keys another worker stored when they are newer than ours.
+    /// The shared entry replaces ours when it was fetched later, or in the same second with
+    /// other content: the shared copy is the last one written, and a key retired by a rotation
+    /// must leave every worker, not only the one that refetched.
     fn sync_from_shared(&mut self, host: &mut dyn Host, source: &Source) {
         let now_ms = host.now_ms();
-        let ours = self.entries.get(&source.id).map(|e| e.fetched_at);
+        let ours = self
+            .entries
+            .get(&source.id)
+            .map(|e| (e.fetched_at, e.digest));
         if let Ok(Slot::Ours(record)) = shared::read(host, &source.shared.entry) {
             if let Some(entry) = JwksEntry::decode(&record.payload) {
-                if ours.is_none_or(|fetched| entry.fetched_at > fetched) {
+                let newer = match ours {
+                    None => true,
+                    Some((fetched_at, _)) if entry.fetched_at != fetched_at => {
+                        entry.fetched_at > fetched_at
+                    }
+                    Some((_, ours)) => digest(&entry.jwks_json) != ours,
+                };
+                if newer {
                     if let Ok(set) = KeySet::parse(&entry.jwks_json) {
                         self.entries.insert(
                             source.id.clone(),
                             WorkerEntry {
                                 set: Rc::new(set),
                                 fetched_at: entry.fetched_at,
+                                digest: digest(&entry.jwks_json),
                                 jwks_uri: entry.jwks_uri,
                                 checked_at_ms: now_ms,
                             },

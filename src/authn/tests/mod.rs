@@ -230,6 +230,40 @@ fn another_worker_adopts_keys_from_shared_data() {
 }
 
 #[test]
+fn a_rotation_refetched_in_the_same_second_reaches_the_other_worker() {
+    let (idp, route, mut host) = (Idp::new(), route(json!({})), FakeHost::at(NOW));
+    let (mut first, mut second) = (Worker::new(1), Worker::new(2));
+    let old = idp.token("k1", json!({}));
+    cold(&mut host, &route, &mut first, &idp, &old);
+    let (_, step) = start(&mut host, &route, &mut second, &old);
+    assert_eq!(
+        allowed_user(&step),
+        Some("ada"),
+        "the second worker caches k1's grant"
+    );
+    // Still at NOW: the first worker refetches for a new kid, and k1 leaves the JWKS.
+    let rotated = Idp::new();
+    let new = rotated.token("k9", json!({"sub": "new"}));
+    let (request, _) = start(&mut host, &route, &mut first, &new);
+    let (t, _) = last_callout(&host);
+    let step = request.unwrap().on_callout(
+        &mut cx(&mut host, &route, &mut first),
+        t,
+        &ok(&rotated.jwks("k9")),
+    );
+    assert_eq!(allowed_user(&step), Some("new"));
+    // Half a second later, same whole second: the second worker's tick adopts the new set.
+    host.now_ms += 500;
+    RootJobs::default().tick(&mut cx(&mut host, &route, &mut second));
+    let (_, step) = start(&mut host, &route, &mut second, &old);
+    assert_eq!(
+        step,
+        Step::Deny(AuthError::UnknownKey),
+        "k1 retired everywhere"
+    );
+}
+
+#[test]
 fn failed_cold_fetch_is_503_and_backs_off() {
     let (idp, route, mut worker, mut host) = setup();
     let token = idp.token("k1", json!({}));
