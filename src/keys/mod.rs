@@ -546,21 +546,22 @@ impl KeyCache {
             .map(|e| (e.fetched_at, e.digest));
         if let Ok(Slot::Ours(record)) = shared::read(host, &source.shared.entry) {
             if let Some(entry) = JwksEntry::decode(&record.payload) {
-                let newer = match ours {
-                    None => true,
-                    Some((fetched_at, _)) if entry.fetched_at != fetched_at => {
-                        entry.fetched_at > fetched_at
+                // The shared document's digest, when it is to replace ours (hashed once).
+                let replacing = match ours {
+                    Some((fetched_at, _)) if entry.fetched_at < fetched_at => None,
+                    Some((fetched_at, ours)) if entry.fetched_at == fetched_at => {
+                        Some(digest(&entry.jwks_json)).filter(|theirs| *theirs != ours)
                     }
-                    Some((_, ours)) => digest(&entry.jwks_json) != ours,
+                    _ => Some(digest(&entry.jwks_json)),
                 };
-                if newer {
+                if let Some(digest) = replacing {
                     if let Ok(set) = KeySet::parse(&entry.jwks_json) {
                         self.entries.insert(
                             source.id.clone(),
                             WorkerEntry {
                                 set: Rc::new(set),
                                 fetched_at: entry.fetched_at,
-                                digest: digest(&entry.jwks_json),
+                                digest,
                                 jwks_uri: entry.jwks_uri,
                                 checked_at_ms: now_ms,
                             },

@@ -175,6 +175,22 @@ fn cold_request(
     (request, step)
 }
 
+/// The IdP rotates to a new key `k9` (the old ones leave its JWKS): a token of `sub` "new" makes
+/// `worker` refetch, answered with the new JWKS. Returns that request's final step.
+fn rotate_to_k9(host: &mut FakeHost, route: &Route, worker: &mut Worker) -> Step {
+    let rotated = Idp::new();
+    let (request, _) = start(
+        host,
+        route,
+        worker,
+        &rotated.token("k9", json!({"sub": "new"})),
+    );
+    let (t, _) = last_callout(host);
+    request
+        .unwrap()
+        .on_callout(&mut cx(host, route, worker), t, &ok(&rotated.jwks("k9")))
+}
+
 fn allowed_user(step: &Step) -> Option<&str> {
     match step {
         Step::Allow(edits) => edits
@@ -242,15 +258,7 @@ fn a_rotation_refetched_in_the_same_second_reaches_the_other_worker() {
         "the second worker caches k1's grant"
     );
     // Still at NOW: the first worker refetches for a new kid, and k1 leaves the JWKS.
-    let rotated = Idp::new();
-    let new = rotated.token("k9", json!({"sub": "new"}));
-    let (request, _) = start(&mut host, &route, &mut first, &new);
-    let (t, _) = last_callout(&host);
-    let step = request.unwrap().on_callout(
-        &mut cx(&mut host, &route, &mut first),
-        t,
-        &ok(&rotated.jwks("k9")),
-    );
+    let step = rotate_to_k9(&mut host, &route, &mut first);
     assert_eq!(allowed_user(&step), Some("new"));
     // Half a second later, same whole second: the second worker's tick adopts the new set.
     host.now_ms += 500;
@@ -370,19 +378,7 @@ fn rotated_key_is_fetched_and_old_cache_entries_die() {
     let (idp, route, mut worker, mut host) = setup();
     let old = idp.token("k1", json!({}));
     cold(&mut host, &route, &mut worker, &idp, &old);
-    let rotated = Idp::new();
-    let (request, _) = start(
-        &mut host,
-        &route,
-        &mut worker,
-        &rotated.token("k9", json!({"sub": "new"})),
-    );
-    let (t, _) = last_callout(&host);
-    let step = request.unwrap().on_callout(
-        &mut cx(&mut host, &route, &mut worker),
-        t,
-        &ok(&rotated.jwks("k9")),
-    );
+    let step = rotate_to_k9(&mut host, &route, &mut worker);
     assert_eq!(allowed_user(&step), Some("new"));
     let (_, step) = start(&mut host, &route, &mut worker, &old);
     assert_eq!(
