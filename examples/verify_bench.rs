@@ -1,5 +1,5 @@
 //! Signature micro-benchmark: `signature::verify` per algorithm on the node-oidc-provider sample
-//! tokens (`vectors/idp/node-oidc-provider/samples`), `Jwk::from_value` (key parse +
+//! tokens (`../shared/vectors/idp/node-oidc-provider/samples`, compiled in), `Jwk::from_value` (key parse +
 //! precomputation) per key type, and both together (the first verification with a new key).
 //! Runs natively (also timing OpenSSL on the same key, signature and message) and as a WASI
 //! command in wasmtime:
@@ -23,8 +23,9 @@ use cloudrun_oidc::jose::jwk::Jwk;
 use cloudrun_oidc::jose::signature;
 use serde_json::Value;
 
-const JWKS: &str = include_str!("../vectors/idp/node-oidc-provider/samples/jwks.json");
-const TOKENS: &str = include_str!("../vectors/idp/node-oidc-provider/samples/tokens.json");
+const JWKS: &str = include_str!("../../shared/vectors/idp/node-oidc-provider/samples/jwks.json");
+const TOKENS: &str =
+    include_str!("../../shared/vectors/idp/node-oidc-provider/samples/tokens.json");
 
 /// µs per call of `f`: the fastest of batches of about 5 ms run for about `budget` (the
 /// minimum is the figure least disturbed by other load on a shared machine).

@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
-"""Seed corpora for the fuzz targets, taken from vectors/ and tests/config_corpus/.
+"""Seed corpora for the fuzz targets, taken from the public test data and tests/config_corpus/.
 
-Writes fuzz/seeds/<target>/<sha1 of content> (libFuzzer's naming), small and deterministic:
-re-running gives the same files. Seeds are committed; `make fuzz` re-runs this first.
+  python3 fuzz/make_seeds.py [OUT]
 
-  token      compact JWS strings found anywhere in vectors/ (the node-oidc-provider samples and
+Writes OUT/<target>/<sha1 of content> (libFuzzer's naming; OUT defaults to fuzz/seeds), small and
+deterministic: re-running gives the same files. The public test data is read from VECTORS_DIR, else
+../shared/vectors beside the repository; seeds are derived from it, so they are never committed:
+`make fuzz` and tests/fuzz_seeds.rs run this first.
+
+  token      compact JWS strings found anywhere in the vectors (the node-oidc-provider samples and
              the jwt_tool attacks on them first: they reach the signature step of the fixed world)
   jwks       JWKS documents (objects with a "keys" array), and single JWKs wrapped in one
   discovery  discovery documents (objects with "jwks_uri" or "issuer")
@@ -22,8 +26,8 @@ import shutil
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VECTORS = os.path.join(ROOT, "vectors")
-OUT = os.path.join(ROOT, "fuzz", "seeds")
+VECTORS = os.environ.get("VECTORS_DIR") or os.path.join(os.path.dirname(ROOT), "shared", "vectors")
+OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "fuzz", "seeds")
 MAX_SEED_BYTES = 16 * 1024
 MAX_PER_TARGET = {"token": 400, "jwks": 150, "discovery": 80, "config": 120, "claims": 150, "extractor": 60}
 JWS = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*$")
@@ -72,6 +76,8 @@ def json_files():
 
 
 def main():
+    if not os.path.isfile(os.path.join(VECTORS, "README.md")):
+        sys.exit(f"make_seeds: the public test data is not at {VECTORS} (../shared/vectors or VECTORS_DIR)")
     found = {t: [] for t in MAX_PER_TARGET}
     for rel in json_files():
         try:

@@ -1,4 +1,5 @@
-//! The fuzz targets' short version for `make test`: every committed seed (`fuzz/seeds/<target>/`)
+//! The fuzz targets' short version for `make test`: every seed (`fuzz/make_seeds.py` derives them
+//! from `../shared/vectors` and `tests/config_corpus/` into a temporary directory, once per run)
 //! and a few thousand deterministic mutations of them (xorshift: bit flips, interesting bytes,
 //! truncations, splices, chunk copies, and for tokens re-encoded header/payload edits) run
 //! through the same entry points `cargo fuzz` uses (`fuzz/src/harness.rs`), which panic when
@@ -14,7 +15,8 @@
 #[path = "../fuzz/src/harness.rs"]
 mod harness;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use base64::Engine;
 use cloudrun_oidc::jose::alg::Algorithm;
@@ -43,12 +45,47 @@ impl Rng {
     }
 }
 
+/// The seed corpora, written once per test process by `fuzz/make_seeds.py` (the same seeds
+/// `make fuzz` starts from; derived from the public vectors, so never committed).
+fn seed_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        remove_seed_dirs_of_finished_runs(tmp);
+        let out = tmp.join(format!("fuzz-seeds-{}", std::process::id()));
+        let run = std::process::Command::new("python3")
+            .arg(root.join("fuzz/make_seeds.py"))
+            .arg(&out)
+            .output()
+            .unwrap_or_else(|e| panic!("python3 fuzz/make_seeds.py: {e}"));
+        assert!(
+            run.status.success(),
+            "fuzz/make_seeds.py failed: {}{}",
+            String::from_utf8_lossy(&run.stdout),
+            String::from_utf8_lossy(&run.stderr)
+        );
+        out
+    })
+}
+
+/// `fuzz-seeds-<pid>` directories whose process is gone (a run per process keeps concurrent
+/// runs of this test apart).
+fn remove_seed_dirs_of_finished_runs(tmp: &Path) {
+    for entry in std::fs::read_dir(tmp).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name.strip_prefix("fuzz-seeds-") {
+            if !Path::new("/proc").join(pid).exists() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+}
+
 fn seeds(target: &str) -> Vec<Vec<u8>> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/seeds")
-        .join(target);
+    let dir = seed_dir().join(target);
     let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e} (run fuzz/make_seeds.py)", dir.display()))
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
         .collect();
     names.sort();

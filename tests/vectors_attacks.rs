@@ -1,4 +1,4 @@
-//! Attack and negative corpora (`vectors/attacks/`): jwt_tool output, golang-jwt, PyJWT and
+//! Attack and negative corpora (`../shared/vectors/attacks/`): jwt_tool output, golang-jwt, PyJWT and
 //! psychic-signature regressions, lua-resty-jwt-verification and nginx-auth-jwt token sets.
 //! Every attack token must be refused; the corpora's own valid tokens are accepted where the
 //! filter supports their algorithm (the others are documented differences).

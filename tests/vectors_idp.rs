@@ -1,4 +1,4 @@
-//! Real IdP artefacts (`vectors/idp/`): real Google and Azure AD v1 tokens at a pinned clock,
+//! Real IdP artefacts (`../shared/vectors/idp/`): real Google and Azure AD v1 tokens at a pinned clock,
 //! node-oidc-provider tokens for every algorithm, and every discovery/JWKS snapshot parsed.
 #![allow(
     clippy::unwrap_used,
@@ -143,7 +143,7 @@ fn node_oidc_provider_tokens_verify_for_every_algorithm() {
     assert_eq!(uri.to_string(), "http://127.0.0.1:3000/jwks");
 }
 
-/// Every `*.json` file under `vectors/idp/<dir>` whose name matches `filter`.
+/// Every `*.json` file under `../shared/vectors/idp/<dir>` whose name matches `filter`.
 fn files(dir: &str, filter: impl Fn(&str) -> bool) -> Vec<String> {
     let mut out: Vec<String> = std::fs::read_dir(vector_path(&format!("idp/{dir}")))
         .unwrap()

@@ -1,4 +1,4 @@
-//! RFC examples (`vectors/rfc/`): RFC 7515 Appendix A and E, the RFC 7520 JOSE cookbook (JWS
+//! RFC examples (`../shared/vectors/rfc/`): RFC 7515 Appendix A and E, the RFC 7520 JOSE cookbook (JWS
 //! and JWK chapters, RFC 7797) and RFC 8037 A.4 (Ed25519), each run through the filter's own
 //! verification path with the public half of the example key.
 #![allow(

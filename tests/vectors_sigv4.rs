@@ -1,4 +1,4 @@
-//! AWS's own Signature Version 4 test suite (`vectors/aws-sigv4/`, from botocore 1.35.0's sdist)
+//! AWS's own Signature Version 4 test suite (`../shared/vectors/aws-sigv4/`, from botocore 1.35.0's sdist)
 //! run through the filter's signer (`src/google/federation/sigv4.rs`): for every request, the canonical request,
 //! the string to sign and the `Authorization` value must be AWS's, byte for byte.
 //!
@@ -12,6 +12,8 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
 use cloudrun_oidc::google::federation::sigv4::{self, Credentials, Request};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -22,7 +24,7 @@ const SUITE_SESSION_TOKEN: &str =
     "6e86291e8372ff2a2260956d9b8aae1d763fbf315fa00fa31553b73ebf194267";
 
 fn suite() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("vectors/aws-sigv4")
+    common::vector_path("aws-sigv4")
 }
 
 /// Every case directory (one holding a `<name>.req`), recursively.

@@ -1,7 +1,7 @@
-//! Wycheproof (C2SP/wycheproof, `vectors/wycheproof/`): JWS and JWK tests through the filter's
+//! Wycheproof (C2SP/wycheproof, `../shared/vectors/wycheproof/`): JWS and JWK tests through the filter's
 //! own verification path; raw ECDSA-P1363, Ed25519, RSA PKCS#1 v1.5 and RSA-PSS tests through
 //! `jwk` + `signature`. Each test prints its counts and asserts them exactly, together with the
-//! exact list of vectors decided differently from their label (see `vectors/RESULTS.md`).
+//! exact list of vectors decided differently from their label (see `docs/VECTOR_RESULTS.md`).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -7,7 +7,8 @@
 //! [`token`] and [`jwks`]: **nothing is accepted that is not correctly signed by the fixed key
 //! set**, judged by an independent implementation (OpenSSL), not by the filter's own code.
 //!
-//! The fixed world is the node-oidc-provider sample (vectors/idp/node-oidc-provider/samples/):
+//! The fixed world is the node-oidc-provider sample (`../shared/vectors/idp/node-oidc-provider/samples/`
+//! beside the repository, compiled in):
 //! its JWKS (RSA-2048, RSA-3072, P-256, P-384, Ed25519), its issuer, the audiences of its 18
 //! real tokens, and a clock pinned at their issue time.
 #![allow(
@@ -40,13 +41,15 @@ use openssl::sign::{RsaPssSaltlen, Verifier};
 use serde_json::{Map, Value};
 
 /// The fixed key set (node-oidc-provider sample).
-pub const JWKS_JSON: &str = include_str!("../../vectors/idp/node-oidc-provider/samples/jwks.json");
+pub const JWKS_JSON: &str =
+    include_str!("../../../shared/vectors/idp/node-oidc-provider/samples/jwks.json");
 /// The tokens it signed, with `issuer` and `generated_at`.
 pub const TOKENS_JSON: &str =
-    include_str!("../../vectors/idp/node-oidc-provider/samples/tokens.json");
+    include_str!("../../../shared/vectors/idp/node-oidc-provider/samples/tokens.json");
 /// Its discovery document.
-pub const DISCOVERY_JSON: &str =
-    include_str!("../../vectors/idp/node-oidc-provider/samples/openid-configuration.json");
+pub const DISCOVERY_JSON: &str = include_str!(
+    "../../../shared/vectors/idp/node-oidc-provider/samples/openid-configuration.json"
+);
 
 /// The target names, as `cargo fuzz` knows them and as `fuzz/seeds/<name>/` is laid out.
 pub const TARGETS: [&str; 6] = [

@@ -13,6 +13,7 @@ use cloudrun_spec::engine_tests;
 use cloudrun_spec::testkit::engine::Engine;
 use cloudrun_spec::testkit::gateway::{Gateway, GatewayOpts};
 use cloudrun_spec::testkit::http::{self, Response};
+use cloudrun_spec::testkit::listeners::ClosedPort;
 use cloudrun_spec::testkit::mocks::{
     CloudRun, CloudRunOptions, GoogleOptions, IdpOptions, MintRequest, MockGoogle, MockIdp,
 };
@@ -214,7 +215,8 @@ fn token_endpoint_faults_give_503_then_recover(engine: Engine) -> Result<()> {
 fn google_callout_failures_give_503_and_name_the_dispatch_status(engine: Engine) -> Result<()> {
     // The metadata server's name does not resolve, or its port refuses; the token endpoint's
     // too. Valid callers get 503, nothing reaches Cloud Run, the log names the failure.
-    let port = closed_port()?;
+    let closed = ClosedPort::new()?;
+    let port = closed.port();
     let cases: [(GoogleMode, &str, Value); 4] = [
         (
             GoogleMode::Metadata,
@@ -260,12 +262,6 @@ fn google_callout_failures_give_503_and_name_the_dispatch_status(engine: Engine)
         );
     }
     Ok(())
-}
-
-/// A port nothing listens on (bound, then released).
-fn closed_port() -> Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
 }
 
 /// A loopback server that hands every accepted connection to `handle` on its accept thread;
@@ -385,7 +381,8 @@ fn dispatch_status_resolver_failure_on_callout_host(engine: Engine) -> Result<()
 }
 
 fn dispatch_status_broken_connection_refused_port(engine: Engine) -> Result<()> {
-    let port = closed_port()?;
+    let closed = ClosedPort::new()?;
+    let port = closed.port();
     dispatch_failure(
         engine,
         "broken connection",

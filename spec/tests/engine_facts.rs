@@ -260,10 +260,8 @@ fn a_root_context_starting_a_callout_from_a_call_answer_crashes_the_engine(
 fn callout_outcomes_read_as_on_the_engine(engine: Engine) -> Result<()> {
     // (target, path, expected `:status`, expected `:dispatch_status`): what a filter reads.
     let server = TestServer::start()?;
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let refused = format!("127.0.0.1:{closed}");
+    let closed = cloudrun_spec::testkit::listeners::ClosedPort::new()?;
+    let refused = closed.addr.to_string();
     let cases = [
         ("answered", server.addr.as_str(), "/ok", "200", "ok"),
         ("refused", refused.as_str(), "/ok", "-", "broken connection"),

@@ -381,13 +381,15 @@ fn fault_run_short(engine: Engine) -> Result<()> {
 
 engine_tests!(fault_run_short);
 
-/// `make fault-run`: minutes on `ENGINE` (default: Kong's engine).
+/// `make fault-run`: minutes on `ENGINE` (default: Kong's engine when `WASMX_NGINX` names one,
+/// else the stand-in).
 #[test]
 #[ignore = "long: run by `make fault-run`"]
 fn fault_run_long() -> Result<()> {
     let engine = match std::env::var("ENGINE") {
         Ok(e) if !e.is_empty() => Engine::parse(&e)?,
-        _ => Engine::Wasmx,
+        _ if std::env::var_os("WASMX_NGINX").is_some() => Engine::Wasmx,
+        _ => Engine::StandIn,
     };
     let summary = fault_run(
         engine,

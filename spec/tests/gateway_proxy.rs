@@ -57,11 +57,9 @@ fn a_request_body_reaches_the_filter_and_the_upstream() -> R {
 
 #[test]
 fn an_unreachable_upstream_is_502() -> R {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let addr = closed.local_addr()?;
-    drop(closed);
+    let closed = cloudrun_spec::testkit::listeners::ClosedPort::new()?;
     let gw = Gateway::start(&GatewayOpts::with_probe(probe_kong_yml(
-        &format!("http://{addr}"),
+        &format!("http://{}", closed.addr),
         &json!({}),
     ))?)?;
     assert_eq!(gw.get("/", &[])?.status, 502);

@@ -398,9 +398,8 @@ fn a_connection_closed_without_answer_has_no_status_and_dispatch_status_ok() -> 
 #[test]
 fn a_refused_connection_is_a_broken_connection() -> R {
     let server = TestServer::start()?;
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let addr = closed.local_addr()?.to_string();
-    drop(closed);
+    let closed = cloudrun_spec::testkit::listeners::ClosedPort::new()?;
+    let addr = closed.addr.to_string();
     let gw = gateway(&server, get(&addr, "/x"))?;
     let seen = probe_seen(&gw.get("/front", &[])?);
     assert_eq!(

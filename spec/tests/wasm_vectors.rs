@@ -12,7 +12,7 @@
 //! holds the workspace's. The first build takes a few minutes.
 
 use anyhow::{bail, Context, Result};
-use cloudrun_spec::testkit::process::repo_root;
+use cloudrun_spec::testkit::process::{repo_root, vectors_dir};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use wasmtime::{Engine, Linker, Module, Store};
@@ -81,8 +81,9 @@ fn build(root: &Path) -> Result<Vec<(String, PathBuf)>> {
     Ok(built)
 }
 
-/// Runs one libtest binary in wasmtime with the repository readable at its own path (the
-/// tests read `vectors/` through `CARGO_MANIFEST_DIR`). Exit status (`-1`: a trap, which is
+/// Runs one libtest binary in wasmtime with the repository and the public test data readable at
+/// their own paths (the tests find `../shared/vectors` through `CARGO_MANIFEST_DIR`, or through
+/// `VECTORS_DIR`, which is passed on). Exit status (`-1`: a trap, which is
 /// how a failed assertion ends in wasm32, where panics abort) and output.
 fn run(engine: &Engine, root: &Path, wasm: &Path) -> Result<(i32, String)> {
     let module = Module::from_file(engine, wasm).with_context(|| wasm.display().to_string())?;
@@ -92,13 +93,17 @@ fn run(engine: &Engine, root: &Path, wasm: &Path) -> Result<(i32, String)> {
     linker.define_unknown_imports_as_traps(&module)?;
     let out = MemoryOutputPipe::new(64 << 20);
     let root_str = root.to_str().context("repository path is not UTF-8")?;
+    let vectors = vectors_dir();
+    let vectors_str = vectors.to_str().context("vectors path is not UTF-8")?;
     let mut builder = WasiCtxBuilder::new();
     builder
         // --nocapture: a failed assertion aborts the module, so its message must be out already.
         .args(&["vectors.wasm", "--test-threads=1", "--nocapture"])
         .stdout(out.clone())
         .stderr(out.clone())
-        .preopened_dir(root, root_str, DirPerms::READ, FilePerms::READ)?;
+        .env("VECTORS_DIR", vectors_str)
+        .preopened_dir(root, root_str, DirPerms::READ, FilePerms::READ)?
+        .preopened_dir(&vectors, vectors_str, DirPerms::READ, FilePerms::READ)?;
     let mut store = Store::new(engine, builder.build_p1());
     let instance = linker.instantiate(&mut store, &module)?;
     let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;

@@ -1,4 +1,5 @@
-//! Shared helpers for the vector tests: loading files from `vectors/`, running a compact JWS
+//! Shared helpers for the vector tests: loading files from the public test data
+//! (`../shared/vectors`, beside the repository; never copied into it), running a compact JWS
 //! through the filter's own modules, and counting outcomes.
 #![allow(
     dead_code,
@@ -17,11 +18,29 @@ use cloudrun_oidc::jose::TokenError;
 use cloudrun_oidc::jose::{jwt, signature};
 use serde_json::{json, Value};
 
-/// `vectors/<rel>` of this repository.
+/// The public test data: `VECTORS_DIR` when set, else `../shared/vectors` beside the repository
+/// (spelled without `..`, so that the same path resolves inside a WASI preopen). A missing
+/// directory fails the test that needs it, saying where it looked: CI always has `../shared`.
+pub fn vectors_dir() -> PathBuf {
+    let dir = match std::env::var_os("VECTORS_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("the repository has a parent directory")
+            .join("shared/vectors"),
+    };
+    assert!(
+        dir.join("README.md").is_file(),
+        "the public test data is not at {} (../shared/vectors beside the repository, or \
+         VECTORS_DIR): the vector tests read it there",
+        dir.display()
+    );
+    dir
+}
+
+/// `<vectors>/<rel>`: see [`vectors_dir`].
 pub fn vector_path(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("vectors")
-        .join(rel)
+    vectors_dir().join(rel)
 }
 
 pub fn read_json(rel: &str) -> Value {

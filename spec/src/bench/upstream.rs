@@ -3,6 +3,7 @@
 //! that nothing needs installing; one worker, no access log.
 
 use anyhow::{bail, Context, Result};
+use cloudrun_spec::testkit::listeners::{Listeners, Share};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,12 +14,6 @@ pub struct PlainNginx {
     dir: PathBuf,
     /// `127.0.0.1:PORT`.
     pub addr: String,
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 fn conf(dir: &Path, port: u16) -> String {
@@ -43,9 +38,13 @@ impl PlainNginx {
     pub fn start(nginx: &Path, parent: &Path) -> Result<PlainNginx> {
         let dir = parent.join(format!("upstream-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("tmp"))?;
-        let port = free_port()?;
+        // Bound here and inherited by nginx: the port is ours from bind to use.
+        let listener = Listeners::bind(&[Share::Alone])?;
+        let port = listener.port(0)?;
         std::fs::write(dir.join("nginx.conf"), conf(&dir, port))?;
-        let child = Command::new(nginx)
+        let mut command = Command::new(nginx);
+        listener.hand_to(&mut command);
+        let child = command
             .arg("-p")
             .arg(&dir)
             .arg("-c")

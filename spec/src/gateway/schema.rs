@@ -1,8 +1,9 @@
 //! Filter lookup and configuration checks as Kong does them at load time: `DIR/<name>.wasm` must
 //! exist; with `DIR/<name>.meta.json`, an object `config` is validated against its draft-4
-//! `config_schema` and JSON-encoded for the filter; without it, `config` must be a string.
+//! `config_schema` ([`KongSchema`]: the two ways Kong's validator differs from a plain draft-4
+//! one) and JSON-encoded for the filter; without it, `config` must be a string.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,7 +11,147 @@ use std::path::{Path, PathBuf};
 /// A filter found in the filters directory.
 pub struct FilterMeta {
     pub wasm: PathBuf,
-    pub schema: Option<jsonschema::Validator>,
+    pub schema: Option<KongSchema>,
+}
+
+/// Empty containers beyond this many in one config are taken as written (the search below is
+/// exponential in them; real configs have a handful).
+const MAX_EMPTY_TABLES: usize = 10;
+
+/// A `config_schema` validated the way Kong 3.9 validates a filter's configuration
+/// (lua-resty-ljsonschema 1.2.0, draft 4 forced, `array_mt = false`):
+/// - the schema must itself be a valid draft-4 schema (else Kong refuses to start: "file contains
+///   invalid metadata");
+/// - `pattern` is a PCRE, matched unanchored on the bytes (Kong: `ngx.re.find(value, pattern,
+///   "jo")`), so `$` also matches before a final newline, unlike an ECMA-262 validator;
+/// - an empty table is valid as an array *or* an object: YAML's `[]` and `{}` both reach the
+///   validator as the same empty Lua table. A config passes when some reading of its empty
+///   containers as `[]` or `{}` passes.
+pub struct KongSchema {
+    validator: jsonschema::Validator,
+}
+
+impl KongSchema {
+    /// Compiles `schema` (a `config_schema` object).
+    pub fn new(schema: &Value) -> Result<KongSchema> {
+        jsonschema::draft4::meta::validate(schema)
+            .map_err(|e| anyhow!("config_schema is not a valid draft-4 schema: {e}"))?;
+        let validator = jsonschema::draft4::options()
+            .with_keyword("pattern", pcre_pattern)
+            .build(schema)
+            .map_err(|e| anyhow!("config_schema does not compile: {e}"))?;
+        Ok(KongSchema { validator })
+    }
+
+    /// What Kong says about `config`: nothing when it is valid, else one `path: message` per
+    /// error (of the config as written).
+    pub fn errors(&self, config: &Value) -> Vec<String> {
+        let as_written: Vec<String> = self
+            .validator
+            .iter_errors(config)
+            .map(|e| describe(&e))
+            .collect();
+        if as_written.is_empty() {
+            return as_written;
+        }
+        let mut empties = Vec::new();
+        empty_containers(config, &mut String::new(), &mut empties);
+        empties.truncate(MAX_EMPTY_TABLES);
+        let mut reading = config.clone();
+        for flips in 1u32..(1 << empties.len()) {
+            for (i, pointer) in empties.iter().enumerate() {
+                if let Some(slot) = reading.pointer_mut(pointer) {
+                    let original_is_array = config.pointer(pointer).is_some_and(Value::is_array);
+                    let flip = flips & (1 << i) != 0;
+                    *slot = if original_is_array != flip {
+                        Value::Array(Vec::new())
+                    } else {
+                        Value::Object(serde_json::Map::new())
+                    };
+                }
+            }
+            if self.validator.is_valid(&reading) {
+                return Vec::new();
+            }
+        }
+        as_written
+    }
+}
+
+/// JSON pointers of every empty array or object in `value`.
+fn empty_containers(value: &Value, at: &mut String, out: &mut Vec<String>) {
+    let len = at.len();
+    match value {
+        Value::Array(items) if items.is_empty() => out.push(at.clone()),
+        Value::Object(members) if members.is_empty() => out.push(at.clone()),
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                at.push_str(&format!("/{i}"));
+                empty_containers(item, at, out);
+                at.truncate(len);
+            }
+        }
+        Value::Object(members) => {
+            for (key, member) in members {
+                at.push('/');
+                at.push_str(&key.replace('~', "~0").replace('/', "~1"));
+                empty_containers(member, at, out);
+                at.truncate(len);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `pattern` as Kong matches it: PCRE2, unanchored, on the string's bytes.
+struct PcrePattern {
+    source: String,
+    regex: pcre2::bytes::Regex,
+}
+
+fn pcre_pattern<'a>(
+    _parent: &'a serde_json::Map<String, Value>,
+    value: &'a Value,
+    _location: jsonschema::paths::Location,
+) -> Result<Box<dyn for<'i> jsonschema::Keyword<'i>>, jsonschema::ValidationError<'a>> {
+    let source = value
+        .as_str()
+        .ok_or_else(|| jsonschema::ValidationError::custom("pattern is not a string"))?;
+    let regex = pcre2::bytes::RegexBuilder::new()
+        .jit_if_available(true)
+        .build(source)
+        .map_err(|e| jsonschema::ValidationError::custom(format!("pattern {source:?}: {e}")))?;
+    Ok(Box::new(PcrePattern {
+        source: source.to_string(),
+        regex,
+    }))
+}
+
+impl PcrePattern {
+    fn matches(&self, instance: &Value) -> bool {
+        match instance {
+            // A match error (PCRE's match limits) refuses, as Kong's validator does.
+            Value::String(text) => self.regex.is_match(text.as_bytes()).unwrap_or(false),
+            _ => true,
+        }
+    }
+}
+
+impl<'i> jsonschema::Keyword<'i> for PcrePattern {
+    fn validate(&self, instance: &'i Value) -> Result<(), jsonschema::ValidationError<'i>> {
+        if self.matches(instance) {
+            Ok(())
+        } else {
+            Err(jsonschema::ValidationError::custom(format!(
+                "{instance} does not match {:?}",
+                self.source
+            )))
+        }
+    }
+
+    fn is_valid(&self, instance: &'i Value) -> bool {
+        self.matches(instance)
+    }
 }
 
 /// Filters referenced by the configuration, loaded once.
@@ -100,9 +241,8 @@ impl Filters {
                 let schema = doc
                     .get("config_schema")
                     .with_context(|| format!("{}: no config_schema", meta.display()))?;
-                let validator = jsonschema::draft4::new(schema).map_err(|e| {
-                    anyhow::anyhow!("{}: invalid config_schema: {e}", meta.display())
-                })?;
+                let validator = KongSchema::new(schema)
+                    .with_context(|| format!("{}: invalid config_schema", meta.display()))?;
                 Some(validator)
             } else {
                 None
@@ -128,7 +268,7 @@ impl Filters {
                 let Some(schema) = &meta.schema else {
                     bail!("{at}.config: wrong type: expected a string (filter '{name}' has no config_schema in {name}.meta.json)");
                 };
-                let errors: Vec<String> = schema.iter_errors(value).map(|e| describe(&e)).collect();
+                let errors = schema.errors(value);
                 if !errors.is_empty() {
                     bail!("{at}.config: {}", errors.join("; "));
                 }

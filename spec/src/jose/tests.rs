@@ -4,7 +4,7 @@ use super::*;
 use serde_json::json;
 
 fn vector(path: &str) -> Value {
-    let file = crate::testkit::repo_root().join("vectors").join(path);
+    let file = crate::testkit::vectors_dir().join(path);
     let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     serde_json::from_str(&text).unwrap()
 }

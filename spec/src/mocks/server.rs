@@ -312,8 +312,26 @@ fn bind_addr(sa: SocketAddr) -> std::io::Result<TcpListener> {
         TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
+    // Shares the port with the holder of `spawn_main`, which keeps it ours while `refuse` has the
+    // listener closed.
+    socket.set_reuseport(true)?;
     socket.bind(sa)?;
     socket.listen(1024)
+}
+
+/// A socket bound to `addr` but never listening: connections to the port are refused while the
+/// listener is closed, yet no other socket can be bound to it (`SO_REUSEPORT` without
+/// `SO_REUSEADDR` admits only our own listener, and the kernel never picks the port for a
+/// `bind(0)` or an outgoing connection), so `refuse` can always re-bind.
+fn hold_port(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
 }
 
 /// Serves the main listener with faults (spawned; returns at once).
@@ -324,7 +342,9 @@ pub fn spawn_main(
     tag: &'static str,
 ) -> Result<SocketAddr> {
     let addr = listener.local_addr()?;
+    let holder = hold_port(addr).with_context(|| format!("holding port {addr}"))?;
     tokio::spawn(async move {
+        let _holder = holder;
         let mut listener = Some(listener);
         let mut rx = faults.state.subscribe();
         loop {

@@ -169,7 +169,7 @@ pub fn verify(
 mod tests {
     use super::*;
 
-    /// `get-vanilla` of the AWS SigV4 test suite (vectors/aws-sigv4).
+    /// `get-vanilla` of the AWS SigV4 test suite (../shared/vectors/aws-sigv4).
     #[test]
     fn accepts_the_aws_test_suite_example_and_refuses_changes() {
         let headers = vec![

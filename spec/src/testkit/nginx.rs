@@ -13,6 +13,7 @@ use super::dns::DnsServer;
 use super::engine::wasmx_nginx;
 use super::gateway::{probe_wasm, GatewayOpts};
 use super::http;
+use super::listeners::{Listeners, Share};
 use crate::gateway::kong_yml::{KongYml, Upstream};
 use crate::gateway::router::Table;
 use crate::gateway::schema::Filters;
@@ -92,13 +93,6 @@ impl Names {
             None => format!("{}:{}", upstream.host, upstream.port),
         }
     }
-}
-
-/// A free TCP port on 127.0.0.1 (free when asked; nginx binds it a moment later).
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// `'text'` for nginx.conf: backslashes and quotes escaped (nginx unescapes `\\` and `\'`).
@@ -339,49 +333,46 @@ impl NginxGateway {
         let nginx = wasmx_nginx()?;
         std::fs::create_dir_all(dir.join("tmp"))?;
         let names = dns_names(opts)?;
-        let mut last_error = anyhow!("nginx did not start");
-        // A port picked free may be taken before nginx binds it: try a few.
-        for _ in 0..5 {
-            let dns = DnsServer::start(names.clone())?;
-            let ports = (free_port()?, free_port()?);
-            let conf = nginx_conf(opts, dir, ports, &dns.addr, running_as_root())?;
-            std::fs::write(dir.join("nginx.conf"), &conf)?;
-            let error_log = dir.join("error.log");
-            let _ = std::fs::remove_file(&error_log);
-            let child = Command::new(&nginx)
-                .arg("-p")
-                .arg(dir)
-                .arg("-c")
-                .arg(dir.join("nginx.conf"))
-                .arg("-e")
-                .arg(&error_log)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .with_context(|| format!("spawn {}", nginx.display()))?;
-            let mut gateway = NginxGateway {
-                child,
-                dir: dir.to_path_buf(),
-                http: format!("127.0.0.1:{}", ports.0),
-                admin: format!("127.0.0.1:{}", ports.1),
-                error_log,
-                _dns: dns,
-                stopped: false,
-            };
-            match gateway.wait_ready() {
-                Ok(()) => return Ok(gateway),
-                Err(e) => {
-                    let log = gateway.log_lines().join("\n");
-                    gateway.stop();
-                    last_error = anyhow!("{e:#}\n{log}");
-                    if !log.contains("Address already in use") {
-                        break;
-                    }
-                }
+        let dns = DnsServer::start(names)?;
+        // Bound here and inherited by nginx: the ports are ours from bind to use.
+        let listeners = Listeners::bind(&[Share::ReusePort, Share::Alone])?;
+        let ports = (listeners.port(0)?, listeners.port(1)?);
+        let conf = nginx_conf(opts, dir, ports, &dns.addr, running_as_root())?;
+        std::fs::write(dir.join("nginx.conf"), &conf)?;
+        let error_log = dir.join("error.log");
+        let _ = std::fs::remove_file(&error_log);
+        let mut command = Command::new(&nginx);
+        command
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .arg("-e")
+            .arg(&error_log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        listeners.hand_to(&mut command);
+        let child = command
+            .spawn()
+            .with_context(|| format!("spawn {}", nginx.display()))?;
+        let mut gateway = NginxGateway {
+            child,
+            dir: dir.to_path_buf(),
+            http: format!("127.0.0.1:{}", ports.0),
+            admin: format!("127.0.0.1:{}", ports.1),
+            error_log,
+            _dns: dns,
+            stopped: false,
+        };
+        match gateway.wait_ready() {
+            Ok(()) => Ok(gateway),
+            Err(e) => {
+                let log = gateway.log_lines().join("\n");
+                gateway.stop();
+                Err(anyhow!("{e:#}\n{log}"))
             }
         }
-        Err(last_error)
     }
 
     fn wait_ready(&mut self) -> Result<()> {

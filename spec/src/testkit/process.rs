@@ -16,6 +16,26 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_default()
 }
 
+/// The public test data: `VECTORS_DIR` when set, else `../shared/vectors` beside the repository
+/// (the project keeps no copy). Panics, naming the place, when it is missing: a test that needs
+/// it fails instead of skipping (CI always has `../shared`).
+pub fn vectors_dir() -> PathBuf {
+    let dir = match std::env::var_os("VECTORS_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => repo_root()
+            .parent()
+            .map(|p| p.join("shared/vectors"))
+            .unwrap_or_default(),
+    };
+    assert!(
+        dir.join("README.md").is_file(),
+        "the public test data is not at {} (../shared/vectors beside the repository, or \
+         VECTORS_DIR)",
+        dir.display()
+    );
+    dir
+}
+
 /// Path of a binary of this crate built by cargo for the running test: integration tests live in
 /// `target/<profile>/deps/`, the binaries one level up.
 pub fn bin_path(name: &str) -> Result<PathBuf> {

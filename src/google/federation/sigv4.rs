@@ -1,6 +1,6 @@
 //! AWS Signature Version 4: canonical request, string to sign, signing key and the
 //! `Authorization` value, as AWS specifies them (checked against AWS's own test suite in
-//! `vectors/aws-sigv4`, see `tests/vectors_sigv4.rs`). Pure: the time comes in as a parameter.
+//! `../shared/vectors/aws-sigv4`, see `tests/vectors_sigv4.rs`). Pure: the time comes in as a parameter.
 //!
 //! Only header-based signing of requests whose path needs no normalisation is implemented;
 //! that is all Workload Identity Federation's `GetCallerIdentity` subject token needs.
