@@ -679,7 +679,7 @@ fn instance_trap_mid_traffic_is_500_never_200_and_the_other_route_survives(
     // A forged token is refused without any callout, so it never waits on a trapped instance.
     // The one way it could pass is the host's fail-open for a request paused on a callout whose
     // instance another request trapped (see
-    // `paused_request_fails_open_when_another_request_traps_the_instance`); every forged 200 must
+    // `a_paused_request_is_never_proxied_when_another_route_lacks_its_zone`); every forged 200 must
     // be one of those, logged by the host.
     let forged_admitted = orders.iter().filter(|(g, s)| !g && *s == 200).count();
     let fail_open = gateway.count_log("request goes on WITHOUT it");
@@ -982,15 +982,15 @@ fn crc32_colliding_shared_data_keys_never_mix_two_routes_keys(engine: Engine) ->
     Ok(())
 }
 
-/// KNOWN GAP (host semantics, reported): Kong proxies a request upstream when its filter cannot
-/// resume after a callout because the instance trapped (docs/KONG_HOST.md), and the stand-in does
-/// the same when *another* request traps the shared instance while this one is paused. Any
-/// request paused on a callout — a cold key fetch, an unknown-`kid` refetch (which any caller can
-/// trigger with a made-up `kid`), a Google mint — then reaches the upstream unauthenticated. Here
-/// a forged token with an unknown `kid` waits on its refetch (the JWKS endpoint hangs) while a
-/// request on a route whose `shm_namespace` has no zone traps the instance. Run with
-/// `cargo test -p cloudrun-spec --test e2e_faults -- --ignored`.
-fn paused_request_fails_open_when_another_request_traps_the_instance(engine: Engine) -> Result<()> {
+/// Kong proxies a request upstream, unverified, when its instance traps while it is paused on
+/// a callout (docs/KONG_HOST.md), and any caller can make a request pause (a made-up `kid`
+/// triggers a refetch). A route whose `shm_namespace` has no zone is the one trap the filter
+/// keeps, so it never probes a zone while a request of its instance is paused: here a forged
+/// token waits on its refetch (the JWKS endpoint hangs) while requests on the zoneless route
+/// come in on every worker. The paused request must end refused, and nothing reach the upstream.
+fn a_paused_request_is_never_proxied_when_another_route_lacks_its_zone(
+    engine: Engine,
+) -> Result<()> {
     let idp = MockIdp::start(IdpOptions::with_audience(AUDIENCE))?;
     let trap_idp = MockIdp::start(IdpOptions::default())?;
     let upstream = CloudRun::start(CloudRunOptions::no_auth())?;
@@ -1025,7 +1025,97 @@ fn paused_request_fails_open_when_another_request_traps_the_instance(engine: Eng
     idp.clear_fault()?;
     assert_ne!(statuses, vec![200], "a forged token reached the upstream");
     assert_eq!(upstream.counter("requests")?, before);
-    Ok(())
+    assert_eq!(gateway.count_log("request goes on WITHOUT it"), 0);
+    gateway.check_engine_log()
+}
+
+/// Lines of the host's error log that say an instance trapped (each host words it its own way).
+fn trap_lines(gateway: &Gateway, engine: Engine) -> usize {
+    match engine {
+        Engine::StandIn => gateway.count_log("instance trapped"),
+        Engine::Wasmx => gateway.count_log("could not resolve namespace"),
+    }
+}
+
+/// A route whose `shm_namespace` has no zone: each worker traps once at request start (500),
+/// then refuses without probing; left idle for a minute nothing ticks into the missing zone, no
+/// tick timer is added, and the log and memory stay flat; the other route keeps serving.
+fn a_missing_zone_left_idle_for_a_minute_stays_quiet(engine: Engine) -> Result<()> {
+    const IDLE: Duration = Duration::from_secs(60);
+    let idp = MockIdp::start(IdpOptions::with_audience(AUDIENCE))?;
+    let upstream = CloudRun::start(CloudRunOptions::no_auth())?;
+    let trap_idp = MockIdp::start(IdpOptions::default())?;
+    let gateway = trap_gateway(engine, &idp, &trap_idp, &upstream)?;
+    let _logs = DumpLogOnPanic(&gateway);
+    let valid = idp.mint(&MintRequest::new("RS256").claim("aud", AUDIENCE))?;
+    let forged = idp.mint(&MintRequest::new("RS256").claim("aud", AUDIENCE).attacker())?;
+    let trap_forged =
+        trap_idp.mint(&MintRequest::new("RS256").claim("aud", AUDIENCE).attacker())?;
+    let upstream_base = upstream.counter("requests")?;
+    let warm = eventually(RECOVERY, || {
+        Ok(call_path(&gateway, "/orders", Some(&valid))?.status == 200)
+    })?;
+    assert!(warm, "/orders never served");
+    let mut admitted = 1u64;
+    for _ in 0..8 {
+        let status = call_path(&gateway, "/trap", Some(&trap_forged))?.status;
+        assert_eq!(status, 500, "a route without its zone answers 500");
+    }
+    let traps = trap_lines(&gateway, engine);
+    assert!(
+        (1..=2).contains(&traps),
+        "8 requests on a route without its zone, 2 workers: {traps} traps (want one per worker at most)"
+    );
+    let armed = gateway.count_log("tick timer armed");
+    let errors_before = gateway.count_log("[error]");
+    let lines_before = gateway.stderr_lines().len();
+    let memory_before = gateway.memory()?["vm_rss_bytes"].as_u64().unwrap_or(0);
+
+    std::thread::sleep(IDLE);
+
+    let memory_after = gateway.memory()?["vm_rss_bytes"].as_u64().unwrap_or(0);
+    let lines_after = gateway.stderr_lines().len();
+    eprintln!(
+        "idle minute: log {lines_before} -> {lines_after} lines, RSS {memory_before} -> {memory_after} bytes, \
+         traps {traps}, tick timers armed {armed}"
+    );
+    assert_eq!(trap_lines(&gateway, engine), traps, "traps while idle");
+    assert_eq!(
+        gateway.count_log("[error]"),
+        errors_before,
+        "errors while idle"
+    );
+    assert_eq!(
+        gateway.count_log("tick timer armed"),
+        armed,
+        "tick timers added while idle"
+    );
+    if engine == Engine::StandIn {
+        // One timer per root (2 routes) per worker (2), armed at start: none added by the trap.
+        assert!(
+            armed <= 4,
+            "{armed} tick timers armed for 2 roots on 2 workers"
+        );
+    }
+    assert!(
+        memory_after < memory_before + 16 * 1024 * 1024,
+        "worker memory grew from {memory_before} to {memory_after} bytes while idle"
+    );
+
+    // The other route still answers, the broken one still refuses, forged tokens go nowhere.
+    assert_eq!(call_path(&gateway, "/orders", Some(&valid))?.status, 200);
+    admitted += 1;
+    assert_eq!(call_path(&gateway, "/orders", Some(&forged))?.status, 401);
+    assert_eq!(
+        call_path(&gateway, "/trap", Some(&trap_forged))?.status,
+        500
+    );
+    assert_eq!(
+        upstream.counter("requests")? - upstream_base,
+        admitted,
+        "the upstream saw a refused request"
+    );
+    gateway.check_engine_log()
 }
 
 engine_tests!(
@@ -1041,22 +1131,8 @@ engine_tests!(
     dispatch_status_reader_failure_then_recovers,
     idp_faults_during_an_unknown_kid_refetch_never_admit_it,
     instance_trap_mid_traffic_is_500_never_200_and_the_other_route_survives,
+    a_missing_zone_left_idle_for_a_minute_stays_quiet,
     log_injection_through_an_unverified_kid_is_escaped_and_capped,
     crc32_colliding_shared_data_keys_never_mix_two_routes_keys,
+    a_paused_request_is_never_proxied_when_another_route_lacks_its_zone,
 );
-
-mod paused_request_fails_open_when_another_request_traps_the_instance {
-    use super::*;
-
-    #[test]
-    #[ignore = "known gap: a paused request fails open when another request traps the instance"]
-    fn standin() -> Result<()> {
-        super::paused_request_fails_open_when_another_request_traps_the_instance(Engine::StandIn)
-    }
-
-    #[test]
-    #[ignore = "known gap: a paused request fails open when another request traps the instance"]
-    fn wasmx() -> Result<()> {
-        super::paused_request_fails_open_when_another_request_traps_the_instance(Engine::Wasmx)
-    }
-}

@@ -172,3 +172,55 @@ fn a_trap_in_a_tick_recreates_the_instance_and_ticks_go_on() -> R {
     assert_eq!(gw.get("/", &[])?.status, 200);
     Ok(())
 }
+
+/// ngx_wasm_module keeps a root's tick timer outside the instance: after a trap, the old timer
+/// keeps firing into the new instance, and a root that sets its period again in the new
+/// instance's `on_configure` starts a second timer (ngx_proxy_wasm.c,
+/// `ngx_proxy_wasm_create_context`; ngx_proxy_wasm_host.c, `set_tick_period`). Each trap adds one.
+#[test]
+fn a_root_that_arms_again_after_a_trap_gets_one_more_timer_per_trap() -> R {
+    let server = TestServer::start()?;
+    let config = json!({
+        "on_configure": [{"do": "set_tick_period", "ms": 200}],
+        "on_tick": [{"do": "mark", "value": "tick"}],
+        "on_request_headers": [{"do": "trap"}],
+    });
+    let gw = Gateway::start(
+        &GatewayOpts::with_probe(probe_kong_yml(&server.url(), &config))?.workers(1),
+    )?;
+    assert_eq!(gw.wait_log_count("tick timer armed", 1), 1);
+    for traps in 1..=3 {
+        assert_eq!(gw.get("/", &[])?.status, 500);
+        assert_eq!(
+            gw.wait_log_count("tick timer armed", 1 + traps),
+            1 + traps,
+            "after {traps} traps"
+        );
+    }
+    Ok(())
+}
+
+/// A root that only arms when it got `on_vm_start` (a new root, not one re-created after a
+/// trap) never has a second timer: its old timer ticks into the new instance, or stops when a
+/// tick re-created the instance (Kong then resets the root's period).
+#[test]
+fn a_root_that_does_not_arm_again_after_a_trap_never_gets_a_second_timer() -> R {
+    let server = TestServer::start()?;
+    let config = json!({
+        "on_vm_start": [{"do": "set_tick_period", "ms": 100}],
+        "on_tick": [{"do": "mark", "value": "tick"}],
+        "on_request_headers": [{"do": "trap"}],
+    });
+    let gw = Gateway::start(
+        &GatewayOpts::with_probe(probe_kong_yml(&server.url(), &config))?.workers(1),
+    )?;
+    assert_eq!(gw.wait_log_count("tick timer armed", 1), 1);
+    for _ in 0..3 {
+        assert_eq!(gw.get("/", &[])?.status, 500);
+        // Give the old timer a few periods to fire into the new instance.
+        std::thread::sleep(Duration::from_millis(350));
+    }
+    assert!(gw.count_log("instance trapped") >= 3);
+    assert_eq!(gw.count_log("tick timer armed"), 1);
+    Ok(())
+}

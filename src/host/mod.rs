@@ -10,6 +10,7 @@
 //! installs one that captures lines per thread, read back with `FakeHost::logged`.
 
 pub mod shared;
+pub mod zone;
 
 /// The real host: proxy-wasm contexts and hostcalls (wasm32 only).
 #[cfg(target_arch = "wasm32")]

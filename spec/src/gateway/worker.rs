@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -60,7 +60,9 @@ struct Worker {
     shared: Arc<Shared>,
     linker: Linker<HostState>,
     slots: RefCell<BTreeMap<String, Slot>>,
-    tickers: RefCell<BTreeSet<(String, u32)>>,
+    timers: RefCell<Timers>,
+    /// Tick timers started on this worker so far (each logged).
+    timers_armed: std::cell::Cell<u64>,
     root_tx: UnboundedSender<RootReply>,
 }
 
@@ -104,7 +106,9 @@ async fn run(
             return;
         }
     };
-    sync_tickers(&w);
+    for filter in w.shared.table.roots.keys() {
+        sync_timers(&w, filter, None);
+    }
     spawn_local(root_replies(w.clone(), root_rx));
     let _ = ready.send(Ok(()));
     while let Some(conn) = conns.recv().await {
@@ -136,73 +140,154 @@ fn start(id: usize, shared: Arc<Shared>, root_tx: UnboundedSender<RootReply>) ->
         shared,
         linker,
         slots: RefCell::new(slots),
-        tickers: RefCell::new(BTreeSet::new()),
+        timers: RefCell::new(Timers::default()),
+        timers_armed: std::cell::Cell::new(0),
         root_tx,
     })
 }
 
-/// Starts a ticker for every root that set a tick period and has none yet.
-fn sync_tickers(w: &Rc<Worker>) {
-    let mut wanted = Vec::new();
-    for (name, slot) in w.slots.borrow_mut().iter_mut() {
-        if let Some(inst) = slot.current(slot.generation) {
-            for (root, period) in inst.tick_periods() {
-                // A period of 0 means "no ticks".
-                if period > 0 {
-                    wanted.push((name.clone(), root, period));
-                }
+/// A root context's tick state as ngx_wasm_module keeps it (`ngx_proxy_wasm_exec_t`): its
+/// `tick_period`, read by each of its timers when it re-arms. It outlives the instance: after a
+/// trap, a request that re-creates the instance gets a new root exec while the old one's timers
+/// keep firing into the new instance (ngx_proxy_wasm.c, `ngx_proxy_wasm_create_context`); a tick
+/// that re-creates it reuses its own exec with `tick_period` reset to 0 ("replace pwexec
+/// instance"), so that timer stops after this tick unless the new instance sets a period again.
+#[derive(Debug, Default)]
+struct Rexec {
+    period_ms: std::cell::Cell<u32>,
+}
+
+/// Which root execs are current: for the instance generation seen last, by (filter, root).
+#[derive(Default)]
+struct Timers {
+    generation: HashMap<String, u64>,
+    current: HashMap<(String, u32), Rc<Rexec>>,
+}
+
+/// After any call into `filter`'s instance: if the instance was re-created, its roots get new
+/// execs (or `ticking`'s exec, reset, when a tick of it re-created the instance); then every
+/// `set_tick_period` the calls made sets its exec's period and starts a timer, as
+/// ngx_proxy_wasm_host.c (`set_tick_period`) does for each non-zero period.
+fn sync_timers(w: &Rc<Worker>, filter: &str, ticking: Option<(u32, &Rc<Rexec>)>) {
+    let mut started = Vec::new();
+    {
+        let mut slots = w.slots.borrow_mut();
+        let Some(slot) = slots.get_mut(filter) else {
+            return;
+        };
+        let generation = slot.generation;
+        let mut timers = w.timers.borrow_mut();
+        if timers.generation.get(filter) != Some(&generation) {
+            timers.generation.insert(filter.to_string(), generation);
+            let roots: Vec<u32> = slot.root_ids().collect();
+            for root in roots {
+                let exec = match ticking {
+                    Some((r, exec)) if r == root => {
+                        exec.period_ms.set(0);
+                        exec.clone()
+                    }
+                    _ => Rc::new(Rexec::default()),
+                };
+                timers.current.insert((filter.to_string(), root), exec);
+            }
+        }
+        let Some(inst) = slot.current(generation) else {
+            return;
+        };
+        for (root, period) in inst.take_tick_arms() {
+            let exec = timers
+                .current
+                .entry((filter.to_string(), root))
+                .or_default()
+                .clone();
+            exec.period_ms.set(period);
+            if period > 0 {
+                started.push((root, period, exec));
             }
         }
     }
-    for (name, root, period) in wanted {
-        if w.tickers.borrow_mut().insert((name.clone(), root)) {
-            spawn_local(tick_loop(w.clone(), name, root, period));
+    for (root, period, exec) in started {
+        let armed = w.timers_armed.get() + 1;
+        w.timers_armed.set(armed);
+        log::emit(
+            "notice",
+            w.id,
+            None,
+            &format!("tick timer armed: filter {filter}, root {root}, every {period} ms (timers armed on this worker: {armed})"),
+        );
+        spawn_local(tick_timer(w.clone(), filter.to_string(), root, exec));
+    }
+}
+
+/// One timer (ngx_util.c `ngx_proxy_wasm_filter_tick_handler`): ticks, then re-arms with its
+/// exec's current period, or stops when that period is 0.
+async fn tick_timer(w: Rc<Worker>, filter: String, root_id: u32, exec: Rc<Rexec>) {
+    loop {
+        let period = exec.period_ms.get();
+        if period == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(u64::from(period))).await;
+        tick_once(&w, &filter, root_id, &exec);
+        if exec.period_ms.get() == 0 {
+            return;
         }
     }
 }
 
-async fn tick_loop(w: Rc<Worker>, filter: String, root_id: u32, period_ms: u32) {
-    let mut iv = tokio::time::interval(Duration::from_millis(u64::from(period_ms.max(1))));
-    iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    iv.tick().await;
-    loop {
-        iv.tick().await;
-        tick_once(&w, &filter, root_id);
-        sync_tickers(&w);
-    }
-}
-
-fn tick_once(w: &Rc<Worker>, filter: &str, root_id: u32) {
-    let mut slots = w.slots.borrow_mut();
-    let Some(slot) = slots.get_mut(filter) else {
-        return;
+fn tick_once(w: &Rc<Worker>, filter: &str, root_id: u32, exec: &Rc<Rexec>) {
+    let before = {
+        let mut slots = w.slots.borrow_mut();
+        let Some(slot) = slots.get_mut(filter) else {
+            return;
+        };
+        let before = slot.generation;
+        if let Err(e) = slot.ensure(&w.linker) {
+            log::emit(
+                "error",
+                w.id,
+                None,
+                &format!("tick_handler: no instance: {e:#}"),
+            );
+            return;
+        }
+        before
     };
-    if let Err(e) = slot.ensure(&w.linker) {
-        log::emit(
-            "error",
-            w.id,
-            None,
-            &format!("tick_handler: no instance: {e:#}"),
-        );
-        return;
+    let recreated = w
+        .slots
+        .borrow()
+        .get(filter)
+        .is_some_and(|slot| slot.generation != before);
+    sync_timers(w, filter, recreated.then_some((root_id, exec)));
+    {
+        let mut slots = w.slots.borrow_mut();
+        let Some(slot) = slots.get_mut(filter) else {
+            return;
+        };
+        if slot.disabled.contains(&root_id) {
+            return;
+        }
+        let generation = slot.generation;
+        let Some(inst) = slot.current(generation) else {
+            return;
+        };
+        let mut root_exec = Exec {
+            context_id: root_id,
+            root_id,
+            is_root: true,
+            ..Exec::default()
+        };
+        match inst.call(
+            &mut root_exec,
+            Step::Tick,
+            "proxy_on_tick",
+            &[root_id as i32],
+        ) {
+            Ok(called) => spawn_root_calls(w, &slot.filter, generation, root_id, called.new_calls),
+            Err(trap) => slot.trapped(root_id, Step::Tick, &trap),
+        }
     }
-    if slot.disabled.contains(&root_id) {
-        return;
-    }
-    let generation = slot.generation;
-    let Some(inst) = slot.current(generation) else {
-        return;
-    };
-    let mut exec = Exec {
-        context_id: root_id,
-        root_id,
-        is_root: true,
-        ..Exec::default()
-    };
-    match inst.call(&mut exec, Step::Tick, "proxy_on_tick", &[root_id as i32]) {
-        Ok(called) => spawn_root_calls(w, &slot.filter, generation, root_id, called.new_calls),
-        Err(trap) => slot.trapped(root_id, Step::Tick, &trap),
-    }
+    sync_timers(w, filter, None);
 }
 
 fn spawn_root_calls(
@@ -231,37 +316,43 @@ fn spawn_root_calls(
 
 async fn root_replies(w: Rc<Worker>, mut rx: UnboundedReceiver<RootReply>) {
     while let Some(reply) = rx.recv().await {
-        let mut slots = w.slots.borrow_mut();
-        let Some(slot) = slots.get_mut(reply.filter.as_ref()) else {
-            continue;
-        };
-        let Some(inst) = slot.current(reply.generation) else {
-            continue;
-        };
-        let (nh, bs) = counts(&reply.result);
-        let mut exec = Exec {
-            context_id: reply.root_id,
-            root_id: reply.root_id,
-            is_root: true,
-            call: Some(reply.result),
-            ..Exec::default()
-        };
-        let args = [reply.root_id as i32, reply.token as i32, nh, bs, 0];
-        match inst.call(
-            &mut exec,
-            Step::CallResponse,
-            "proxy_on_http_call_response",
-            &args,
-        ) {
-            Ok(called) => spawn_root_calls(
-                &w,
-                &slot.filter,
-                reply.generation,
-                reply.root_id,
-                called.new_calls,
-            ),
-            Err(trap) => slot.trapped(reply.root_id, Step::CallResponse, &trap),
-        }
+        let filter = reply.filter.clone();
+        root_reply(&w, reply);
+        sync_timers(&w, &filter, None);
+    }
+}
+
+fn root_reply(w: &Rc<Worker>, reply: RootReply) {
+    let mut slots = w.slots.borrow_mut();
+    let Some(slot) = slots.get_mut(reply.filter.as_ref()) else {
+        return;
+    };
+    let Some(inst) = slot.current(reply.generation) else {
+        return;
+    };
+    let (nh, bs) = counts(&reply.result);
+    let mut exec = Exec {
+        context_id: reply.root_id,
+        root_id: reply.root_id,
+        is_root: true,
+        call: Some(reply.result),
+        ..Exec::default()
+    };
+    let args = [reply.root_id as i32, reply.token as i32, nh, bs, 0];
+    match inst.call(
+        &mut exec,
+        Step::CallResponse,
+        "proxy_on_http_call_response",
+        &args,
+    ) {
+        Ok(called) => spawn_root_calls(
+            w,
+            &slot.filter,
+            reply.generation,
+            reply.root_id,
+            called.new_calls,
+        ),
+        Err(trap) => slot.trapped(reply.root_id, Step::CallResponse, &trap),
     }
 }
 
@@ -614,7 +705,7 @@ impl Req {
                     }
                 }
             };
-            sync_tickers(&self.w);
+            sync_timers(&self.w, &entry.filter, None);
             match created {
                 Some(ctx) => self.ctxs.push(ctx),
                 None => return Err(()),

@@ -89,10 +89,14 @@ fn add_integration(linker: &mut Linker<HostState>) -> Result<()> {
                 return Err(st.trap("can only set tick_period in root context"));
             }
             let root = st.exec.root_id;
-            if st.tick_periods.contains_key(&root) {
+            let period = period as u32;
+            // ngx_proxy_wasm_host.c (set_tick_period): only a second non-zero period traps; 0
+            // stops the timer after its next tick.
+            if period != 0 && st.tick_periods.get(&root).is_some_and(|p| *p != 0) {
                 return Err(st.trap("tick_period already set"));
             }
-            st.tick_periods.insert(root, period as u32);
+            st.tick_periods.insert(root, period);
+            st.tick_arms.push((root, period));
             Ok(OK)
         },
     )?;

@@ -258,8 +258,11 @@ pub struct HostState {
     pub world: Arc<World>,
     /// Plugin configuration of each root context id.
     pub root_configs: HashMap<u32, Vec<u8>>,
-    /// Tick periods set by root contexts (ms), read by the worker after each callback.
+    /// Tick periods set by root contexts (ms) in this instance: a second non-zero one traps.
     pub tick_periods: HashMap<u32, u32>,
+    /// Every `set_tick_period` call (root, ms), drained by the worker after each callback:
+    /// ngx_wasm_module starts a new timer for each non-zero one.
+    pub tick_arms: Vec<(u32, u32)>,
     pub exec: Exec,
     pub new_calls: Vec<NewCall>,
     pub wasi: WasiState,
@@ -276,6 +279,7 @@ impl HostState {
             world,
             root_configs: HashMap::new(),
             tick_periods: HashMap::new(),
+            tick_arms: Vec::new(),
             exec: Exec::default(),
             new_calls: Vec::new(),
             wasi: WasiState::default(),

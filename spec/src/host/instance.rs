@@ -124,6 +124,11 @@ impl FilterInstance {
         }
     }
 
+    /// The `set_tick_period` calls (root id, ms) since the last time this was asked.
+    pub fn take_tick_arms(&mut self) -> Vec<(u32, u32)> {
+        std::mem::take(&mut self.store.data_mut().tick_arms)
+    }
+
     /// Tick periods set so far (root id → ms).
     pub fn tick_periods(&self) -> BTreeMap<u32, u32> {
         self.store
@@ -216,6 +221,11 @@ impl Slot {
             &format!("panicked at {}: {} (instance trapped)", step.name(), trap.0),
         );
         self.instance = None;
+    }
+
+    /// The root context ids of this filter on this worker.
+    pub fn root_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.roots.iter().map(|r| r.root_id)
     }
 
     /// A fresh context id for an HTTP context.

@@ -19,6 +19,7 @@ pub const BUFFER_CALL_RESPONSE_BODY: u32 = 4;
 pub const BUFFER_PLUGIN_CONFIGURATION: u32 = 7;
 const STREAM_HTTP_REQUEST: u32 = 0;
 const METRIC_COUNTER: u32 = 0;
+const METRIC_GAUGE: u32 = 1;
 
 #[link(wasm_import_module = "env")]
 extern "C" {
@@ -83,6 +84,8 @@ extern "C" {
         return_id: *mut u32,
     ) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+    fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
+    fn proxy_get_metric(metric_id: u32, return_value: *mut u64) -> u32;
 }
 
 fn check(status: u32) -> Result<(), Status> {
@@ -241,6 +244,25 @@ pub fn define_counter(name: &str) -> Result<u32, Status> {
 pub fn increment_metric(id: u32, offset: i64) -> Result<(), Status> {
     // SAFETY: no pointers.
     check(unsafe { proxy_increment_metric(id, offset) })
+}
+
+pub fn define_gauge(name: &str) -> Result<u32, Status> {
+    let mut id = 0u32;
+    // SAFETY: as in `define_counter`.
+    check(unsafe { proxy_define_metric(METRIC_GAUGE, name.as_ptr(), name.len(), &mut id) })?;
+    Ok(id)
+}
+
+pub fn record_metric(id: u32, value: u64) -> Result<(), Status> {
+    // SAFETY: no pointers.
+    check(unsafe { proxy_record_metric(id, value) })
+}
+
+pub fn get_metric(id: u32) -> Result<u64, Status> {
+    let mut value = 0u64;
+    // SAFETY: the host writes the value to a local.
+    check(unsafe { proxy_get_metric(id, &mut value) })?;
+    Ok(value)
 }
 
 /// The ABI's header-map encoding: count, then (name len, value len) pairs, then NUL-terminated

@@ -5,7 +5,7 @@
 //! verification, instead of standing in a made-up time (the far future would make every token
 //! look expired, until one with an absurd `exp` comes along).
 
-use super::ffi;
+use super::{ffi, zone};
 use crate::host::{CalloutRequest, CalloutToken, Host, HostError, SharedSetError};
 use crate::metrics::Metric;
 use std::cell::{Cell, RefCell};
@@ -66,6 +66,18 @@ impl ProxyHost {
     }
 }
 
+/// Shared data of a namespace this instance has not proven is never touched: on Kong a missing
+/// zone traps, and only a request's start may risk that (see [`zone`]).
+fn require_proven(key: &str) -> Result<(), HostError> {
+    if zone::key_is_proven(key) {
+        return Ok(());
+    }
+    Err(HostError(
+        "shared data skipped: no request has proven its namespace's zone in this instance yet"
+            .to_string(),
+    ))
+}
+
 fn host_error(what: &str, status: ffi::Status) -> HostError {
     HostError(format!("{what} failed with host status {}", status.0))
 }
@@ -91,6 +103,7 @@ impl Host for ProxyHost {
     }
 
     fn shared_get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError> {
+        require_proven(key)?;
         ffi::get_shared_data(key).map_err(|s| host_error("get_shared_data", s))
     }
 
@@ -100,6 +113,7 @@ impl Host for ProxyHost {
         value: &[u8],
         cas: Option<u32>,
     ) -> Result<(), SharedSetError> {
+        require_proven(key).map_err(SharedSetError::Host)?;
         match ffi::set_shared_data(key, value, cas.unwrap_or(0)) {
             Ok(()) => Ok(()),
             Err(ffi::CAS_MISMATCH) => Err(SharedSetError::CasMismatch),

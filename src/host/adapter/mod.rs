@@ -10,9 +10,10 @@
 mod ffi;
 mod host;
 mod logger;
+mod zone;
 
 use crate::authn::{Request, RootJobs, Route, RouteState, Scope, Step, Worker};
-use crate::host::CalloutResponse;
+use crate::host::{CalloutResponse, Host};
 use crate::reject::{AuthError, BODY_CONTENT_TYPE, REALM};
 use crate::request::headers;
 use host::ProxyHost;
@@ -68,6 +69,9 @@ struct Root {
     route: Option<Rc<RouteState>>,
     jobs: RootJobs,
     ticking: bool,
+    /// Kong called `on_vm_start` for this root: it is a new root, not one re-created in an
+    /// instance that replaced a trapped one (see `on_configure`).
+    vm_started: bool,
 }
 
 impl Root {
@@ -77,6 +81,7 @@ impl Root {
             route: None,
             jobs: RootJobs::default(),
             ticking: false,
+            vm_started: false,
         }
     }
 }
@@ -105,6 +110,7 @@ impl RootContext for Root {
     fn on_vm_start(&mut self, _: usize) -> bool {
         let _ctx = logger::enter(self.id);
         log::info!("version {} started", crate::VERSION);
+        self.vm_started = true;
         true
     }
 
@@ -120,8 +126,11 @@ impl RootContext for Root {
         }
         self.route = Some(Rc::new(state));
         ProxyHost::define_metrics();
-        if !self.ticking {
-            // Only once per root context (Kong refuses a second call).
+        // Only new roots arm the tick. In an instance that replaced a trapped one, Kong keeps
+        // firing the old root's timer into this root: arming again would add a second timer
+        // per trap (the old one keeps running). Such a root ticks on the old timer, or not at
+        // all when Kong reset it; requests still fetch what they need.
+        if self.vm_started && !self.ticking {
             self.ticking = ffi::set_tick_period_ms(TICK_PERIOD_MS).is_ok();
         }
         // Never false: Kong would then proxy without the filter (fail-open).
@@ -133,6 +142,10 @@ impl RootContext for Root {
         let Some(RouteState::Ready(route)) = self.route.as_deref() else {
             return;
         };
+        // Background work waits until a request has proven the route's shared-data zone.
+        if !zone::is_proven(&route.config.shm_namespace) {
+            return;
+        }
         let mut host = match ProxyHost::at_callback_start() {
             Ok(host) => host,
             Err(e) => {
@@ -149,7 +162,7 @@ impl RootContext for Root {
             id,
             route: self.route.clone(),
             request: None,
-            paused: false,
+            paused: None,
             done: false,
         }))
     }
@@ -165,7 +178,8 @@ struct Http {
     /// `None` when Kong never configured this root: every request is refused.
     route: Option<Rc<RouteState>>,
     request: Option<Request>,
-    paused: bool,
+    /// Set while the request is paused on a callout (see `zone::PausedRequest`).
+    paused: Option<zone::PausedRequest>,
     /// A decision was applied; later callbacks change nothing.
     done: bool,
 }
@@ -205,6 +219,17 @@ impl Http {
                 )))
             }
         };
+        // The one host call that may trap by design: nothing of this instance is paused.
+        match zone::prove_for_request(&route.config.shm_namespace, host.now_ms()) {
+            Ok(()) => {}
+            Err(e @ zone::NotProven::Missing { .. }) => {
+                return self.finish(deny_internal(&e.to_string()))
+            }
+            Err(e @ zone::NotProven::Busy { .. }) => {
+                log::warn!("{e}; refusing the request (503)");
+                return self.finish(Step::Deny(AuthError::KeysUnavailable));
+            }
+        }
         let step = in_scope(&mut host, route, |cx| {
             let (request, step) = Request::start(cx, &pairs, path.as_deref());
             self.request = request;
@@ -249,7 +274,9 @@ impl Http {
     fn finish(&mut self, step: Step) -> Action {
         match step {
             Step::Wait => {
-                self.paused = true;
+                if self.paused.is_none() {
+                    self.paused = Some(zone::PausedRequest::new());
+                }
                 Action::Pause
             }
             Step::Allow(edits) => {
@@ -261,16 +288,14 @@ impl Http {
                     }
                 }
                 self.done = true;
-                if self.paused {
-                    self.paused = false;
-                    if ffi::resume_http_request().is_err() {
-                        return self.finish(deny_internal("resuming the request failed"));
-                    }
+                if self.paused.take().is_some() && ffi::resume_http_request().is_err() {
+                    return self.finish(deny_internal("resuming the request failed"));
                 }
                 Action::Continue
             }
             Step::Deny(error) => {
                 self.done = true;
+                self.paused = None;
                 let body = match &self.request {
                     Some(request) if !request.may_refuse_with_body() => RefusalBody::Omitted,
                     _ => RefusalBody::Generic,
