@@ -848,9 +848,10 @@ fn crc32_forge(prefix: &str, suffix_len: usize, target: u32) -> Option<String> {
 
 fn crc32_colliding_shared_data_keys_never_mix_two_routes_keys(engine: Engine) -> Result<()> {
     // Two routes, one issuer name, keys from two different IdPs. The JWKS URLs are chosen so
-    // that every shared-data key of one route (`cloudrun_oidc/jwks/jwks:<url>`, and the lease,
-    // unknown-kid and back-off keys built the same way) has the same CRC32 as the other's: the
-    // host stores both in one slot. Each route must still use only its own IdP's keys.
+    // that every shared-data key of one route (`cloudrun_oidc/jwks/jwks <url> direct`, and the
+    // lease, unknown-kid and back-off keys built the same way) has the same CRC32 as the other's:
+    // the host stores both in one slot. Each route must still use only its own IdP's keys.
+    // (Keys of equal length that collide still collide with a common suffix: CRC32 is affine.)
     let issuer = "https://collide.example/realms/one";
     let (a, b) = (
         MockIdp::start(IdpOptions::default())?,
@@ -858,7 +859,7 @@ fn crc32_colliding_shared_data_keys_never_mix_two_routes_keys(engine: Engine) ->
     );
     let upstream = CloudRun::start(CloudRunOptions::no_auth())?;
     let url_a = format!("{}?c={}", a.jwks_url(), "a".repeat(48));
-    let key = |url: &str| format!("cloudrun_oidc/jwks/jwks:{url}");
+    let key = |url: &str| format!("cloudrun_oidc/jwks/jwks {url}");
     let prefix_b = format!("{}?c=", b.jwks_url());
     let suffix_len = key(&url_a).len() - key(&prefix_b).len();
     let suffix = crc32_forge(
@@ -870,7 +871,7 @@ fn crc32_colliding_shared_data_keys_never_mix_two_routes_keys(engine: Engine) ->
     let url_b = format!("{prefix_b}{suffix}");
     assert_ne!(key(&url_a), key(&url_b));
     for kind in ["jwks", "jwks-lease", "jwks-kid", "jwks-fail"] {
-        let k = |u: &str| format!("cloudrun_oidc/{kind}/jwks:{u}");
+        let k = |u: &str| format!("cloudrun_oidc/{kind}/jwks {u} direct");
         assert_eq!(
             crc32fast::hash(k(&url_a).as_bytes()),
             crc32fast::hash(k(&url_b).as_bytes()),

@@ -16,8 +16,9 @@ use base64::Engine;
 use rsa::pkcs1v15::SigningKey;
 use rsa::pkcs8::DecodePrivateKey;
 use rsa::signature::{SignatureEncoding, Signer};
+use rsa::traits::PublicKeyParts;
 use rsa::RsaPrivateKey;
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use std::fmt;
 
 /// A token is never handed out with less than this much life left (seconds): it must still be
@@ -56,6 +57,9 @@ impl fmt::Display for IdTokenError {
 pub struct ServiceAccountKey {
     pub private_key_id: String,
     pub client_email: String,
+    /// SHA-256 of the public key (modulus and exponent): identifies the key material in cache
+    /// keys without revealing it.
+    pub fingerprint: [u8; 32],
     signer: SigningKey<Sha256>,
 }
 
@@ -80,6 +84,7 @@ impl ServiceAccountKey {
         Ok(ServiceAccountKey {
             private_key_id: private_key_id.to_string(),
             client_email: client_email.to_string(),
+            fingerprint: public_fingerprint(&key),
             signer: SigningKey::<Sha256>::new(key),
         })
     }
@@ -115,6 +120,16 @@ impl ServiceAccountKey {
             URL_SAFE_NO_PAD.encode(signature.to_bytes())
         ))
     }
+}
+
+/// SHA-256 over the public key's length-prefixed modulus and exponent.
+fn public_fingerprint(key: &RsaPrivateKey) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    for part in [key.n().to_bytes_be(), key.e().to_bytes_be()] {
+        hash.update((part.len() as u64).to_be_bytes());
+        hash.update(&part);
+    }
+    hash.finalize().into()
 }
 
 /// The metadata server call: `GET …/identity?audience=…&format=full` with `Metadata-Flavor`.

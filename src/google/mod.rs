@@ -31,11 +31,31 @@ pub struct GoogleSharedDataKeys {
 }
 
 impl GoogleSharedDataKeys {
+    /// Keys by everything that decides the token besides the audience: the metadata server
+    /// (`host[:port]`), the service account's key and `token_url`, or the whole external
+    /// account. Routes that would mint elsewhere or as someone else never share a token. The
+    /// source segment holds no `/`, so the audience after it is unambiguous; `sa#`/`wif#`
+    /// differ from earlier versions' `sa:`/`wif:`, whose keys named less.
     pub fn new(namespace: &str, config: &GoogleIdTokenConfig) -> GoogleSharedDataKeys {
         let source = match &config.source {
             GoogleSource::Metadata { host } => format!("metadata:{host}"),
-            GoogleSource::ServiceAccount { key, .. } => format!("sa:{}", key.client_email),
-            GoogleSource::ExternalAccount(account) => format!("wif:{}", account.service_account),
+            GoogleSource::ServiceAccount { key, token_url } => {
+                let fingerprint: String =
+                    key.fingerprint.iter().map(|b| format!("{b:02x}")).collect();
+                let identity = [
+                    key.client_email.as_str(),
+                    &key.private_key_id,
+                    &fingerprint,
+                    &token_url.to_string(),
+                ];
+                format!("sa#{}", federation::digest_fields(&identity))
+            }
+            GoogleSource::ExternalAccount(account) => {
+                format!(
+                    "wif#{}",
+                    federation::digest_fields(&account.minting_identity())
+                )
+            }
         };
         let federation = match &config.source {
             GoogleSource::ExternalAccount(account) => {

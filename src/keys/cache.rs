@@ -109,7 +109,7 @@ impl JwksEntry {
     }
 }
 
-/// Shared-data keys for one key source (`source` is the discovery or JWKS URL).
+/// Shared-data keys for one key source (`source` is its id, [`crate::keys::Source::id`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JwksSharedDataKeys {
     /// The cached JWKS entry.

@@ -27,9 +27,10 @@ const SHARED_RECHECK_MS: u64 = 1_000;
 /// Where one issuer's keys come from.
 #[derive(Debug)]
 pub struct Source {
-    /// Identifies the source across routes and workers: the JWKS URL, or the discovery URL
-    /// together with the issuer its document was checked against (keys found through one
-    /// issuer's discovery never serve another issuer, whoever fetched them first).
+    /// Identifies the source across routes and workers by everything that decides which keys
+    /// it yields: the JWKS or discovery URL, where its callouts go (`callout_host`), and for
+    /// discovery the issuer its document was checked against. Keys one route fetched never
+    /// serve a route that would have fetched elsewhere, whoever fetched them first.
     pub id: String,
     /// The issuer, for discovery checks and logs.
     pub issuer: String,
@@ -56,13 +57,21 @@ pub enum Origin {
 }
 
 impl Source {
-    /// A fetched source under `namespace`; `id` is the URL keys are fetched from, plus the
-    /// issuer for discovery (a URL has no spaces, so `discovery:<url> <issuer>` is unambiguous).
+    /// A fetched source under `namespace`. Its id is `<kind> <url> <route>` (+ ` <issuer>` for
+    /// discovery), `<route>` being `via <callout_host>` or `direct`: URLs and `host[:port]` have
+    /// no spaces, so the issuer, last, is unambiguous. Ids of earlier versions (`jwks:<url>`,
+    /// `discovery:<url> <issuer>`) have a `:` after the kind, so no id equals one of them.
     pub fn fetched(namespace: &str, issuer: &str, origin: Origin) -> Source {
+        let route = |upstream: &Option<String>| match upstream {
+            Some(host) => format!("via {host}"),
+            None => "direct".to_string(),
+        };
         let id = match &origin {
-            Origin::Inline(_) => format!("inline:{issuer}"),
-            Origin::JwksUrl { url, .. } => format!("jwks:{url}"),
-            Origin::Discovery { url, .. } => format!("discovery:{url} {issuer}"),
+            Origin::Inline(_) => format!("inline {issuer}"),
+            Origin::JwksUrl { url, upstream } => format!("jwks {url} {}", route(upstream)),
+            Origin::Discovery { url, upstream } => {
+                format!("discovery {url} {} {issuer}", route(upstream))
+            }
         };
         Source {
             shared: JwksSharedDataKeys::new(namespace, &id),
@@ -70,6 +79,12 @@ impl Source {
             issuer: issuer.to_string(),
             origin,
         }
+    }
+
+    /// The key of this source in the worker's maps: its namespaced shared-data key, so the
+    /// worker's copy and the shared one are always the same source's.
+    fn cache_key(&self) -> &str {
+        &self.shared.entry
     }
 
     fn upstream_for(&self, url: &HttpUrl) -> String {
@@ -216,7 +231,7 @@ impl KeyCache {
         if let Origin::Inline(set) = &source.origin {
             return Some(set);
         }
-        let entry = self.entries.get(&source.id)?;
+        let entry = self.entries.get(source.cache_key())?;
         (policy.freshness(entry.fetched_at, now) != Freshness::Unusable).then_some(&*entry.set)
     }
 
@@ -236,14 +251,14 @@ impl KeyCache {
         let now_ms = host.now_ms();
         let recent = self
             .entries
-            .get(&source.id)
+            .get(source.cache_key())
             .is_some_and(|e| now_ms.saturating_sub(e.checked_at_ms) < SHARED_RECHECK_MS);
         if !recent {
             self.sync_from_shared(host, source);
         }
         let current = self
             .entries
-            .get(&source.id)
+            .get(source.cache_key())
             .map(|e| (e.set.clone(), settings.policy.freshness(e.fetched_at, now)));
         let spent = budget == FetchBudget::Spent;
         match current {
@@ -272,7 +287,10 @@ impl KeyCache {
             return Keys::Unavailable;
         }
         let now_ms = host.now_ms();
-        let in_flight = self.cold_started_ms.entry(source.id.clone()).or_default();
+        let in_flight = self
+            .cold_started_ms
+            .entry(source.cache_key().to_string())
+            .or_default();
         // A fetch whose request vanished never reports back: forget it after its lease time.
         in_flight.retain(|started| now_ms.saturating_sub(*started) < lease_ms);
         if in_flight.len() >= MAX_COLD_FETCHES_PER_WORKER {
@@ -303,7 +321,7 @@ impl KeyCache {
                 jwks_uri: url.to_string(),
             },
             // Refreshing keys found by discovery reuses their `jwks_uri`; a cold fetch rediscovers.
-            Origin::Discovery { .. } => match (keys, self.entries.get(&source.id)) {
+            Origin::Discovery { .. } => match (keys, self.entries.get(source.cache_key())) {
                 (
                     Keys::Fetch {
                         fallback: Some(_), ..
@@ -326,7 +344,7 @@ impl KeyCache {
         };
         if kind == FetchKind::Cold {
             self.cold_started_ms
-                .entry(source.id.clone())
+                .entry(source.cache_key().to_string())
                 .or_default()
                 .push(started_ms);
         }
@@ -469,7 +487,7 @@ impl KeyCache {
             jwks_uri
         );
         self.entries.insert(
-            source.id.clone(),
+            source.cache_key().to_string(),
             WorkerEntry {
                 set: set.clone(),
                 fetched_at: now,
@@ -519,7 +537,7 @@ impl KeyCache {
         if fetch.kind != FetchKind::Cold {
             return;
         }
-        if let Some(started) = self.cold_started_ms.get_mut(&source.id) {
+        if let Some(started) = self.cold_started_ms.get_mut(source.cache_key()) {
             if let Some(i) = started.iter().position(|s| *s == fetch.started_ms) {
                 started.swap_remove(i);
             }
@@ -542,7 +560,7 @@ impl KeyCache {
         let now_ms = host.now_ms();
         let ours = self
             .entries
-            .get(&source.id)
+            .get(source.cache_key())
             .map(|e| (e.fetched_at, e.digest));
         if let Ok(Slot::Ours(record)) = shared::read(host, &source.shared.entry) {
             if let Some(entry) = JwksEntry::decode(&record.payload) {
@@ -557,7 +575,7 @@ impl KeyCache {
                 if let Some(digest) = replacing {
                     if let Ok(set) = KeySet::parse(&entry.jwks_json) {
                         self.entries.insert(
-                            source.id.clone(),
+                            source.cache_key().to_string(),
                             WorkerEntry {
                                 set: Rc::new(set),
                                 fetched_at: entry.fetched_at,
@@ -571,7 +589,7 @@ impl KeyCache {
                 }
             }
         }
-        if let Some(e) = self.entries.get_mut(&source.id) {
+        if let Some(e) = self.entries.get_mut(source.cache_key()) {
             e.checked_at_ms = now_ms;
         }
     }
@@ -588,7 +606,7 @@ impl KeyCache {
         }
         self.sync_from_shared(host, source);
         let now = host.now_secs();
-        match self.entries.get(&source.id) {
+        match self.entries.get(source.cache_key()) {
             Some(e) => settings.policy.freshness(e.fetched_at, now) != Freshness::Fresh,
             None => true,
         }
@@ -597,7 +615,7 @@ impl KeyCache {
     /// For the tick: the stale set to keep if a background refresh fails.
     pub fn background_fetch(&self, source: &Source) -> Keys {
         Keys::Fetch {
-            fallback: self.entries.get(&source.id).map(|e| e.set.clone()),
+            fallback: self.entries.get(source.cache_key()).map(|e| e.set.clone()),
             kind: FetchKind::Leased,
         }
     }

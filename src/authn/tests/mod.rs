@@ -12,6 +12,7 @@ use openssl::rsa::Rsa;
 use openssl::sign::Signer;
 use serde_json::{json, Value};
 
+mod isolation;
 mod security;
 
 const ISSUER: &str = "https://idp.example/realms/prod";

@@ -185,14 +185,52 @@ impl ExternalAccount {
         })
     }
 
-    /// What identifies the federated identity (pool, STS, subject source): the key of the
-    /// cached STS access token.
-    pub fn identity(&self) -> String {
-        let source = match &self.source {
-            SubjectSource::Url(u) => format!("url {}", u.url),
-            SubjectSource::Aws(a) => format!("aws {}", a.credentials_url),
-        };
-        format!("{} {} {source}", self.audience, self.token_url)
+    /// Everything that decides the subject material (the key of the cached subject): where
+    /// it is fetched from, with which headers, and how the answer is read.
+    pub fn subject_identity(&self) -> Vec<String> {
+        match &self.source {
+            SubjectSource::Url(u) => {
+                let format = match &u.format {
+                    SubjectFormat::Text => "text".to_string(),
+                    SubjectFormat::Json { field } => format!("json {field}"),
+                };
+                let mut fields = vec!["url".to_string(), u.url.to_string(), format];
+                for (name, value) in &u.headers {
+                    fields.push(format!("{name}: {value}"));
+                }
+                fields
+            }
+            SubjectSource::Aws(a) => vec![
+                "aws".to_string(),
+                a.credentials_url.to_string(),
+                a.region_url.to_string(),
+                a.verification_url.clone(),
+                a.session_token_url
+                    .as_ref()
+                    .map_or_else(String::new, |u| u.to_string()),
+            ],
+        }
+    }
+
+    /// Everything that decides the STS access token (the key of the cached one): the pool,
+    /// the subject token type, STS itself, and the subject's [`Self::subject_identity`].
+    pub fn sts_identity(&self) -> Vec<String> {
+        let mut fields = vec![
+            "sts".to_string(),
+            self.audience.clone(),
+            self.subject_token_type.clone(),
+            self.token_url.to_string(),
+        ];
+        fields.extend(self.subject_identity());
+        fields
+    }
+
+    /// Everything that decides an ID token besides its audience: the STS token's identity
+    /// and the IAM endpoint (which names the impersonated service account).
+    pub fn minting_identity(&self) -> Vec<String> {
+        let mut fields = self.sts_identity();
+        fields.push(self.id_token_url.to_string());
+        fields
     }
 
     /// How many callouts one mint may take at most (subject token, exchange, ID token).
@@ -840,8 +878,8 @@ mod tests {
     fn identity_differs_by_pool_and_source() {
         let aws = ExternalAccount::parse(&aws_file()).unwrap();
         let azure = ExternalAccount::parse(&azure_file()).unwrap();
-        assert_ne!(aws.identity(), azure.identity());
-        assert!(aws.identity().contains(POOL));
+        assert_ne!(aws.sts_identity(), azure.sts_identity());
+        assert!(aws.sts_identity().iter().any(|f| f == POOL));
     }
 
     #[test]

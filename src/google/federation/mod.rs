@@ -50,30 +50,39 @@ pub struct FederationSharedDataKeys {
 }
 
 impl FederationSharedDataKeys {
-    /// Keys derived from the configuration only (pool, STS URL, subject source), hashed to a
-    /// fixed length; the full key is still stored and checked (CRC32 collisions).
+    /// Keys by everything that decides each cached value (see
+    /// [`ExternalAccount::sts_identity`], [`ExternalAccount::subject_identity`]: pool, STS,
+    /// subject URLs, `credential_source.headers` and format), hashed to a fixed length; the
+    /// full key is still stored and checked (CRC32 collisions).
     pub fn new(namespace: &str, account: &ExternalAccount) -> FederationSharedDataKeys {
-        let subject = match &account.source {
-            SubjectSource::Aws(a) => format!("aws {}", a.credentials_url),
-            SubjectSource::Url(u) => {
-                let mut id = format!("url {}", u.url);
-                for (name, value) in &u.headers {
-                    id.push_str(&format!("\n{name}: {value}"));
-                }
-                id
-            }
-        };
         FederationSharedDataKeys {
-            sts: format!("{namespace}/wif-sts/{}", digest(&account.identity())),
-            subject: format!("{namespace}/wif-subject/{}", digest(&subject)),
+            sts: format!(
+                "{namespace}/wif-sts/{}",
+                digest_fields(&account.sts_identity())
+            ),
+            subject: format!(
+                "{namespace}/wif-subject/{}",
+                digest_fields(&account.subject_identity())
+            ),
         }
     }
 }
 
-/// First 16 bytes of SHA-256, hex.
-fn digest(text: &str) -> String {
-    let hash = Sha256::digest(text.as_bytes());
-    hash.iter().take(16).map(|b| format!("{b:02x}")).collect()
+/// The first 16 bytes of SHA-256 over `fields`, each length-prefixed (no two lists hash the
+/// same input), hex: cache keys built from configuration stay short, and secrets in it (header
+/// values) stay out of them.
+pub fn digest_fields<S: AsRef<str>>(fields: &[S]) -> String {
+    let mut hash = Sha256::new();
+    for field in fields {
+        let field = field.as_ref().as_bytes();
+        hash.update((field.len() as u64).to_be_bytes());
+        hash.update(field);
+    }
+    hash.finalize()
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// What one mint needs to know.
