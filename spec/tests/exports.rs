@@ -261,6 +261,50 @@ fn a_paused_request_that_gets_an_answer_it_cannot_attribute_is_refused_not_resum
 }
 
 #[test]
+fn a_paused_request_whose_instance_was_replaced_is_refused_not_resumed() -> Result<()> {
+    let mut before = Filter::start()?;
+    let mut request = paused_request(&mut before, 110)?;
+    let token = request.tokens[0];
+    // Kong's engine, after the instance is replaced (a trap, a configuration change): a new
+    // instance, the request's context created in it, then the answer named after the root.
+    let mut after = Filter::start()?;
+    after.create(110, ROOT)?;
+    let resumed = after.answer(&mut request, ROOT, token)?;
+    assert!(!resumed, "the request's state is lost: never resumed");
+    assert_eq!(
+        request.local_status(),
+        Some(500),
+        "refused as an internal error"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_root_answer_nobody_made_leaves_a_paused_request_alone() -> Result<()> {
+    let mut filter = Filter::start()?;
+    let mut request = paused_request(&mut filter, 112)?;
+    let token = request.tokens[0];
+    let mut exec = Exec {
+        context_id: ROOT,
+        root_id: ROOT,
+        is_root: true,
+        call: Some(timeout()),
+        ..Exec::default()
+    };
+    filter.call(
+        &mut exec,
+        Step::CallResponse,
+        "proxy_on_http_call_response",
+        &[ROOT as i32, stranger(&request) as i32, 0, 0, 0],
+    )?;
+    // The request still gets its own answer: the keys fetch timed out → 503.
+    let resumed = filter.answer(&mut request, ROOT, token)?;
+    assert!(!resumed);
+    assert_eq!(request.local_status(), Some(503));
+    Ok(())
+}
+
+#[test]
 fn an_answer_for_a_token_no_context_made_is_ignored_by_a_root() -> Result<()> {
     let mut filter = Filter::start()?;
     let mut exec = Exec {

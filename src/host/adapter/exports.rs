@@ -10,8 +10,9 @@
 //! - an HTTP context of an unknown root, or one the host never created, refuses every request
 //!   (an unconfigured [`Root`] makes it); a second create for a live id replaces the context;
 //! - a callout answer goes to the context that made the call (the token map), else to the HTTP
-//!   context the host names, whose own logic refuses an answer it cannot attribute (500, never
-//!   a resume); else it is logged and ignored. A root is never asked to answer a request: Kong's
+//!   context the host names or has just re-created for it (Kong's engine, after the instance
+//!   was replaced), whose own logic refuses an answer it cannot attribute (500, never a
+//!   resume); else it is logged and ignored. A root is never asked to answer a request: Kong's
 //!   engine has no request there, and a local response from a root context crashes the worker.
 //!
 //! Callouts in flight are counted per instance ([`MAX_CALLOUTS_IN_FLIGHT`]; beyond it nothing
@@ -99,6 +100,19 @@ thread_local! {
     static REGISTRY: RefCell<Registry> = RefCell::new(Registry::default());
     /// The context whose callback is running: callouts it dispatches are registered to it.
     static ACTIVE: Cell<Option<u32>> = const { Cell::new(None) };
+    /// The HTTP context the host created in the callback just before this one, if any.
+    static JUST_CREATED: Cell<Option<u32>> = const { Cell::new(None) };
+}
+
+/// Called first by every context callback: which HTTP context the previous callback created.
+///
+/// Kong's engine, resuming a request whose instance was replaced (after a trap, or a
+/// configuration change), creates the request's context in the new instance and delivers the
+/// callout answer right after, naming the root as context: that answer belongs to the context
+/// just created. A new request's create is followed at once by its request headers, so
+/// nothing else is ever delivered between a create and the next callback of that context.
+fn just_created() -> Option<u32> {
+    JUST_CREATED.try_with(|c| c.take()).ok().flatten()
 }
 
 /// Runs `f` on the registry; `None` when it is busy (never expected: it is only borrowed for
@@ -238,6 +252,7 @@ pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
 
 #[no_mangle]
 pub extern "C" fn proxy_on_context_create(context_id: u32, root_context_id: u32) {
+    just_created();
     if root_context_id == 0 {
         create_root(context_id);
     } else {
@@ -275,10 +290,12 @@ fn create_http(id: u32, root_id: u32) {
         let _ctx = logger::enter(id);
         log::warn!("HTTP context {id} created twice; the new one replaces the old");
     }
+    let _ = JUST_CREATED.try_with(|c| c.set(Some(id)));
 }
 
 #[no_mangle]
 pub extern "C" fn proxy_on_vm_start(context_id: u32, vm_configuration_size: usize) -> u32 {
+    just_created();
     let Some(root) = root_or_create(context_id, "on_vm_start") else {
         return 1;
     };
@@ -295,6 +312,7 @@ pub extern "C" fn proxy_on_vm_start(context_id: u32, vm_configuration_size: usiz
 
 #[no_mangle]
 pub extern "C" fn proxy_on_configure(context_id: u32, plugin_configuration_size: usize) -> u32 {
+    just_created();
     let Some(root) = root_or_create(context_id, "on_configure") else {
         return 1;
     };
@@ -311,6 +329,7 @@ pub extern "C" fn proxy_on_configure(context_id: u32, plugin_configuration_size:
 
 #[no_mangle]
 pub extern "C" fn proxy_on_tick(context_id: u32) {
+    just_created();
     let Some(root) = root(context_id) else {
         return unknown(context_id, "on_tick");
     };
@@ -327,6 +346,7 @@ pub extern "C" fn proxy_on_request_headers(
     num_headers: usize,
     end_of_stream: u32,
 ) -> u32 {
+    just_created();
     let Some(http) = http_or_adopt(context_id, "on_request_headers") else {
         return Action::Pause as u32;
     };
@@ -346,26 +366,31 @@ pub extern "C" fn proxy_on_request_headers(
 /// exported because Kong's engine calls them without checking that they exist.
 #[no_mangle]
 pub extern "C" fn proxy_on_request_body(_: u32, _: usize, _: u32) -> u32 {
+    just_created();
     Action::Continue as u32
 }
 
 #[no_mangle]
 pub extern "C" fn proxy_on_request_trailers(_: u32, _: usize) -> u32 {
+    just_created();
     Action::Continue as u32
 }
 
 #[no_mangle]
 pub extern "C" fn proxy_on_response_headers(_: u32, _: usize, _: u32) -> u32 {
+    just_created();
     Action::Continue as u32
 }
 
 #[no_mangle]
 pub extern "C" fn proxy_on_response_body(_: u32, _: usize, _: u32) -> u32 {
+    just_created();
     Action::Continue as u32
 }
 
 #[no_mangle]
 pub extern "C" fn proxy_on_response_trailers(_: u32, _: usize) -> u32 {
+    just_created();
     Action::Continue as u32
 }
 
@@ -379,8 +404,15 @@ pub extern "C" fn proxy_on_http_call_response(
     body_size: usize,
     num_trailers: usize,
 ) {
+    let created = just_created();
     let owner = registry(|r| r.take_owner(token)).flatten();
-    let target = owner.unwrap_or(context_id);
+    // The token decides; else the request context the host names (the stand-in names it), or
+    // the one the engine just re-created for this answer (see `just_created`).
+    let target = match (owner, created) {
+        (Some(owner), _) => owner,
+        (None, Some(created)) if http(context_id).is_none() => created,
+        (None, _) => context_id,
+    };
     if let Some(http) = http(target) {
         if owner.is_none() {
             let _ctx = logger::enter(target);
@@ -416,6 +448,7 @@ pub extern "C" fn proxy_on_http_call_response(
 
 #[no_mangle]
 pub extern "C" fn proxy_on_done(context_id: u32) -> u32 {
+    just_created();
     // Its pending callouts were cancelled by the host: their answers never come.
     let known = registry(|r| {
         r.forget_callouts_of(context_id);
@@ -428,10 +461,13 @@ pub extern "C" fn proxy_on_done(context_id: u32) -> u32 {
 }
 
 #[no_mangle]
-pub extern "C" fn proxy_on_log(_: u32) {}
+pub extern "C" fn proxy_on_log(_: u32) {
+    just_created();
+}
 
 #[no_mangle]
 pub extern "C" fn proxy_on_delete(context_id: u32) {
+    just_created();
     let known = registry(|r| {
         r.forget_callouts_of(context_id);
         r.https.remove(&context_id).is_some() || r.roots.remove(&context_id).is_some()
@@ -444,7 +480,11 @@ pub extern "C" fn proxy_on_delete(context_id: u32) {
 /// Never used by this filter (no queues, no foreign functions); present so that a host that
 /// calls them finds a function that does nothing.
 #[no_mangle]
-pub extern "C" fn proxy_on_queue_ready(_: u32, _: u32) {}
+pub extern "C" fn proxy_on_queue_ready(_: u32, _: u32) {
+    just_created();
+}
 
 #[no_mangle]
-pub extern "C" fn proxy_on_foreign_function(_: u32, _: u32, _: usize) {}
+pub extern "C" fn proxy_on_foreign_function(_: u32, _: u32, _: usize) {
+    just_created();
+}
