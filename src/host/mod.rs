@@ -1,7 +1,7 @@
 //! The one door from the filter's logic to the proxy host: clock, HTTP callouts, shared data
 //! and metrics. The adapter implements [`Host`] over proxy-wasm hostcalls; unit tests use
 //! `fake::FakeHost` (built for tests and with the `fake-host` feature). Nothing outside the
-//! adapter imports `proxy_wasm`.
+//! adapter talks to the host; the adapter uses no proxy-wasm SDK (its own imports and exports).
 //!
 //! Logging is not part of [`Host`]: the core writes through the `log` crate's macros
 //! (`log::warn!(...)`, never token bytes), and whoever runs the core installs the one logger.

@@ -1,9 +1,9 @@
 //! Raw proxy-wasm ABI 0.2.1 host calls that return every status instead of panicking.
 //!
-//! The SDK's `hostcalls::*` wrappers `panic!` on any status they do not expect, and a panic in
-//! `on_http_call_response` makes Kong proxy the paused request upstream (fail-open). Every host
-//! call the filter makes goes through here. The import signatures are identical to the SDK's
-//! (all `i32` on wasm32 except the metric offset), so the linker sees one import per name.
+//! The proxy-wasm crate's `hostcalls::*` wrappers `panic!` on any status they do not expect,
+//! and a panic in `on_http_call_response` makes Kong proxy the paused request upstream
+//! (fail-open). Every host call the filter makes goes through here (the crate is not used at
+//! all: `exports.rs` is the other half, the functions the host calls).
 
 use std::ptr::{null, null_mut};
 
@@ -12,6 +12,8 @@ use std::ptr::{null, null_mut};
 pub struct Status(pub u32);
 
 pub const CAS_MISMATCH: Status = Status(8);
+/// Not a host status: the filter refused to dispatch (too many callouts in flight).
+pub const TOO_MANY_CALLOUTS: Status = Status(u32::MAX);
 
 pub const MAP_REQUEST_HEADERS: u32 = 0;
 pub const MAP_CALL_RESPONSE_HEADERS: u32 = 6;
@@ -86,6 +88,18 @@ extern "C" {
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
     fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
     fn proxy_get_metric(metric_id: u32, return_value: *mut u64) -> u32;
+    fn proxy_http_call(
+        upstream_data: *const u8,
+        upstream_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        trailers_data: *const u8,
+        trailers_size: usize,
+        timeout_ms: u32,
+        return_token: *mut u32,
+    ) -> u32;
 }
 
 fn check(status: u32) -> Result<(), Status> {
@@ -204,23 +218,43 @@ pub fn send_local_response(
     })
 }
 
-/// Goes through the SDK (not the raw import) because its dispatcher routes a callout's answer
-/// to the context that made it only for calls it registered. The SDK panics only on statuses
-/// the ABI does not define for this call.
+/// Dispatches a callout and registers its token to the running context (`exports`), which
+/// routes the answer back to it. Refused without asking the host when the instance already
+/// has [`exports::MAX_CALLOUTS_IN_FLIGHT`] calls in flight.
 pub fn http_call(
     upstream: &str,
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
     timeout_ms: u32,
 ) -> Result<u32, Status> {
-    proxy_wasm::hostcalls::dispatch_http_call(
-        upstream,
-        headers.to_vec(),
-        body,
-        Vec::new(),
-        std::time::Duration::from_millis(u64::from(timeout_ms)),
-    )
-    .map_err(|status| Status(status as u32))
+    if !super::exports::may_dispatch() {
+        log::warn!(
+            "{} callouts in flight; not dispatching another",
+            super::exports::MAX_CALLOUTS_IN_FLIGHT
+        );
+        return Err(TOO_MANY_CALLOUTS);
+    }
+    let headers = serialize_map(headers);
+    let trailers = serialize_map(&[]);
+    let (body_data, body_size) = body.map_or((null(), 0), |b| (b.as_ptr(), b.len()));
+    let mut token = 0u32;
+    // SAFETY: pointers and lengths describe live buffers; the host writes the token to a local.
+    check(unsafe {
+        proxy_http_call(
+            upstream.as_ptr(),
+            upstream.len(),
+            headers.as_ptr(),
+            headers.len(),
+            body_data,
+            body_size,
+            trailers.as_ptr(),
+            trailers.len(),
+            timeout_ms,
+            &mut token,
+        )
+    })?;
+    super::exports::register_callout(token);
+    Ok(token)
 }
 
 /// A header map as the host returns it: one buffer in the ABI's encoding.

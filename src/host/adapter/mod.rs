@@ -7,6 +7,7 @@
 //!
 //! Each callback starts with `logger::enter(id)`, so that what the core logs names the context.
 
+mod exports;
 mod ffi;
 mod host;
 mod logger;
@@ -16,9 +17,8 @@ use crate::authn::{Request, RootJobs, Route, RouteState, Scope, Step, Worker};
 use crate::host::{CalloutResponse, Host};
 use crate::reject::{AuthError, BODY_CONTENT_TYPE, REALM};
 use crate::request::headers;
+use exports::{Action, Context, HttpContext, RootContext};
 use host::ProxyHost;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType};
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -31,16 +31,6 @@ thread_local! {
     /// State shared by every route of this worker (one instance per Kong worker).
     static WORKER: RefCell<Option<Worker>> = const { RefCell::new(None) };
 }
-
-proxy_wasm::main! {{
-    // Runs once per instance (also for the instance Kong makes after a trap, which gets no
-    // `on_vm_start`).
-    logger::install();
-    std::panic::set_hook(Box::new(|info| {
-        logger::write(logger::CRITICAL, format_args!("panic: {info}"));
-    }));
-    proxy_wasm::set_root_context(|id| -> Box<dyn RootContext> { Box::new(Root::new(id)) });
-}}
 
 /// Runs `f` in the scope of `route` with this worker's state; `None` if that state is somehow
 /// busy (never expected).
@@ -157,18 +147,14 @@ impl RootContext for Root {
         let _ = in_scope(&mut host, route, |cx| jobs.tick(cx));
     }
 
-    fn create_http_context(&self, id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Http {
+    fn create_http_context(&self, id: u32) -> Box<dyn HttpContext> {
+        Box::new(Http {
             id,
             route: self.route.clone(),
             request: None,
             paused: None,
             done: false,
-        }))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+        })
     }
 }
 
