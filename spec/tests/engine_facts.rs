@@ -353,7 +353,90 @@ fn a_local_response_body_after_an_unanswered_callout_with_a_body_crashes_the_eng
     Ok(())
 }
 
+/// The first argument of `dispatch_http_call` goes through nginx's `ngx_parse_url`: what it
+/// refuses traps the request (500, the engine's message in the log), what it takes is called,
+/// even where Rust's readers would refuse it (`0127.0.0.1`). `unix:` in any case names a socket
+/// path, relative ones too. spec/README.md, "Dispatch targets".
+fn dispatch_targets_parse_as_on_the_engine(engine: Engine) -> Result<()> {
+    let server = TestServer::start()?;
+    let port = server.port();
+    let refused = [
+        ("[.]".to_string(), "invalid IPv6 address"),
+        ("[:]".to_string(), "invalid IPv6 address"),
+        (format!("[1.2.3.4]:{port}"), "invalid IPv6 address"),
+        ("[12345::]".to_string(), "invalid IPv6 address"),
+        ("[1:2:3:4:5:6:7::]".to_string(), "invalid IPv6 address"),
+        (format!("[::1]x:{port}"), "invalid host"),
+        (format!("127.0.0.1:{port}/x"), "invalid host"),
+        ("127.0.0.1:0".to_string(), "invalid port"),
+        ("unix:".to_string(), "no path in the unix domain socket"),
+    ];
+    let reached = [format!("127.0.0.1:{port}"), format!("0127.0.0.1:{port}")];
+    // A relative socket path nobody listens on: a failed call, not a trap.
+    let not_listening = ["unix:80", "UNIX:80"];
+    let route = |i: usize, target: &str| {
+        let mut call = call(&server, &format!("/t{i}"));
+        call["upstream"] = json!(target);
+        call["timeout_ms"] = json!(2000);
+        json!({"pause": true, "on_request_headers": [call],
+               "on_http_call_response": [{"do": "record_call"}, {"do": "respond", "status": 299}]})
+    };
+    let targets: Vec<String> = refused
+        .iter()
+        .map(|(t, _)| t.clone())
+        .chain(reached.iter().cloned())
+        .chain(not_listening.iter().map(|t| t.to_string()))
+        .collect();
+    let names: Vec<String> = (0..targets.len()).map(|i| format!("t{i}")).collect();
+    let paths: Vec<String> = (0..targets.len()).map(|i| format!("/t{i}")).collect();
+    let routes: Vec<(&str, &str, Value)> = targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (names[i].as_str(), paths[i].as_str(), route(i, t)))
+        .collect();
+    let yml = probe_routes_yml(&server.url(), &routes);
+    let gw = Gateway::start(&GatewayOpts::with_probe(yml)?.workers(1).engine(engine))?;
+    for (i, (target, message)) in refused.iter().enumerate() {
+        let resp = gw.get(&format!("/t{i}"), &[])?;
+        assert_eq!(resp.status, 500, "{target} was not refused");
+        let needle = format!("dispatch failed: tcp socket - {message}");
+        let so_far = refused
+            .iter()
+            .take(i + 1)
+            .filter(|(_, m)| m == message)
+            .count();
+        assert!(
+            gw.wait_log_count(&needle, so_far) >= so_far,
+            "{target}: no {needle:?} in {:#?}",
+            gw.stderr_lines()
+        );
+        assert!(server.requests_to(&format!("/t{i}")).is_empty(), "{target}");
+    }
+    for (j, target) in reached.iter().enumerate() {
+        let i = refused.len() + j;
+        let seen = probe_seen(&gw.get(&format!("/t{i}"), &[])?);
+        assert_eq!(
+            seen_value(&seen, "call_status").as_deref(),
+            Some("200"),
+            "{target}"
+        );
+        assert_eq!(server.requests_to(&format!("/t{i}")).len(), 1, "{target}");
+    }
+    for (j, target) in not_listening.iter().enumerate() {
+        let i = refused.len() + reached.len() + j;
+        let resp = gw.get(&format!("/t{i}"), &[])?;
+        assert_eq!(resp.status, 299, "{target} trapped");
+        assert_eq!(
+            seen_value(&probe_seen(&resp), "call_status").as_deref(),
+            Some("-"),
+            "{target}"
+        );
+    }
+    Ok(())
+}
+
 engine_tests!(
+    dispatch_targets_parse_as_on_the_engine,
     callout_outcomes_read_as_on_the_engine,
     a_local_response_body_after_an_unanswered_callout_with_a_body_crashes_the_engine,
     a_removed_request_header_still_reaches_the_upstream,

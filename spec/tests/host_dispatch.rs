@@ -158,7 +158,11 @@ fn assert_trap_500(server: &TestServer, action: Value, log: &str) -> R {
 fn a_url_instead_of_host_port_traps_with_500() -> R {
     let server = TestServer::start()?;
     let action = get(&format!("http://{}", server.addr), "/x");
-    assert_trap_500(&server, action, "dispatch failed: invalid host")
+    assert_trap_500(
+        &server,
+        action,
+        "dispatch failed: tcp socket - invalid host",
+    )
 }
 
 #[test]
@@ -167,9 +171,13 @@ fn a_bad_port_traps_with_500() -> R {
     assert_trap_500(
         &server,
         get("127.0.0.1:notaport", "/x"),
-        "dispatch failed: invalid host",
+        "dispatch failed: tcp socket - invalid port",
     )?;
-    assert_trap_500(&server, get("", "/x"), "dispatch failed: invalid host")
+    assert_trap_500(
+        &server,
+        get("", "/x"),
+        "dispatch failed: tcp socket - no host",
+    )
 }
 
 #[test]

@@ -1016,3 +1016,72 @@ fn inline_jwks_are_parsed_with_the_configuration() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn dispatch_targets_the_engine_cannot_parse_are_config_errors_naming_the_field() {
+    let google = |g: Value| with(minimal(), "google_id_token", g);
+    let external = |edit: fn(&mut Value)| {
+        let mut file = credential_file();
+        edit(&mut file);
+        google(json!({"audience": "a", "source": "external_account", "external_account": file}))
+    };
+    let sa_key = json!({"type": "service_account", "project_id": "p", "private_key_id": "k1",
+        "private_key": sa_pem(), "client_email": "sa@p.iam.gserviceaccount.com"})
+    .to_string();
+    let mut cases: Vec<(Value, &str)> = Vec::new();
+    for bad in [
+        "[.]",
+        "[:]",
+        "[1.2.3.4]",
+        "[12345::]",
+        "[::1%eth0]",
+        "unix",
+        "UNIX",
+    ] {
+        cases.extend([
+            (
+                issuer_with("jwks_url", json!(format!("http://{bad}/keys"))),
+                "issuers[0].jwks_url",
+            ),
+            (
+                issuer_with("discovery_url", json!(format!("https://{bad}:8443/d"))),
+                "issuers[0].discovery_url",
+            ),
+            (
+                json!({"issuers": [{"issuer": format!("http://{bad}"), "audiences": ["a"]}]}),
+                "issuers[0].issuer",
+            ),
+            (
+                issuer_with("callout_host", json!(format!("{bad}:80"))),
+                "issuers[0].callout_host",
+            ),
+            (
+                google(json!({"audience": "a", "metadata_host": bad})),
+                "google_id_token.metadata_host",
+            ),
+        ]);
+    }
+    cases.extend([
+        (
+            issuer_with("callout_host", json!("unix:/run/idp.sock")),
+            "issuers[0].callout_host",
+        ),
+        (
+            google(json!({"audience": "a", "source": "service_account",
+                          "service_account_key": sa_key, "token_url": "http://[:]/token"})),
+            "google_id_token.token_url",
+        ),
+        (
+            external(|f| f["token_url"] = json!("https://[.]/v1/token")),
+            "google_id_token.external_account.token_url",
+        ),
+        (
+            external(|f| f["credential_source"]["url"] = json!("http://unix:80/creds")),
+            "google_id_token.external_account.credential_source.url",
+        ),
+    ]);
+    for (v, field) in cases {
+        let e = err(v.clone());
+        assert_eq!(e.field, field, "{v}: {e}");
+    }
+}

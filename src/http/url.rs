@@ -1,7 +1,15 @@
 //! The small subset of URLs the filter calls out to: `http(s)://host[:port][/path][?query]`,
 //! and how each becomes a `dispatch_http_call` target and pseudo-headers.
+//!
+//! Every host goes through one check, [`check_host`], because Kong's engine hands the target to
+//! nginx's `ngx_parse_url`, and a target that refuses does not come back as an error status: it
+//! traps the instance, and a trap inside `on_http_call_response` proxies the request unverified.
+//! So a URL whose host the engine could not parse is no URL here, whether it was configured
+//! (a config error naming the field) or learned from the network (a discovery document's
+//! `jwks_uri`: the bad-document path, 503).
 
 use std::fmt;
+use std::net::Ipv6Addr;
 
 /// `http` or `https`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +54,10 @@ pub enum UrlError {
     Characters,
     Userinfo,
     Fragment,
+    /// A bracketed host that is not an IPv6 address both Rust and nginx read.
+    Ipv6,
+    /// `unix`: nginx reads `unix:...` as the path of a local Unix socket.
+    UnixHost,
 }
 
 impl fmt::Display for UrlError {
@@ -57,6 +69,8 @@ impl fmt::Display for UrlError {
             UrlError::Characters => "contains whitespace or control characters",
             UrlError::Userinfo => "userinfo is not allowed",
             UrlError::Fragment => "fragment is not allowed",
+            UrlError::Ipv6 => "bracketed host is not an IPv6 address",
+            UrlError::UnixHost => "host unix names a local socket on Kong's engine",
         })
     }
 }
@@ -140,39 +154,24 @@ fn strip_prefix_ignore_case<'a>(input: &'a str, prefix: &str) -> Option<&'a str>
         .flatten()
 }
 
-/// Splits `host[:port]`, accepting `[v6]` hosts and DNS names / IPv4 of sane characters.
+/// Splits `host[:port]`; the host passes [`check_host`], the port is 1-65535.
 pub fn parse_authority(authority: &str) -> Result<(String, Option<u16>), UrlError> {
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let end = v6.find(']').ok_or(UrlError::Host)?;
-        let (inner, after) = v6.split_at(end);
-        if inner.is_empty()
-            || !inner
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
-        {
-            return Err(UrlError::Host);
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let end = v6.find(']').ok_or(UrlError::Host)?;
+            let (host, after) = authority.split_at_checked(end + 2).ok_or(UrlError::Host)?;
+            let port = match after {
+                "" => None,
+                p => Some(p.strip_prefix(':').ok_or(UrlError::Port)?),
+            };
+            (host, port)
         }
-        let after = after.get(1..).unwrap_or("");
-        let port = match after {
-            "" => None,
-            p => Some(p.strip_prefix(':').ok_or(UrlError::Port)?),
-        };
-        (format!("[{inner}]"), port)
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (h.to_string(), Some(p)),
-            None => (authority.to_string(), None),
-        }
+        None => match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        },
     };
-    let host_ok = !host.is_empty()
-        && host.len() <= 253
-        && (host.starts_with('[')
-            || host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_'));
-    if !host_ok {
-        return Err(UrlError::Host);
-    }
+    check_host(host)?;
     let port = match port {
         None => None,
         Some(p) if !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => {
@@ -183,7 +182,49 @@ pub fn parse_authority(authority: &str) -> Result<(String, Option<u16>), UrlErro
         }
         Some(_) => return Err(UrlError::Port),
     };
-    Ok((host, port))
+    Ok((host.to_string(), port))
+}
+
+/// The one check of a callout host, as written in a URL or a `host[:port]` setting: a DNS name
+/// of letters, digits, `-`, `.` and `_`; an IPv4 address (a name of those characters too); or
+/// `[v6]`. That is less than `ngx_parse_url` takes (any name without `/`, `?` or `:`) and never
+/// what it refuses or reads as a Unix socket (spec/README.md, "Dispatch targets").
+fn check_host(host: &str) -> Result<(), UrlError> {
+    if host.is_empty() || host.len() > 253 {
+        return Err(UrlError::Host);
+    }
+    if let Some(inner) = host.strip_prefix('[') {
+        let inner = inner.strip_suffix(']').ok_or(UrlError::Host)?;
+        return if ipv6_ok(inner) {
+            Ok(())
+        } else {
+            Err(UrlError::Ipv6)
+        };
+    }
+    if !host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+    {
+        return Err(UrlError::Host);
+    }
+    // The target would be `unix:<port>`, which `ngx_parse_url` takes for a socket path.
+    if host.eq_ignore_ascii_case("unix") {
+        return Err(UrlError::UnixHost);
+    }
+    Ok(())
+}
+
+/// An IPv6 address in a form both Rust's reader and nginx's (`ngx_inet6_addr`) take. Rust's
+/// takes no zone id (`%eth0`) and no IPv4 where nginx would refuse one; nginx also refuses `::`
+/// standing for the last of eight groups (`1:2:3:4:5:6:7::`), which Rust takes.
+fn ipv6_ok(inner: &str) -> bool {
+    inner.parse::<Ipv6Addr>().is_ok() && !(inner.ends_with("::") && inner.matches(':').count() == 8)
+}
+
+/// Whether `target` (the first argument of `dispatch_http_call`: `host[:port]`) passes the same
+/// check as every URL's host: the last guard before the host, for a target built elsewhere.
+pub fn dispatch_target_ok(target: &str) -> bool {
+    parse_authority(target).is_ok()
 }
 
 /// Percent-encodes every byte but RFC 3986's unreserved ones (`A-Z a-z 0-9 - . _ ~`): query
@@ -257,6 +298,96 @@ mod tests {
             "https://idp/%00\u{7f}",
         ] {
             assert!(HttpUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn dispatch_targets_accept_names_ipv4_and_real_ipv6() {
+        for good in [
+            "idp",
+            "idp:8080",
+            "mock_idp.internal:1",
+            "127.0.0.1:65535",
+            "unix.example.com:80",
+            "unixsocket",
+            "[::1]",
+            "[::1]:443",
+            "[::]",
+            "[FE80::1]",
+            "[::ffff:1.2.3.4]:80",
+            "[1:2:3:4:5:6:7:8]",
+            "[::2:3:4:5:6:7:8]",
+            "[1:2:3::5:6:7:8]",
+            "[1::]",
+        ] {
+            assert!(dispatch_target_ok(good), "{good}");
+        }
+    }
+
+    #[test]
+    fn dispatch_targets_refuse_what_ngx_parse_url_refuses_or_sends_to_a_socket() {
+        for bad in [
+            "[.]",
+            "[:]",
+            "[1.2.3.4]",
+            "[12345::]",
+            "[:::]",
+            "[]",
+            "[::1%eth0]",
+            "[fe80::1%25eth0]:80",
+            "[1:2:3:4:5:6:7::]",
+            "[::1",
+            "[::1]x",
+            "[::1]:",
+            "[::1]:0",
+            "[::1]:65536",
+            "unix",
+            "unix:80",
+            "UNIX:80",
+            "Unix",
+            "unix:/tmp/s.sock",
+            "",
+            ":80",
+            "idp:",
+            "idp:0",
+            "idp:65536",
+            "idp:8o",
+            "a:b:80",
+            "a b",
+            "a/b",
+            "a?b",
+            "a@b",
+            "a%b",
+        ] {
+            assert!(!dispatch_target_ok(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn urls_with_hosts_the_engine_cannot_take_are_refused() {
+        for (url, e) in [
+            ("http://[.]/keys", UrlError::Ipv6),
+            ("http://[:]/keys", UrlError::Ipv6),
+            ("http://[1.2.3.4]/keys", UrlError::Ipv6),
+            ("http://[12345::]/keys", UrlError::Ipv6),
+            ("https://[::1%eth0]:8443/", UrlError::Ipv6),
+            ("http://unix:80/keys", UrlError::UnixHost),
+            ("http://UNIX/keys", UrlError::UnixHost),
+        ] {
+            assert_eq!(HttpUrl::parse(url), Err(e), "{url}");
+        }
+    }
+
+    #[test]
+    fn every_parsed_url_gives_a_target_that_passes_the_check() {
+        for url in [
+            "http://idp/x",
+            "https://[::1]/",
+            "http://10.0.0.1:8080?q",
+            "https://a.run.app",
+        ] {
+            let target = HttpUrl::parse(url).unwrap().dispatch_target();
+            assert!(dispatch_target_ok(&target), "{url} -> {target}");
         }
     }
 

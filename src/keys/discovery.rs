@@ -203,6 +203,11 @@ mod tests {
             ("https://user@idp/keys", UrlError::Userinfo),
             ("https://idp/keys#x", UrlError::Fragment),
             ("/keys", UrlError::Scheme),
+            ("http://[.]/keys", UrlError::Ipv6),
+            ("http://[:]/keys", UrlError::Ipv6),
+            ("http://[1.2.3.4]/keys", UrlError::Ipv6),
+            ("http://[12345::]/keys", UrlError::Ipv6),
+            ("http://unix:80/keys", UrlError::UnixHost),
         ] {
             assert_eq!(
                 jwks_uri(&doc("https://idp", uri), "https://idp").err(),

@@ -1,10 +1,11 @@
 //! `dispatch_http_call` as ngx_wasm_module does it: the target is `host[:port]`, `[v6][:port]` or
-//! `unix:/path`; `:method` and `:path` are required; `:authority` sets `Host` and TLS SNI;
-//! `:scheme: https` turns TLS on; one connection per call with `Connection: close`; the timeout
+//! `unix:path`, read as nginx's `ngx_parse_url` reads it (`ngx_parse_url.rs`); `:method` and
+//! `:path` are required; `:authority` sets `Host` and TLS SNI; `:scheme: https` turns TLS on; one connection per call with `Connection: close`; the timeout
 //! applies to connect, send and each read separately; response headers must fit in 8 KB.
 //! Failures are reported with a `:dispatch_status` pseudo-header instead of `:status`.
 
 use super::context::CallResult;
+use super::ngx_parse_url::{self, Parsed};
 use crate::http1;
 use anyhow::{Context, Result};
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
@@ -42,52 +43,23 @@ pub struct CallSpec {
     pub timeout: Duration,
 }
 
-/// Parses the first argument of `dispatch_http_call`. `Err` is a trap message.
+/// Parses the first argument of `dispatch_http_call` as the engine does (`ngx_parse_url.rs`).
+/// `Err` is the engine's message, a trap in a request.
 pub fn parse_target(raw: &str, tls: bool) -> Result<Target, String> {
-    let bad = || format!("dispatch failed: invalid host \"{raw}\"");
-    if let Some(path) = raw.strip_prefix("unix:") {
-        if !path.starts_with('/') {
-            return Err(bad());
-        }
-        return Ok(Target::Unix(PathBuf::from(path)));
-    }
-    if raw.is_empty()
-        || raw
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '/' || c == '@')
-    {
-        return Err(bad());
-    }
-    let default_port = if tls { 443 } else { 80 };
-    let (host, port) = if let Some(rest) = raw.strip_prefix('[') {
-        let (v6, after) = rest.split_once(']').ok_or_else(bad)?;
-        v6.parse::<std::net::Ipv6Addr>().map_err(|_| bad())?;
-        let port = match after {
-            "" => default_port,
-            p => p
-                .strip_prefix(':')
-                .ok_or_else(bad)?
-                .parse::<u16>()
-                .map_err(|_| bad())?,
-        };
-        (v6.to_string(), port)
-    } else {
-        match raw.split_once(':') {
-            Some((h, p)) => (h.to_string(), p.parse::<u16>().map_err(|_| bad())?),
-            None => (raw.to_string(), default_port),
-        }
-    };
-    if host.is_empty() || port == 0 {
-        return Err(bad());
-    }
-    if !host.contains(':')
-        && !host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
-    {
-        return Err(bad());
-    }
-    Ok(Target::Tcp { host, port })
+    let parsed =
+        ngx_parse_url::parse(raw, tls).map_err(|e| format!("dispatch failed: tcp socket - {e}"))?;
+    Ok(match parsed {
+        Parsed::Unix(path) => Target::Unix(path),
+        Parsed::V4(addr, port) => Target::Tcp {
+            host: addr.to_string(),
+            port,
+        },
+        Parsed::V6(addr, port) => Target::Tcp {
+            host: addr.to_string(),
+            port,
+        },
+        Parsed::Name(host, port) => Target::Tcp { host, port },
+    })
 }
 
 /// Builds the call from the filter's arguments. `Err` is a trap message.
@@ -523,7 +495,7 @@ mod tests {
             parse_target("unix:/tmp/s", false),
             Ok(Target::Unix("/tmp/s".into()))
         );
-        for bad in ["", "http://x", "x:y", "x:99999", "[::1", "a b", "x:0"] {
+        for bad in ["", "http://x", "x:y", "x:99999", "[::1", "[.]", "x:0"] {
             assert!(parse_target(bad, false).is_err(), "{bad}");
         }
     }

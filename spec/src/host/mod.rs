@@ -12,6 +12,7 @@ pub mod dispatch;
 pub mod instance;
 pub mod memory;
 pub mod metrics;
+pub mod ngx_parse_url;
 pub mod properties;
 pub mod shared_data;
 pub mod wasi;

@@ -7,6 +7,7 @@
 
 use super::{ffi, zone};
 use crate::host::{CalloutRequest, CalloutToken, Host, HostError, SharedSetError};
+use crate::http::url::dispatch_target_ok;
 use crate::metrics::Metric;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -88,6 +89,13 @@ impl Host for ProxyHost {
     }
 
     fn dispatch(&mut self, request: &CalloutRequest) -> Result<CalloutToken, HostError> {
+        // Last guard: a target the engine cannot parse traps instead of failing (url.rs).
+        if !dispatch_target_ok(&request.upstream) {
+            return Err(HostError(
+                "dispatch target refused: Kong's engine cannot parse it or reads a Unix socket"
+                    .to_string(),
+            ));
+        }
         let headers: Vec<(&str, &str)> = request
             .headers
             .iter()
