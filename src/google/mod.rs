@@ -9,7 +9,7 @@ pub mod id_token;
 use crate::config::{GoogleIdTokenConfig, GoogleSource};
 use crate::google::federation::{Chain, FederationSharedDataKeys, Next, Target};
 use crate::google::id_token::GoogleToken;
-use crate::host::shared::{self, Lease, Slot};
+use crate::host::shared::{self, Lease, Slot, Width};
 use crate::host::{CalloutRequest, CalloutResponse, CalloutToken, Host};
 use crate::metrics::Metric;
 use std::collections::HashMap;
@@ -327,7 +327,7 @@ impl GoogleTokens {
                 return MintProgress::Failed;
             }
         };
-        if let Err(e) = shared::overwrite(host, &keys.entry, &token.encode()) {
+        if let Err(e) = shared::overwrite(host, &keys.entry, &token.encode(), Width::Full) {
             log::warn!("could not share the Google ID token: {}", e.0);
         }
         if mint.lease {

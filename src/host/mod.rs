@@ -62,9 +62,29 @@ impl CalloutResponse {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostError(pub String);
 
+/// Largest value the filter hands to `set_shared_data`. On Kong's engine a write that does not
+/// fit the zone traps (a value larger than eviction can free, or any allocation in a full zone
+/// with `eviction=none`), and a trap in a callout answer proxies the request unverified. With
+/// the engine's node header (96 bytes) and a host key of at most 256 bytes
+/// ([`shared::MAX_HOST_KEY_BYTES`]), one entry then takes at most 16 pages (64 KiB) of the zone's
+/// slab: the README's minimum zone size is counted in those. 64 KiB minus 512 bytes.
+pub const MAX_SHARED_VALUE_BYTES: usize = 64 * 1024 - 512;
+
+/// Refuses a value larger than [`MAX_SHARED_VALUE_BYTES`] before any host is asked to store it:
+/// every [`Host`] implementation calls this first, so no write of any size reaches the zone.
+pub fn check_shared_value(value: &[u8]) -> Result<(), SharedSetError> {
+    if value.len() > MAX_SHARED_VALUE_BYTES {
+        return Err(SharedSetError::TooLarge(value.len()));
+    }
+    Ok(())
+}
+
 /// Why a shared-data write did not happen.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SharedSetError {
+    /// The value (this many bytes) is over [`MAX_SHARED_VALUE_BYTES`]: not written, host not
+    /// called.
+    TooLarge(usize),
     /// Someone else wrote the key since it was read (or created it, for a create-only write).
     CasMismatch,
     Host(HostError),
@@ -79,7 +99,8 @@ pub trait Host {
     /// Reads a shared-data key: `None` when absent, else the value and its CAS.
     fn shared_get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError>;
     /// Writes a shared-data key. Kong's CAS is strict: `None` creates only when the key is
-    /// absent; `Some(cas)` overwrites only if nobody wrote since that read.
+    /// absent; `Some(cas)` overwrites only if nobody wrote since that read. A value over
+    /// [`MAX_SHARED_VALUE_BYTES`] is refused ([`check_shared_value`]) without a host call.
     fn shared_set(
         &mut self,
         key: &str,
@@ -111,6 +132,10 @@ pub mod fake {
         /// When set, `dispatch` fails with this error.
         pub dispatch_error: Option<String>,
         pub shared: HashMap<String, (Vec<u8>, u32)>,
+        /// Writes that reached the shared data (accepted or refused for CAS).
+        pub shared_writes: usize,
+        /// When set, every shared write within the bound fails as a host error.
+        pub refuse_shared_writes: bool,
         /// What the `log` macros wrote on this thread since the host was made.
         pub logs: Logs,
         pub metrics: HashMap<Metric, u64>,
@@ -256,6 +281,11 @@ pub mod fake {
             value: &[u8],
             cas: Option<u32>,
         ) -> Result<(), SharedSetError> {
+            check_shared_value(value)?;
+            self.shared_writes += 1;
+            if self.refuse_shared_writes {
+                return Err(SharedSetError::Host(HostError("refused".into())));
+            }
             let current = self.shared.get(key).map(|(_, c)| *c);
             let next = match (current, cas) {
                 (None, None) => 1,

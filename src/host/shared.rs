@@ -9,13 +9,20 @@
 //! a bounded key ([`host_key`]: the key itself, or a SHA-256 of it when it is long); the full key
 //! still travels inside the value and is compared whole on read, so a hash changes which slot a
 //! key lands on, never what counts as ours.
+//!
+//! Kong's engine traps on a write that does not fit its zone, so what is written is bounded
+//! ([`crate::host::MAX_SHARED_VALUE_BYTES`], refused by the host adapter) and never grows: a value
+//! whose length varies (a JWKS, a token) is padded to the full bound ([`Width::Full`]), so after
+//! its first write every rewrite reuses the engine's node in place (no allocation: nothing that
+//! can fail in a full zone, and no replacement during which the engine may evict the node it is
+//! replacing). Leases and back-offs have one length per key ([`Width::Exact`]).
 
-use crate::host::{Host, HostError, SharedSetError};
+use crate::host::{Host, HostError, SharedSetError, MAX_SHARED_VALUE_BYTES};
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 use std::fmt::Write;
 
-const MAGIC: &[u8; 4] = b"CRO2";
+const MAGIC: &[u8; 4] = b"CRO3";
 /// Longest key handed to the host as is; longer keys are hashed (see [`host_key`]).
 pub const MAX_HOST_KEY_BYTES: usize = 256;
 
@@ -58,25 +65,57 @@ pub fn host_key(key: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// Serialises `payload` with the header that names its full key (never cut: a key longer
-/// than a u32 cannot be built from a configuration capped at 64 KiB).
-pub fn encode(key: &str, payload: &[u8]) -> Vec<u8> {
-    let key = key.as_bytes();
-    let mut out = Vec::with_capacity(4 + 4 + key.len() + payload.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&u32::try_from(key.len()).unwrap_or(u32::MAX).to_be_bytes());
-    out.extend_from_slice(key);
-    out.extend_from_slice(payload);
-    out
+/// How much room a value takes in the zone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Width {
+    /// The record as is: for payloads of one length per key (leases, back-offs).
+    Exact,
+    /// Padded with zeros to [`MAX_SHARED_VALUE_BYTES`]: for payloads whose length varies, so
+    /// that a rewrite never needs a larger node than the first write got.
+    Full,
 }
 
-/// The payload of `bytes` when its header names exactly `key`.
+/// Serialises `payload` with the header that names its full key and the payload's length (never
+/// cut: a key longer than a u32 cannot be built from a configuration capped at 64 KiB). `None`
+/// when the record would be larger than [`MAX_SHARED_VALUE_BYTES`]: such a payload is kept by
+/// the worker only.
+pub fn encode(key: &str, payload: &[u8], width: Width) -> Option<Vec<u8>> {
+    let key = key.as_bytes();
+    let exact = 4 + 4 + key.len() + 4 + payload.len();
+    if exact > MAX_SHARED_VALUE_BYTES {
+        return None;
+    }
+    let len = match width {
+        Width::Exact => exact,
+        Width::Full => MAX_SHARED_VALUE_BYTES,
+    };
+    let mut out = Vec::with_capacity(len);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&u32::try_from(key.len()).ok()?.to_be_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(&u32::try_from(payload.len()).ok()?.to_be_bytes());
+    out.extend_from_slice(payload);
+    out.resize(len, 0);
+    Some(out)
+}
+
+/// Whether `payload` under `key` fits in shared data at all.
+pub fn fits(key: &str, payload: &[u8]) -> bool {
+    4 + 4 + key.len() + 4 + payload.len() <= MAX_SHARED_VALUE_BYTES
+}
+
+/// The payload of `bytes` when its header names exactly `key` (padding ignored).
 pub fn decode<'a>(key: &str, bytes: &'a [u8]) -> Option<&'a [u8]> {
-    let rest = bytes.strip_prefix(MAGIC.as_slice())?;
-    let (len, rest) = rest.split_first_chunk::<4>()?;
-    let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
-    let (stored_key, payload) = (rest.get(..len)?, rest.get(len..)?);
+    let mut rest = bytes.strip_prefix(MAGIC.as_slice())?;
+    let stored_key = layout::take_bytes(&mut rest)?;
+    let payload = layout::take_bytes(&mut rest)?;
     (stored_key == key.as_bytes()).then_some(payload)
+}
+
+fn too_large(bytes: usize) -> HostError {
+    HostError(format!(
+        "a value of {bytes} bytes is over the {MAX_SHARED_VALUE_BYTES}-byte bound for shared data"
+    ))
 }
 
 /// Reads `key` and classifies what is there.
@@ -94,18 +133,28 @@ pub fn read(host: &dyn Host, key: &str) -> Result<Slot, HostError> {
 }
 
 /// Writes `payload` under `key`: create-only when `cas` is `None`, else conditional on `cas`.
+/// A record over [`MAX_SHARED_VALUE_BYTES`] is refused here, the host never sees it.
 pub fn write(
     host: &mut dyn Host,
     key: &str,
     payload: &[u8],
     cas: Option<u32>,
+    width: Width,
 ) -> Result<(), SharedSetError> {
-    host.shared_set(&host_key(key), &encode(key, payload), cas)
+    let record_len = 4 + 4 + key.len() + 4 + payload.len();
+    let value = encode(key, payload, width).ok_or(SharedSetError::TooLarge(record_len))?;
+    host.shared_set(&host_key(key), &value, cas)
 }
 
 /// Replaces whatever `key` holds (if it is ours or empty), retrying a few times on CAS races.
-/// Returns `false` when the slot is foreign or the races did not settle.
-pub fn overwrite(host: &mut dyn Host, key: &str, payload: &[u8]) -> Result<bool, HostError> {
+/// Returns `false` when the slot is foreign or the races did not settle; `Err` when the host
+/// failed or the payload is too large to share ([`fits`]).
+pub fn overwrite(
+    host: &mut dyn Host,
+    key: &str,
+    payload: &[u8],
+    width: Width,
+) -> Result<bool, HostError> {
     const ATTEMPTS: usize = 4;
     for _ in 0..ATTEMPTS {
         let cas = match read(host, key)? {
@@ -113,9 +162,10 @@ pub fn overwrite(host: &mut dyn Host, key: &str, payload: &[u8]) -> Result<bool,
             Slot::Ours(record) => Some(record.cas),
             Slot::Foreign => return Ok(false),
         };
-        match write(host, key, payload, cas) {
+        match write(host, key, payload, cas, width) {
             Ok(()) => return Ok(true),
             Err(SharedSetError::CasMismatch) => continue,
+            Err(SharedSetError::TooLarge(n)) => return Err(too_large(n)),
             Err(SharedSetError::Host(e)) => return Err(e),
         }
     }
@@ -157,9 +207,11 @@ pub fn try_lease(
         key,
         &lease_payload(now.saturating_add(duration_ms), holder),
         cas,
+        Width::Exact,
     ) {
         Ok(()) => Ok(Lease::Acquired),
         Err(SharedSetError::CasMismatch) => Ok(Lease::Held),
+        Err(SharedSetError::TooLarge(n)) => Err(too_large(n)),
         Err(SharedSetError::Host(e)) => Err(e),
     }
 }
@@ -169,8 +221,15 @@ pub fn try_lease(
 pub fn release_lease(host: &mut dyn Host, key: &str, holder: u64) -> Result<(), HostError> {
     if let Slot::Ours(record) = read(host, key)? {
         if matches!(parse_lease(&record.payload), Some((_, h)) if h == holder) {
-            match write(host, key, &lease_payload(0, holder), Some(record.cas)) {
+            match write(
+                host,
+                key,
+                &lease_payload(0, holder),
+                Some(record.cas),
+                Width::Exact,
+            ) {
                 Ok(()) | Err(SharedSetError::CasMismatch) => {}
+                Err(SharedSetError::TooLarge(n)) => return Err(too_large(n)),
                 Err(SharedSetError::Host(e)) => return Err(e),
             }
         }
@@ -229,8 +288,10 @@ mod tests {
 
     #[test]
     fn round_trips_payload_under_its_key() {
-        let bytes = encode("ns/jwks/a", b"payload");
-        assert_eq!(decode("ns/jwks/a", &bytes), Some(&b"payload"[..]));
+        for width in [Width::Exact, Width::Full] {
+            let bytes = encode("ns/jwks/a", b"payload", width).unwrap();
+            assert_eq!(decode("ns/jwks/a", &bytes), Some(&b"payload"[..]));
+        }
     }
 
     #[test]
@@ -238,12 +299,14 @@ mod tests {
         // The host compares keys by CRC32 only: simulate a collision by storing another key's
         // value under ours.
         let mut host = FakeHost::at(1_000);
-        host.shared
-            .insert("ns/a".into(), (encode("ns/colliding", b"x"), 7));
+        host.shared.insert(
+            "ns/a".into(),
+            (encode("ns/colliding", b"x", Width::Exact).unwrap(), 7),
+        );
         assert_eq!(read(&host, "ns/a").unwrap(), Slot::Foreign);
         host.shared.insert("ns/a".into(), (b"garbage".to_vec(), 7));
         assert_eq!(read(&host, "ns/a").unwrap(), Slot::Foreign);
-        assert!(!overwrite(&mut host, "ns/a", b"mine").unwrap());
+        assert!(!overwrite(&mut host, "ns/a", b"mine", Width::Full).unwrap());
     }
 
     #[test]
@@ -251,9 +314,10 @@ mod tests {
         for bytes in [
             &b""[..],
             b"CRO",
-            b"CRO2",
-            b"CRO2\x00",
-            b"CRO2\x00\x00\x00\x05ns/a",
+            b"CRO3",
+            b"CRO3\x00",
+            b"CRO3\x00\x00\x00\x04ns/a",
+            b"CRO3\x00\x00\x00\x04ns/a\x00\x00\x00\x05abcd",
         ] {
             assert_eq!(decode("ns/a", bytes), None);
         }
@@ -264,7 +328,7 @@ mod tests {
         // Keys built from a ~1 KiB URL (as every key of such a key source is).
         let mut host = FakeHost::at(1_000);
         let long = format!("ns/jwks-kid/jwks:https://idp.example/{}", "k".repeat(1100));
-        assert!(overwrite(&mut host, &long, b"mine").unwrap());
+        assert!(overwrite(&mut host, &long, b"mine", Width::Full).unwrap());
         match read(&host, &long).unwrap() {
             Slot::Ours(r) => assert_eq!(r.payload, b"mine"),
             other => panic!("{other:?}"),
@@ -302,16 +366,56 @@ mod tests {
             "{slot}"
         );
         assert_eq!(host_key("ns/short"), "ns/short");
-        host.shared.insert(slot, (encode("ns/jwks/other", b"x"), 1));
+        host.shared.insert(
+            slot,
+            (encode("ns/jwks/other", b"x", Width::Exact).unwrap(), 1),
+        );
         assert_eq!(read(&host, &long).unwrap(), Slot::Foreign);
-        assert!(!overwrite(&mut host, &long, b"mine").unwrap());
+        assert!(!overwrite(&mut host, &long, b"mine", Width::Full).unwrap());
+    }
+
+    #[test]
+    fn values_never_exceed_the_bound_and_full_width_ones_never_grow() {
+        let mut host = FakeHost::at(1_000);
+        // Every rewrite of a varying payload has the same length: the engine reuses its node.
+        for payload in [&b"short"[..], &[7u8; 40_000][..], b""] {
+            assert!(overwrite(&mut host, "ns/k", payload, Width::Full).unwrap());
+            let (bytes, _) = host.shared.get("ns/k").unwrap();
+            assert_eq!(bytes.len(), MAX_SHARED_VALUE_BYTES);
+            assert_eq!(decode("ns/k", bytes), Some(payload));
+        }
+        // A payload over the bound is refused before the host is asked.
+        let writes = host.shared_writes;
+        let big = vec![1u8; MAX_SHARED_VALUE_BYTES];
+        assert!(!fits("ns/big", &big));
+        assert!(overwrite(&mut host, "ns/big", &big, Width::Full).is_err());
+        assert!(overwrite(&mut host, "ns/big", &big, Width::Exact).is_err());
+        assert_eq!(host.shared_writes, writes, "the host never saw it");
+        assert_eq!(read(&host, "ns/big").unwrap(), Slot::Empty);
+        // The largest payload that fits, fits exactly.
+        let room = MAX_SHARED_VALUE_BYTES - 4 - 4 - "ns/big".len() - 4;
+        assert!(fits("ns/big", &big[..room]) && !fits("ns/big", &big[..room + 1]));
+        assert!(overwrite(&mut host, "ns/big", &big[..room], Width::Full).unwrap());
+    }
+
+    #[test]
+    fn the_host_bound_refuses_any_value_over_it() {
+        let mut host = FakeHost::at(1_000);
+        let over = vec![0u8; MAX_SHARED_VALUE_BYTES + 1];
+        assert_eq!(
+            host.shared_set("ns/x", &over, None),
+            Err(SharedSetError::TooLarge(MAX_SHARED_VALUE_BYTES + 1))
+        );
+        assert_eq!(host.shared_writes, 0);
+        let at = vec![0u8; MAX_SHARED_VALUE_BYTES];
+        assert_eq!(host.shared_set("ns/x", &at, None), Ok(()));
     }
 
     #[test]
     fn overwrite_creates_then_updates() {
         let mut host = FakeHost::at(1_000);
-        assert!(overwrite(&mut host, "ns/k", b"one").unwrap());
-        assert!(overwrite(&mut host, "ns/k", b"two").unwrap());
+        assert!(overwrite(&mut host, "ns/k", b"one", Width::Full).unwrap());
+        assert!(overwrite(&mut host, "ns/k", b"two", Width::Full).unwrap());
         match read(&host, "ns/k").unwrap() {
             Slot::Ours(r) => assert_eq!(r.payload, b"two"),
             other => panic!("{other:?}"),
@@ -369,8 +473,10 @@ mod tests {
     #[test]
     fn foreign_lease_slot_is_uncoordinated() {
         let mut host = FakeHost::at(1_000);
-        host.shared
-            .insert("ns/lease".into(), (encode("ns/other", b""), 1));
+        host.shared.insert(
+            "ns/lease".into(),
+            (encode("ns/other", b"", Width::Exact).unwrap(), 1),
+        );
         assert_eq!(
             try_lease(&mut host, "ns/lease", 1, 1_000).unwrap(),
             Lease::Uncoordinated

@@ -8,7 +8,7 @@
 pub mod cache;
 pub mod discovery;
 
-use crate::host::shared::{self, layout, Lease, Slot};
+use crate::host::shared::{self, layout, Lease, Slot, Width};
 use crate::host::{CalloutRequest, CalloutResponse, CalloutToken, Host};
 use crate::http::url::HttpUrl;
 use crate::jose::jwk_set::KeySet;
@@ -207,6 +207,9 @@ pub enum Progress {
 pub struct KeyCache {
     entries: HashMap<String, WorkerEntry>,
     cold_started_ms: HashMap<String, Vec<u64>>,
+    /// When a cold fetch of a source last failed in this worker (seconds): the back-off holds
+    /// even when shared data did not take it.
+    failed_at: HashMap<String, u64>,
     /// This worker as a holder of shared leases.
     holder: u64,
 }
@@ -216,6 +219,7 @@ impl KeyCache {
         KeyCache {
             entries: HashMap::new(),
             cold_started_ms: HashMap::new(),
+            failed_at: HashMap::new(),
             holder,
         }
     }
@@ -283,7 +287,7 @@ impl KeyCache {
 
     /// No usable keys: fetch unless an earlier failure is recent or too many are in flight.
     fn cold(&mut self, host: &mut dyn Host, source: &Source, lease_ms: u64) -> Keys {
-        if failed_recently(host, source) {
+        if self.failed_recently(host, source) {
             return Keys::Unavailable;
         }
         let now_ms = host.now_ms();
@@ -471,21 +475,7 @@ impl KeyCache {
         let body = response.ok_body().map_err(|e| format!("jwks: {e}"))?;
         let set = Rc::new(KeySet::parse(body).map_err(|e| format!("jwks: {e}"))?);
         let now = host.now_secs();
-        let entry = JwksEntry {
-            fetched_at: now,
-            jwks_uri: jwks_uri.to_string(),
-            jwks_json: body.to_vec(),
-        };
-        if let Err(e) = shared::overwrite(host, &source.shared.entry, &entry.encode()) {
-            // Other workers will fetch for themselves; this one still has the keys.
-            log::warn!("could not share keys of {}: {}", source.issuer, e.0);
-        }
-        log::info!(
-            "fetched {} keys for issuer {} from {}",
-            set.len(),
-            source.issuer,
-            jwks_uri
-        );
+        // The worker keeps the keys first: whatever happens to the shared copy, they are used.
         self.entries.insert(
             source.cache_key().to_string(),
             WorkerEntry {
@@ -496,6 +486,14 @@ impl KeyCache {
                 checked_at_ms: host.now_ms(),
             },
         );
+        self.failed_at.remove(&source.id);
+        log::info!(
+            "fetched {} keys for issuer {} from {}",
+            set.len(),
+            source.issuer,
+            jwks_uri
+        );
+        share_jwks(host, source, now, jwks_uri, body);
         Ok(Progress::Done(set))
     }
 
@@ -518,7 +516,8 @@ impl KeyCache {
             .map_err(|e| format!("dispatch_http_call refused: {}", e.0))
     }
 
-    /// Logs and counts a failed fetch; cold failures start the shared back-off.
+    /// Logs and counts a failed fetch; cold failures start the back-off, in this worker first
+    /// (it holds whether or not shared data takes the write), then for the other workers.
     fn fail(&mut self, host: &mut dyn Host, source: &Source, kind: FetchKind, reason: &str) {
         host.count(Metric::JwksFetchFailures);
         log::warn!(
@@ -526,10 +525,21 @@ impl KeyCache {
             source.issuer
         );
         if kind == FetchKind::Cold {
+            let now = host.now_secs();
+            self.failed_at.insert(source.id.clone(), now);
             let mut payload = Vec::with_capacity(8);
-            layout::put_u64(&mut payload, host.now_secs());
-            let _ = shared::overwrite(host, &source.shared.failure_backoff, &payload);
+            layout::put_u64(&mut payload, now);
+            let _ = shared::overwrite(host, &source.shared.failure_backoff, &payload, Width::Exact);
         }
+    }
+
+    /// Whether a cold fetch for `source` failed less than [`FAILURE_BACKOFF_SECS`] ago, in this
+    /// worker or (as shared data says) in another.
+    fn failed_recently(&self, host: &dyn Host, source: &Source) -> bool {
+        let now = host.now_secs();
+        let recent = |at: u64| now.saturating_sub(at) < FAILURE_BACKOFF_SECS;
+        self.failed_at.get(&source.id).is_some_and(|at| recent(*at))
+            || failed_recently_in_shared(host, source, recent)
     }
 
     /// A finished cold fetch frees its place under the per-worker cap.
@@ -621,15 +631,42 @@ impl KeyCache {
     }
 }
 
-/// Whether a cold fetch for `source` failed less than [`FAILURE_BACKOFF_SECS`] ago.
-fn failed_recently(host: &dyn Host, source: &Source) -> bool {
+/// Whether the shared back-off of `source` holds a `recent` failure.
+fn failed_recently_in_shared(
+    host: &dyn Host,
+    source: &Source,
+    recent: impl Fn(u64) -> bool,
+) -> bool {
     match shared::read(host, &source.shared.failure_backoff) {
         Ok(Slot::Ours(record)) => {
             let mut payload = record.payload.as_slice();
-            layout::take_u64(&mut payload)
-                .is_some_and(|at| host.now_secs().saturating_sub(at) < FAILURE_BACKOFF_SECS)
+            layout::take_u64(&mut payload).is_some_and(recent)
         }
         _ => false,
+    }
+}
+
+/// Shares a fetched JWKS with the other workers when it fits the shared-data bound
+/// ([`crate::host::MAX_SHARED_VALUE_BYTES`]); a larger one stays with this worker (the others
+/// fetch their own), since a write that does not fit the zone traps on Kong's engine.
+fn share_jwks(host: &mut dyn Host, source: &Source, now: u64, jwks_uri: &str, body: &[u8]) {
+    let entry = JwksEntry {
+        fetched_at: now,
+        jwks_uri: jwks_uri.to_string(),
+        jwks_json: body.to_vec(),
+    }
+    .encode();
+    if !shared::fits(&source.shared.entry, &entry) {
+        log::info!(
+            "the JWKS of issuer {} ({} bytes) is too large for shared data: kept by this worker only",
+            source.issuer,
+            body.len()
+        );
+        return;
+    }
+    if let Err(e) = shared::overwrite(host, &source.shared.entry, &entry, Width::Full) {
+        // Other workers will fetch for themselves; this one has the keys.
+        log::warn!("could not share keys of {}: {}", source.issuer, e.0);
     }
 }
 

@@ -10,7 +10,7 @@ pub mod schema;
 pub mod worker;
 
 use crate::host::dispatch::Resolver;
-use crate::host::shared_data::{parse_size, Zones};
+use crate::host::shared_data::{ZoneDecl, Zones};
 use crate::host::World;
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
@@ -45,7 +45,9 @@ pub struct Opts {
     /// Number of workers, each with its own filter instances.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
-    /// shm_kv zone `NAME=SIZE` (stands for `KONG_NGINX_WASM_SHM_KV_<NAME>=SIZE`).
+    /// shm_kv zone `NAME=SIZE[ eviction=slru|lru|none]` (stands for
+    /// `KONG_NGINX_WASM_SHM_KV_<NAME>=SIZE[ eviction=...]`, which Kong writes as
+    /// `shm_kv NAME SIZE[ eviction=...];`).
     #[arg(long = "shm-kv")]
     pub shm_kv: Vec<String>,
     /// `HOST=IP` (the container's /etc/hosts) or `HOST:PORT=IP:PORT` (that exact host and port
@@ -83,14 +85,12 @@ fn resolver(opts: &Opts) -> Result<Resolver> {
 }
 
 fn zones(opts: &Opts) -> Result<Zones> {
-    let mut decls = Vec::new();
-    for entry in &opts.shm_kv {
-        let (name, size) = entry
-            .split_once('=')
-            .with_context(|| format!("--shm-kv {entry:?}: expected NAME=SIZE"))?;
-        decls.push((name.to_string(), parse_size(size)?));
-    }
-    Zones::new(&decls)
+    let decls = opts
+        .shm_kv
+        .iter()
+        .map(|entry| ZoneDecl::parse(entry))
+        .collect::<Result<Vec<_>>>()?;
+    Zones::declare(&decls)
 }
 
 /// Runs the gateway until killed.

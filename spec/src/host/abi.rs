@@ -575,9 +575,15 @@ fn add_shared(linker: &mut Linker<HostState>) -> Result<()> {
         match res {
             Ok(SetOutcome::Written) => Ok(OK),
             Ok(SetOutcome::CasMismatch) => Ok(CAS_MISMATCH),
+            Ok(SetOutcome::WrittenAfterEvictingItself) => {
+                // The engine frees the replaced node a second time here (ngx_wa_shm_kv.c:345-350).
+                log_filter(c.data(), "alert", "shm store: eviction freed the entry being replaced; the engine frees it twice (zone corrupted)");
+                Ok(OK)
+            }
             Err(ZoneError::NoNamespace) => Err(c.data_mut().trap("failed setting value to shm (could not resolve namespace)")),
             Err(ZoneError::NoMemory) => {
-                let msg = format!("\"{}\" shm store: no memory; cannot allocate pair with key size {} and value size {}", String::from_utf8_lossy(&key), key.len(), vlen);
+                let zone = c.data().world.zones.zone_name(&key).unwrap_or("*").to_string();
+                let msg = format!("\"{zone}\" shm store: no memory; cannot allocate pair with key size {} and value size {}", key.len(), vlen);
                 log_filter(c.data(), "crit", &msg);
                 Err(c.data_mut().trap("failed setting value to shm (could not write to slab)"))
             }

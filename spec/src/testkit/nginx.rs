@@ -216,10 +216,12 @@ pub fn nginx_conf(
         let _ = writeln!(out, "    wasmtime {{ flag profiler {profiler}; }}");
     }
     for zone in &opts.shm_kv {
-        let (name, size) = zone
-            .split_once('=')
-            .ok_or_else(|| anyhow!("shm_kv {zone:?}: NAME=SIZE expected"))?;
-        let _ = writeln!(out, "    shm_kv {name} {size};");
+        // `NAME=SIZE[ eviction=MODE]`, checked as the stand-in checks it; Kong writes the
+        // variable's value after the name the same way.
+        let decl = crate::host::shared_data::ZoneDecl::parse(zone)
+            .map_err(|e| anyhow!("shm_kv {zone:?}: {e}"))?;
+        let (_, value) = zone.split_once('=').unwrap_or_default();
+        let _ = writeln!(out, "    shm_kv {} {};", decl.name, value.trim());
     }
     let _ = writeln!(
         out,

@@ -295,6 +295,99 @@ fn failed_cold_fetch_is_503_and_backs_off() {
     assert_eq!(host.callouts.len(), 2);
 }
 
+/// `idp`'s JWKS padded with `fillers` encryption keys of ~1 KiB each (skipped by the filter).
+fn padded_jwks(idp: &Idp, kid: &str, fillers: usize) -> Vec<u8> {
+    let mut jwks: Value = serde_json::from_slice(&idp.jwks(kid)).unwrap();
+    let keys = jwks["keys"].as_array_mut().unwrap();
+    for i in 0..fillers {
+        keys.push(
+            json!({"kty": "RSA", "use": "enc", "kid": format!("enc-{i}"),
+            "n": "A".repeat(1000), "e": "AQAB"}),
+        );
+    }
+    jwks.to_string().into_bytes()
+}
+
+fn jwks_entries_shared(host: &FakeHost) -> usize {
+    host.shared
+        .keys()
+        .filter(|k| k.starts_with("cloudrun_oidc/jwks/"))
+        .count()
+}
+
+#[test]
+fn a_jwks_too_large_to_share_is_kept_by_the_worker_and_never_written() {
+    let (idp, route, mut worker, mut host) = setup();
+    let big = padded_jwks(&idp, "k1", 70);
+    assert!(big.len() > crate::host::MAX_SHARED_VALUE_BYTES);
+    let token = idp.token("k1", json!({}));
+    let (request, _) = start(&mut host, &route, &mut worker, &token);
+    let mut request = request.unwrap();
+    let (t1, _) = last_callout(&host);
+    request.on_callout(
+        &mut cx(&mut host, &route, &mut worker),
+        t1,
+        &ok(&discovery()),
+    );
+    let (t2, _) = last_callout(&host);
+    let step = request.on_callout(&mut cx(&mut host, &route, &mut worker), t2, &ok(&big));
+    assert_eq!(allowed_user(&step), Some("ada"));
+    assert_eq!(
+        jwks_entries_shared(&host),
+        0,
+        "nothing over the bound is written"
+    );
+    assert!(host.logged("too large for shared data"));
+    // The worker keeps using its copy; another worker fetches its own.
+    let (_, step) = start(
+        &mut host,
+        &route,
+        &mut worker,
+        &idp.token("k1", json!({"sub": "bob"})),
+    );
+    assert_eq!(allowed_user(&step), Some("bob"));
+    assert_eq!(host.callouts.len(), 2);
+    let mut other = Worker::new(2);
+    let (_, step) = start(&mut host, &route, &mut other, &token);
+    assert_eq!(step, Step::Wait, "the other worker fetches for itself");
+    // A JWKS within the bound is shared as before, padded to the bound.
+    let (idp, route, mut worker, mut host) = setup();
+    warm(&mut host, &route, &mut worker, &idp);
+    assert_eq!(jwks_entries_shared(&host), 1);
+    assert!(host
+        .shared
+        .values()
+        .all(|(v, _)| v.len() <= crate::host::MAX_SHARED_VALUE_BYTES));
+}
+
+#[test]
+fn keys_are_kept_and_a_failure_backs_off_when_shared_data_refuses_every_write() {
+    let (idp, route, mut worker, mut host) = setup();
+    host.refuse_shared_writes = true;
+    let token = idp.token("k1", json!({}));
+    assert_eq!(
+        allowed_user(&cold(&mut host, &route, &mut worker, &idp, &token)),
+        Some("ada")
+    );
+    let (idp, route, mut worker, mut host) = setup();
+    host.refuse_shared_writes = true;
+    let token = idp.token("k1", json!({}));
+    let (request, _) = start(&mut host, &route, &mut worker, &token);
+    let (t1, _) = last_callout(&host);
+    let step = request.unwrap().on_callout(
+        &mut cx(&mut host, &route, &mut worker),
+        t1,
+        &failed("timeout"),
+    );
+    assert_eq!(step, Step::Deny(AuthError::KeysUnavailable));
+    let (_, step) = start(&mut host, &route, &mut worker, &token);
+    assert_eq!(step, Step::Deny(AuthError::KeysUnavailable));
+    assert_eq!(host.callouts.len(), 1, "the back-off holds in the worker");
+    host.advance_secs(6);
+    let (_, step) = start(&mut host, &route, &mut worker, &token);
+    assert_eq!(step, Step::Wait);
+}
+
 #[test]
 fn non_200_and_garbage_answers_fail_closed() {
     for response in [

@@ -24,7 +24,7 @@ use crate::google::federation::external_account::{
     AwsSource, ExternalAccount, SubjectFormat, SubjectSource, UrlSource,
 };
 use crate::google::id_token::GoogleToken;
-use crate::host::shared::{self, layout, Slot};
+use crate::host::shared::{self, layout, Slot, Width};
 use crate::host::{CalloutRequest, CalloutResponse, Host};
 use crate::http::url::{encode_query_component, HttpUrl};
 use sha2::{Digest, Sha256};
@@ -516,7 +516,7 @@ fn subject_request(source: &UrlSource, timeout_ms: u32) -> CalloutRequest {
 }
 
 fn store(host: &mut dyn Host, key: &str, payload: &[u8]) {
-    if let Err(e) = shared::overwrite(host, key, payload) {
+    if let Err(e) = shared::overwrite(host, key, payload, Width::Full) {
         log::warn!("could not share federation credentials: {}", e.0);
     }
 }

@@ -122,6 +122,8 @@ impl Host for ProxyHost {
         cas: Option<u32>,
     ) -> Result<(), SharedSetError> {
         require_proven(key).map_err(SharedSetError::Host)?;
+        // The one bound on what reaches the zone: Kong's engine traps on a write that does not fit.
+        crate::host::check_shared_value(value)?;
         match ffi::set_shared_data(key, value, cas.unwrap_or(0)) {
             Ok(()) => Ok(()),
             Err(ffi::CAS_MISMATCH) => Err(SharedSetError::CasMismatch),
