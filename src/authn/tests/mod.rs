@@ -12,6 +12,8 @@ use openssl::rsa::Rsa;
 use openssl::sign::Signer;
 use serde_json::{json, Value};
 
+mod authorization;
+mod memory;
 mod security;
 
 const ISSUER: &str = "https://idp.example/realms/prod";
