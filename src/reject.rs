@@ -63,6 +63,11 @@ pub enum AuthError {
     /// The request has more headers than the host hands to a filter: the part the filter cannot
     /// see could hold a forged header or a second credential.
     TooManyHeaders,
+    /// The request carries an `Authorization` header the filter did not verify (its token came
+    /// from a cookie, the query or another header) and that no Google token replaces: it would
+    /// reach the upstream as if the gateway had vouched for it, and on Kong's engine a removed
+    /// header is still proxied, so the request is refused (RFC 6750 §3.1 `invalid_request`).
+    UnverifiedAuthorization,
     /// The route's filter configuration is invalid; every request is refused.
     InvalidConfiguration,
     /// A host call failed unexpectedly; the request is refused rather than forwarded.
@@ -140,6 +145,7 @@ impl AuthError {
             AuthError::GoogleTokenUnavailable => "upstream identity token unavailable",
             AuthError::ForgedHeader => "request carries a header set by the gateway",
             AuthError::TooManyHeaders => "too many request headers",
+            AuthError::UnverifiedAuthorization => "unverified authorization header",
             AuthError::InvalidConfiguration => "invalid filter configuration",
             AuthError::Internal => "internal error",
         }
@@ -185,7 +191,9 @@ impl AuthError {
                 }
             }
             // RFC 6750 §3.1 `invalid_request`: the request is malformed, whatever its token.
-            AuthError::ForgedHeader | AuthError::TooManyHeaders => Rejection {
+            AuthError::ForgedHeader
+            | AuthError::TooManyHeaders
+            | AuthError::UnverifiedAuthorization => Rejection {
                 status: 400,
                 www_authenticate: Some(challenge("invalid_request", self.reason())),
                 retry_after: None,
@@ -229,7 +237,9 @@ impl AuthError {
             }
             AuthError::KeysUnavailable => DenyReason::KeysUnavailable,
             AuthError::GoogleTokenUnavailable => DenyReason::GoogleTokenUnavailable,
-            AuthError::ForgedHeader | AuthError::TooManyHeaders => DenyReason::InvalidRequest,
+            AuthError::ForgedHeader
+            | AuthError::TooManyHeaders
+            | AuthError::UnverifiedAuthorization => DenyReason::InvalidRequest,
             AuthError::InvalidConfiguration => DenyReason::Config,
             AuthError::Internal => DenyReason::Internal,
         }
@@ -327,7 +337,7 @@ mod tests {
         }
     }
 
-    const ALL: [AuthError; 24] = [
+    const ALL: [AuthError; 25] = [
         AuthError::MissingToken,
         AuthError::ConflictingTokens,
         AuthError::TokenTooLarge,
@@ -350,6 +360,7 @@ mod tests {
         AuthError::GoogleTokenUnavailable,
         AuthError::ForgedHeader,
         AuthError::TooManyHeaders,
+        AuthError::UnverifiedAuthorization,
         AuthError::InvalidConfiguration,
         AuthError::Internal,
     ];
@@ -392,7 +403,11 @@ mod tests {
 
     #[test]
     fn forged_headers_and_header_floods_get_invalid_request() {
-        for e in [AuthError::ForgedHeader, AuthError::TooManyHeaders] {
+        for e in [
+            AuthError::ForgedHeader,
+            AuthError::TooManyHeaders,
+            AuthError::UnverifiedAuthorization,
+        ] {
             let r = e.rejection();
             assert_eq!(r.status, 400);
             assert!(r

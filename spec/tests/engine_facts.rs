@@ -136,6 +136,42 @@ fn filters_see_100_header_pairs_but_every_header_by_name(engine: Engine) -> Resu
     Ok(())
 }
 
+fn request_maps_list_pseudo_headers_and_run_past_their_buffer_from_100_short_headers(
+    engine: Engine,
+) -> Result<()> {
+    // The pairs list `:path`, `:method`, `:scheme`, `:authority` before the headers and stop at
+    // 100; when the headers the writer drops for them are shorter than they are, the buffer
+    // handed over is shorter than the map written and the SDK's reader of the pairs panics
+    // (500). Two-byte names; the client adds Host first and Connection last.
+    let server = TestServer::start()?;
+    let gw = probe(
+        engine,
+        &server,
+        &json!({"on_request_headers": [{"do": "count_headers"}]}),
+    )?;
+    let names: Vec<String> = (0..99u8)
+        .map(|i| format!("{}{}", (b'a' + i / 10) as char, i % 10))
+        .collect();
+    let headers: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
+    for (total, pairs) in [(95, "99"), (97, "100")] {
+        let resp = gw.get("/x", &headers[..total - 2])?;
+        assert_eq!(resp.status, 200, "{total} headers");
+        let seen = probe_seen(&resp);
+        assert_eq!(
+            seen_value(&seen, "headers").as_deref(),
+            Some(pairs),
+            "{total} headers: {seen:?}"
+        );
+    }
+    // From 100 headers on the pseudo-headers the writer adds (`:authority` is the server name
+    // and port) outweigh any such short headers; at 98 and 99 it depends on that name's length.
+    for total in [100, 101] {
+        let resp = gw.get("/x", &headers[..total - 2])?;
+        assert_eq!(resp.status, 500, "{total} headers");
+    }
+    Ok(())
+}
+
 fn nginx_refuses_duplicated_authorization_and_long_header_lines(engine: Engine) -> Result<()> {
     let server = TestServer::start()?;
     let gw = probe(
@@ -442,6 +478,7 @@ engine_tests!(
     a_removed_request_header_still_reaches_the_upstream,
     replacing_a_header_rewrites_its_first_copy_and_a_second_copy_survives,
     filters_see_100_header_pairs_but_every_header_by_name,
+    request_maps_list_pseudo_headers_and_run_past_their_buffer_from_100_short_headers,
     nginx_refuses_duplicated_authorization_and_long_header_lines,
     underscored_header_names_are_dropped_before_any_filter,
     a_request_context_may_start_a_callout_from_a_call_answer,

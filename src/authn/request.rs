@@ -57,6 +57,12 @@ impl Request {
                 Ok(token) => token.to_string(),
                 Err(e) => return (None, deny(cx.host, e, "")),
             };
+        // The upstream never sees an `Authorization` the filter did not verify or set.
+        if !cx.route.replaces_authorization()
+            && headers::unverified_authorization(&config.token, pairs)
+        {
+            return (None, deny(cx.host, AuthError::UnverifiedAuthorization, ""));
+        }
         let mut request = Request {
             token,
             stage: Stage::Start,
@@ -66,6 +72,12 @@ impl Request {
         };
         let step = request.run(cx);
         (Some(request), step)
+    }
+
+    /// Refuses a request whose headers could not be read whole (logged and counted like any
+    /// refusal).
+    pub fn refuse(cx: &mut Scope<'_>, refusal: &headers::Refusal) -> Step {
+        deny(cx.host, refusal.error, &refusal.detail)
     }
 
     /// Whether a refusal of this request may carry a body. Not after a callout that sent a
@@ -296,7 +308,8 @@ fn deny(host: &mut dyn Host, error: AuthError, context: &str) -> Step {
         AuthError::KeysUnavailable
         | AuthError::GoogleTokenUnavailable
         | AuthError::ForgedHeader
-        | AuthError::TooManyHeaders => log::Level::Warn,
+        | AuthError::TooManyHeaders
+        | AuthError::UnverifiedAuthorization => log::Level::Warn,
         _ => log::Level::Info,
     };
     log::log!(level, "request refused: {}{context}", error.reason());

@@ -12,7 +12,9 @@ use crate::reject::AuthError;
 use crate::request::claims;
 use crate::request::headers::OwnedHeaders;
 use crate::request::policy;
-use crate::request::token_cache::{TokenCache, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES};
+use crate::request::token_cache::{
+    TokenCache, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, DEFAULT_MAX_ENTRY_BYTES,
+};
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -26,6 +28,25 @@ pub struct Grant {
     issuer_index: usize,
     /// `Bearer <token>` for `original_token_header`, rendered once per token.
     pub(super) forwarded_token: Option<Rc<str>>,
+}
+
+/// What one header edit costs beyond its name and value: two `Rc<str>` allocations (counts and
+/// allocator headers) and its slot in the vector.
+pub(super) const EDIT_OVERHEAD: usize = 64;
+
+impl Grant {
+    /// The heap bytes this grant holds: every header name and value it stores, the `Bearer`
+    /// copy of the token, and their allocations' overhead.
+    pub(super) fn held_bytes(&self) -> usize {
+        let edits = self.edits.iter().fold(0usize, |sum, (name, value)| {
+            sum.saturating_add(name.len() + value.len() + EDIT_OVERHEAD)
+        });
+        let forwarded = self
+            .forwarded_token
+            .as_ref()
+            .map_or(0, |value| value.len() + EDIT_OVERHEAD);
+        edits.saturating_add(forwarded)
+    }
 }
 
 /// One route's filter, built once per root context from its configuration.
@@ -107,9 +128,18 @@ impl Route {
                 .map(|h| Rc::from(h.as_str())),
             google_header: google_header.map(|h| Rc::from(h.name())),
             sources,
-            cache: RefCell::new(TokenCache::new(DEFAULT_MAX_ENTRIES, DEFAULT_MAX_BYTES)),
+            cache: RefCell::new(TokenCache::new(
+                DEFAULT_MAX_ENTRIES,
+                DEFAULT_MAX_BYTES,
+                DEFAULT_MAX_ENTRY_BYTES,
+            )),
             config,
         }
+    }
+
+    /// Whether the Google token takes the caller's `Authorization` header.
+    pub(super) fn replaces_authorization(&self) -> bool {
+        self.google_header.as_deref() == Some(GoogleHeader::Authorization.name())
     }
 
     /// A cached grant for `token` whose key is still in the worker's key set.
@@ -149,11 +179,25 @@ impl Route {
         })
     }
 
+    /// Caches `grant` for `token` unless it is too large to (the request is served all the same).
     pub(super) fn remember(&self, token: &str, grant: &Rc<Grant>, exp: i64, now: u64) {
         if let Ok(mut cache) = self.cache.try_borrow_mut() {
             let expires_at = u64::try_from(exp).unwrap_or(0);
-            cache.insert(token.as_bytes(), grant.clone(), expires_at, now);
+            let held = grant.held_bytes();
+            if !cache.insert(token.as_bytes(), grant.clone(), held, expires_at, now) {
+                log::debug!("verified token not cached (within skew of exp, or {held} bytes held)");
+            }
         }
+    }
+
+    /// Every cached (token, grant), for tests that account for the cache's bytes on their own.
+    #[cfg(test)]
+    pub(super) fn cached_grants(&self) -> Vec<(Vec<u8>, Rc<Grant>)> {
+        self.cache
+            .borrow()
+            .entries()
+            .map(|(token, grant)| (token.to_vec(), grant.clone()))
+            .collect()
     }
 }
 

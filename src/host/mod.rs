@@ -21,8 +21,9 @@ use crate::metrics::Metric;
 /// Identifies one in-flight HTTP callout; the host hands it back with the response.
 pub type CalloutToken = u32;
 
-/// An HTTP callout as `proxy_http_call` takes it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// An HTTP callout as `proxy_http_call` takes it. Its `Debug` shows the upstream, header
+/// names and the body's length only: values and bodies carry credentials (SECURITY.md §18).
+#[derive(Clone, PartialEq, Eq)]
 pub struct CalloutRequest {
     /// `host[:port]` for `dispatch_http_call` (never a URL: Kong traps on one).
     pub upstream: String,
@@ -33,13 +34,36 @@ pub struct CalloutRequest {
     pub timeout_ms: u32,
 }
 
+impl std::fmt::Debug for CalloutRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(name, _)| name.as_str()).collect();
+        f.debug_struct("CalloutRequest")
+            .field("upstream", &self.upstream)
+            .field("header_names", &names)
+            .field("body_bytes", &self.body.as_ref().map(Vec::len))
+            .field("timeout_ms", &self.timeout_ms)
+            .finish()
+    }
+}
+
 /// What came back for a callout. A failed call (timeout, refused, DNS, TLS) has no `status`
-/// and usually a `dispatch_status` saying why (ngx_wasm_module's `:dispatch_status`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// and usually a `dispatch_status` saying why (ngx_wasm_module's `:dispatch_status`). Its
+/// `Debug` shows the body's length only: answers carry tokens and credentials.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct CalloutResponse {
     pub status: Option<u16>,
     pub dispatch_status: Option<String>,
     pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for CalloutResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CalloutResponse")
+            .field("status", &self.status)
+            .field("dispatch_status", &self.dispatch_status)
+            .field("body_bytes", &self.body.len())
+            .finish()
+    }
 }
 
 impl CalloutResponse {
@@ -324,6 +348,37 @@ mod tests {
         );
         let later = FakeHost::at(1);
         assert!(!later.logged("after the host"));
+    }
+
+    #[test]
+    fn debug_shows_header_names_but_no_value_and_no_body() {
+        let request = CalloutRequest {
+            upstream: "sts.googleapis.com:443".to_string(),
+            headers: vec![
+                (":path".to_string(), "/v1/token".to_string()),
+                (
+                    "authorization".to_string(),
+                    "Bearer secret-bearer".to_string(),
+                ),
+            ],
+            body: Some(b"subject_token=secret-body".to_vec()),
+            timeout_ms: 5000,
+        };
+        let shown = format!("{request:?} {request:#?}");
+        assert!(shown.contains("authorization") && shown.contains(":path"));
+        assert!(shown.contains("sts.googleapis.com:443"));
+        for secret in ["secret", "Bearer", "/v1/token", "subject_token"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        let answer = CalloutResponse {
+            status: Some(200),
+            dispatch_status: None,
+            body: b"{\"access_token\":\"secret-token\"}".to_vec(),
+        };
+        let shown = format!("{answer:?}");
+        assert!(
+            shown.contains("200") && !shown.contains("secret") && !shown.contains("access_token")
+        );
     }
 
     fn answer(status: Option<u16>, dispatch_status: Option<&str>) -> CalloutResponse {

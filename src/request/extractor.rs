@@ -123,6 +123,12 @@ fn trim(mut b: &[u8]) -> &[u8] {
 }
 
 /// The token in one header value: `Ok(None)` when the value is empty or carries another scheme.
+/// Whether a token header's `value` holds a token candidate with `scheme` (as [`extract`] reads
+/// it): when extraction succeeded, such a value held the verified token.
+pub fn carries_token(value: &[u8], scheme: Option<&str>) -> bool {
+    matches!(from_header(value, scheme), Ok(Some(_)))
+}
+
 fn from_header<'a>(value: &'a [u8], scheme: Option<&str>) -> Result<Option<&'a [u8]>, AuthError> {
     let value = trim(value);
     if value.is_empty() {

@@ -10,7 +10,7 @@
 
 use crate::config::TokenLocation;
 use crate::reject::AuthError;
-use crate::request::extractor::RequestCredentials;
+use crate::request::extractor::{self, RequestCredentials};
 
 /// Most header pairs a host hands to a filter: ngx_wasm_module's `NGX_HTTP_WASM_MAX_REQ_HEADERS`
 /// (measured: a request with 127 headers shows 100 pairs; `spec/tests/engine_facts.rs`).
@@ -18,6 +18,9 @@ pub const HOST_MAX_HEADER_PAIRS: usize = 100;
 
 /// Request headers as `(name, value)` byte pairs, in the host's order.
 pub type HeaderPairs<'a> = [(&'a [u8], &'a [u8])];
+
+/// [`HeaderPairs`] in a vector, borrowed from the host's buffer.
+pub type OwnedPairs<'a> = Vec<(&'a [u8], &'a [u8])>;
 
 /// The (name, value) pairs of a header map in the ABI's encoding (count, then name and value
 /// lengths, then each name and value followed by a NUL), borrowed from its buffer: no copy
@@ -50,6 +53,36 @@ pub fn parse_header_map(map: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
         data = value_end + 1;
     }
     Some(pairs)
+}
+
+/// The request's header pairs from the host's map, or why the request is refused. Kong's engine
+/// (ngx_wasm_module 9136e463) lists `:path`, `:method`, `:scheme` and `:authority` before the
+/// headers and cuts the list at [`HOST_MAX_HEADER_PAIRS`], but sizes its buffer for the first
+/// 100 headers plus only as many pseudo-headers as it counted before reaching 100: from 98
+/// headers on it writes a map longer than the buffer it hands over (`spec/README.md`). Such a
+/// map declares the host's maximum, so it is the same refusal as any request the filter cannot
+/// see whole (400). Any other unreadable map is a broken host (500).
+pub fn read_header_map(map: &[u8]) -> Result<OwnedPairs<'_>, Refusal> {
+    if let Some(pairs) = parse_header_map(map) {
+        return Ok(pairs);
+    }
+    let declared = map
+        .get(..4)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map_or(0, |b| u32::from_le_bytes(b) as usize);
+    if declared >= HOST_MAX_HEADER_PAIRS {
+        return Err(Refusal {
+            error: AuthError::TooManyHeaders,
+            detail: format!(
+                " ({declared} header pairs in a malformed map: the host shows a filter at most \
+                 {HOST_MAX_HEADER_PAIRS})"
+            ),
+        });
+    }
+    Err(Refusal {
+        error: AuthError::Internal,
+        detail: " (the host's request header map is malformed)".to_string(),
+    })
 }
 
 /// The headers a route sets itself (lower-case), and the check for client copies of them.
@@ -115,6 +148,24 @@ pub fn screen(owned: &OwnedHeaders, pairs: &HeaderPairs<'_>) -> Result<(), Refus
         None => Ok(()),
     }
 }
+
+/// Whether the request carries an `Authorization` header the filter did not verify: one that
+/// held no token candidate of the configured header (a token from a cookie, the query or
+/// another header; another scheme such as `Basic`). Called once the token was extracted, so a
+/// candidate held the token being verified. The caller refuses such a request unless the
+/// Google token replaces `Authorization` (nginx refuses a request with two of them, so the one
+/// copy is rewritten in place); removing it would not work on Kong's engine (module doc).
+pub fn unverified_authorization(loc: &TokenLocation, pairs: &HeaderPairs<'_>) -> bool {
+    let read_from_authorization = loc.header.as_deref() == Some(AUTHORIZATION);
+    pairs
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case(AUTHORIZATION.as_bytes()))
+        .any(|(_, value)| {
+            !(read_from_authorization && extractor::carries_token(value, loc.scheme.as_deref()))
+        })
+}
+
+const AUTHORIZATION: &str = "authorization";
 
 /// Every value of the configured token header and every `Cookie` header, plus the path.
 pub fn credentials<'a>(
@@ -201,6 +252,30 @@ mod tests {
         assert_eq!(parse_header_map(&huge), None);
     }
 
+    #[test]
+    fn a_truncated_map_of_the_hosts_maximum_is_too_many_headers_not_an_internal_error() {
+        // As Kong's engine hands it from 98 headers on: 100 pairs declared, the buffer cut
+        // before the last ones end.
+        let names: Vec<String> = (0..HOST_MAX_HEADER_PAIRS)
+            .map(|i| format!("x-{i}"))
+            .collect();
+        let pairs: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
+        let map = encode(&pairs);
+        let cut = &map[..map.len() - 10];
+        assert_eq!(parse_header_map(cut), None);
+        let refusal = read_header_map(cut).unwrap_err();
+        assert_eq!(refusal.error, AuthError::TooManyHeaders);
+        assert_eq!(read_header_map(&map).map(|p| p.len()), Ok(100));
+        // Fewer pairs declared: the host is broken, not the request.
+        let small = encode(&[("host", "a"), ("x-user-id", "mallory")]);
+        let refusal = read_header_map(&small[..small.len() - 1]).unwrap_err();
+        assert_eq!(refusal.error, AuthError::Internal);
+        assert_eq!(
+            read_header_map(&[1, 0]).unwrap_err().error,
+            AuthError::Internal
+        );
+    }
+
     fn owned() -> OwnedHeaders {
         OwnedHeaders::new(vec!["x-forwarded-authorization".into(), "x-user-id".into()])
     }
@@ -233,6 +308,38 @@ mod tests {
         let refusal = screen(&OwnedHeaders::default(), &many).unwrap_err();
         assert_eq!(refusal.error, AuthError::TooManyHeaders);
         assert!(screen(&OwnedHeaders::default(), &many[1..]).is_ok());
+    }
+
+    #[test]
+    fn an_authorization_that_held_no_token_candidate_is_unverified() {
+        let bearer = TokenLocation::default();
+        let with = |value: &'static [u8]| -> Vec<(&'static [u8], &'static [u8])> {
+            vec![(b"host", b"a"), (b"Authorization", value)]
+        };
+        assert!(!unverified_authorization(&bearer, &with(b"Bearer abc")));
+        assert!(!unverified_authorization(&bearer, &with(b"bearer   abc ")));
+        assert!(unverified_authorization(
+            &bearer,
+            &with(b"Basic dXNlcjpwYXNz")
+        ));
+        assert!(!unverified_authorization(&bearer, &[(b"host", b"a")]));
+        for elsewhere in [
+            TokenLocation {
+                header: None,
+                cookie: Some("session".into()),
+                ..TokenLocation::default()
+            },
+            TokenLocation {
+                header: Some("x-token".into()),
+                ..TokenLocation::default()
+            },
+        ] {
+            assert!(unverified_authorization(&elsewhere, &with(b"Bearer abc")));
+            assert!(!unverified_authorization(
+                &elsewhere,
+                &[(b"x-token", b"Bearer abc")]
+            ));
+        }
     }
 
     #[test]

@@ -276,7 +276,25 @@ fn add_maps(linker: &mut Linker<HostState>) -> Result<()> {
             let st = c.data();
             let pairs: Vec<(String, Vec<u8>)> = match (kind, &st.exec.exchange, &st.exec.call) {
                 (0, Some(ex), _) => {
-                    if ex.req_headers.live_count() > super::MAX_HEADER_PAIRS {
+                    // As the engine marshals it: pseudo-headers first, and from 98 headers on
+                    // a map longer than the buffer handed over (memory::engine_request_map).
+                    let pseudo: Vec<(String, Vec<u8>)> = [
+                        (":path", &ex.path),
+                        (":method", &ex.method),
+                        (":scheme", &ex.scheme),
+                        (":authority", &ex.authority),
+                    ]
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                    .collect();
+                    let headers: Vec<(String, Vec<u8>)> = ex
+                        .req_headers
+                        .live()
+                        .map(|(k, v)| (k.to_string(), v.to_vec()))
+                        .collect();
+                    let (map, truncated) =
+                        mem::engine_request_map(&pseudo, &headers, super::MAX_HEADER_PAIRS);
+                    if truncated {
                         log_filter(
                             st,
                             "warn",
@@ -286,11 +304,8 @@ fn add_maps(linker: &mut Linker<HostState>) -> Result<()> {
                             ),
                         );
                     }
-                    ex.req_headers
-                        .live()
-                        .take(super::MAX_HEADER_PAIRS)
-                        .map(|(k, v)| (k.to_string(), v.to_vec()))
-                        .collect()
+                    mem::return_bytes(&mut c, &map, ret_ptr, ret_size)?;
+                    return Ok(OK);
                 }
                 (2, Some(ex), _) => ex.resp_headers.clone(),
                 (6, _, Some(call)) if st.step() == Step::CallResponse => call.headers.clone(),

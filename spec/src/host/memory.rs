@@ -129,6 +129,44 @@ pub fn serialize_pairs(pairs: &[(String, Vec<u8>)]) -> Vec<u8> {
     out
 }
 
+/// The request header map as Kong's engine hands it to a filter (ngx_wasm_module 9136e463,
+/// `ngx_proxy_wasm_pairs_size` and `ngx_proxy_wasm_pairs_marshal`): the pseudo-headers
+/// (`pseudo`, those with a value) first, then the headers, cut at `max` pairs. The buffer the
+/// engine allocates, and hands over, is as long as its size estimate, which counts the first
+/// `max` headers and then pseudo-headers only until its running count reaches `max`. While
+/// headers and pseudo-headers fit (`headers + pseudo <= max`) both agree. Beyond, the estimate
+/// lacks the last pseudo-headers and holds headers the writer drops: the map written is longer
+/// than the buffer as soon as those pseudo-headers outweigh those headers (98 or more headers
+/// of a few bytes each), and the filter gets a map whose last pairs run past its end. The
+/// engine writes the rest past the allocation; the stand-in hands over the same bytes and
+/// drops the rest. The second value: whether the map was cut at `max` pairs.
+pub fn engine_request_map(
+    pseudo: &[(String, Vec<u8>)],
+    headers: &[(String, Vec<u8>)],
+    max: usize,
+) -> (Vec<u8>, bool) {
+    let pair = |(k, v): &(String, Vec<u8>)| 8 + k.len() + 1 + v.len() + 1;
+    let pseudo: Vec<(String, Vec<u8>)> = pseudo
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .cloned()
+        .collect();
+    let listed = headers.len().min(max);
+    let mut estimate = 4 + headers.iter().take(listed).map(pair).sum::<usize>();
+    // The engine adds a pseudo-header, then stops once its count (before that one) had
+    // reached `max`.
+    for (n, p) in (listed..).zip(&pseudo) {
+        estimate += pair(p);
+        if n >= max {
+            break;
+        }
+    }
+    let written: Vec<(String, Vec<u8>)> = pseudo.iter().chain(headers).take(max).cloned().collect();
+    let mut bytes = serialize_pairs(&written);
+    bytes.resize(estimate, 0);
+    (bytes, pseudo.len() + headers.len() > max)
+}
+
 /// Parses the proxy-wasm pair serialisation; malformed input is an error.
 pub fn deserialize_pairs(bytes: &[u8]) -> Result<Vec<(String, Vec<u8>)>> {
     if bytes.is_empty() {
@@ -177,5 +215,45 @@ mod tests {
         assert_eq!(deserialize_pairs(&serialize_pairs(&pairs)).unwrap(), pairs);
         assert!(deserialize_pairs(&[9, 0, 0, 0]).is_err());
         assert!(deserialize_pairs(&[]).unwrap().is_empty());
+    }
+
+    fn headers(n: usize, value: &str) -> Vec<(String, Vec<u8>)> {
+        (0..n)
+            .map(|i| (format!("h{i}"), value.as_bytes().to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn engine_request_maps_list_pseudo_headers_first_and_run_past_their_buffer_from_98_headers() {
+        let pseudo: Vec<(String, Vec<u8>)> = [
+            (":path", "/orders"),
+            (":method", "GET"),
+            (":scheme", "http"),
+            (":authority", "127.0.0.1:18080"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+        .collect();
+        // Up to 96 headers: every pair, pseudo-headers first, nothing cut.
+        let (map, cut) = engine_request_map(&pseudo, &headers(96, "1"), 100);
+        let pairs = deserialize_pairs(&map).unwrap();
+        assert!(!cut);
+        assert_eq!(pairs.len(), 100);
+        assert_eq!(pairs[0].0, ":path");
+        assert_eq!(pairs[99].0, "h95");
+        // 97: cut at 100 pairs, still whole (the estimate holds more than is written).
+        let (map, cut) = engine_request_map(&pseudo, &headers(97, "1"), 100);
+        assert!(cut);
+        assert_eq!(deserialize_pairs(&map).unwrap().len(), 100);
+        // 98 to 101 small headers: 100 pairs declared, the last ones past the buffer's end.
+        for n in 98..=101 {
+            let (map, cut) = engine_request_map(&pseudo, &headers(n, "1"), 100);
+            assert!(cut);
+            assert_eq!(map[..4], 100u32.to_le_bytes(), "{n} headers");
+            assert!(deserialize_pairs(&map).is_err(), "{n} headers");
+        }
+        // Large headers past the 96th outweigh the pseudo-headers: the map stays whole.
+        let (map, _) = engine_request_map(&pseudo, &headers(101, "a-long-value"), 100);
+        assert_eq!(deserialize_pairs(&map).unwrap().len(), 100);
     }
 }

@@ -12,7 +12,9 @@ use openssl::rsa::Rsa;
 use openssl::sign::Signer;
 use serde_json::{json, Value};
 
+mod authorization;
 mod isolation;
+mod memory;
 mod security;
 
 const ISSUER: &str = "https://idp.example/realms/prod";
