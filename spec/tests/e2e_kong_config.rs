@@ -14,7 +14,9 @@ use serde_json::{json, Value};
 
 /// A number with 14 significant digits survives cjson; one with 16 is rounded to 14.
 const FOURTEEN_DIGITS: f64 = 0.123_456_789_012_34;
-const SIXTEEN_DIGITS: f64 = 2.718_281_828_459_045;
+const SIXTEEN_DIGITS: f64 = 1.234_567_890_123_456;
+/// [`SIXTEEN_DIGITS`] as Kong's `%.14g` writes it.
+const ROUNDED: f64 = 1.234_567_890_123_5;
 
 fn a_config_as_kongs_cjson_writes_it_is_accepted_and_enforced(engine: Engine) -> Result<()> {
     let stack = Stack::with_config(engine, |c| {
@@ -29,7 +31,7 @@ fn a_config_as_kongs_cjson_writes_it_is_accepted_and_enforced(engine: Engine) ->
         for text in [
             r#""issuer":"http:\\/\\/"#,
             r#""required_scopes":{}"#,
-            "[0.12345678901234,2.718281828459]",
+            "[0.12345678901234,1.2345678901235]",
         ] {
             assert!(conf.contains(text), "{text} not in {conf}");
         }
@@ -42,10 +44,10 @@ fn a_config_as_kongs_cjson_writes_it_is_accepted_and_enforced(engine: Engine) ->
     let seen = stack.upstream_last()?.unwrap_or_default()["headers"].clone();
     assert_eq!(seen["x-user-id"], json!(["mock-user"]));
     assert_eq!(seen["x-score"], json!(["0.12345678901234"]));
-    // Kong rounded the 16-digit value to 2.718281828459: the claim as written no longer matches.
+    // Kong rounded the 16-digit value to 1.2345678901235: the claim as written no longer matches.
     let resp = stack.call(Some(&token(SIXTEEN_DIGITS)?))?;
     assert_eq!(resp.status, 403, "{}", resp.text());
-    let resp = stack.call(Some(&token(2.718_281_828_459)?))?;
+    let resp = stack.call(Some(&token(ROUNDED)?))?;
     assert_eq!(resp.status, 200, "{}", resp.text());
     stack.gateway.check_engine_log()
 }

@@ -414,11 +414,7 @@ fn header_names_kong_sets_itself_are_refused_naming_the_field() {
         assert_eq!(e.field, "claims_header", "{name}");
     }
     // Look-alikes that are not Kong's pass.
-    for name in [
-        "x-forwarded-email",
-        "x-forwarded-user",
-        "x-real-ip-hint",
-    ] {
+    for name in ["x-forwarded-email", "x-forwarded-user", "x-real-ip-hint"] {
         assert!(
             parse(with(minimal(), "claims_header", json!(name))).is_ok(),
             "{name}"

@@ -97,7 +97,7 @@ pub fn number(x: f64) -> String {
     let scientific = format!("{:.*e}", (PRECISION - 1) as usize, x);
     let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
     let exponent: i32 = exponent.parse().unwrap_or(0);
-    if exponent < -4 || exponent >= PRECISION {
+    if !(-4..PRECISION).contains(&exponent) {
         let mantissa = trim_fraction(mantissa);
         let sign = if exponent < 0 { '-' } else { '+' };
         format!("{mantissa}e{sign}{:02}", exponent.abs())
@@ -148,7 +148,7 @@ mod tests {
         let config = json!({
             "jwks_url": "https://idp.test/realms/a/keys",
             "audiences": [],
-            "skew": 0.123456789012345678,
+            "skew": 0.123_456_789_012_345_68,
             "nested": {"a": 1, "b": [true, null, "x\ny\u{7f}\"\\"]},
         });
         assert_eq!(
