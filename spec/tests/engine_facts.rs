@@ -215,7 +215,8 @@ fn nginx_refuses_duplicated_authorization_and_long_header_lines(engine: Engine) 
     Ok(())
 }
 
-fn underscored_header_names_are_dropped_before_any_filter(engine: Engine) -> Result<()> {
+fn underscored_header_names_reach_the_filter_and_the_upstream(engine: Engine) -> Result<()> {
+    // Kong sets `underscores_in_headers on` (plain nginx drops such names before any filter).
     let server = TestServer::start()?;
     let gw = probe(
         engine,
@@ -226,9 +227,67 @@ fn underscored_header_names_are_dropped_before_any_filter(engine: Engine) -> Res
     assert_eq!(resp.status, 200);
     assert_eq!(
         seen_value(&probe_seen(&resp), "header_x_user_id").as_deref(),
-        Some("none")
+        Some("admin")
     );
-    assert!(upstream_values(&server, "x_user_id").is_empty());
+    assert_eq!(upstream_values(&server, "x_user_id"), vec!["admin"]);
+    Ok(())
+}
+
+/// Every header Kong's `proxy_set_header` lines set but `Host` and the hop-by-hop ones.
+const KONG_SET: [&str; 9] = [
+    "via",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-path",
+    "x-forwarded-prefix",
+    "x-real-ip",
+    "x-kong-request-id",
+];
+
+fn kongs_proxy_headers_replace_the_clients_and_the_filters(engine: Engine) -> Result<()> {
+    // The filter sets each of Kong's names (and one of its own); the client sends them too.
+    let mut actions: Vec<Value> = KONG_SET
+        .iter()
+        .map(|name| json!({"do": "set_header", "name": name, "value": "from-filter"}))
+        .collect();
+    actions.push(json!({"do": "set_header", "name": "x-filter-own", "value": "from-filter"}));
+    let server = TestServer::start()?;
+    let gw = probe(engine, &server, &json!({"on_request_headers": actions}))?;
+    let client: Vec<(&str, &str)> = KONG_SET.iter().map(|name| (*name, "from-client")).collect();
+    let resp = gw.get("/x/y?q=1", &client)?;
+    assert_eq!(resp.status, 200);
+    let one = |name: &str| -> String {
+        let values = upstream_values(&server, name);
+        assert!(values.len() <= 1, "{name}: {values:?}");
+        values.into_iter().next().unwrap_or_default()
+    };
+    // Kong's values, made from what the client sent before the filter ran (no trusted IPs:
+    // the client's forwarded proto, host, port, path and prefix are not believed).
+    assert_eq!(one("via"), "from-client, 1.1 kong/3.9.3");
+    assert_eq!(one("x-forwarded-for"), "from-client, 127.0.0.1");
+    assert_eq!(one("x-forwarded-proto"), "http");
+    assert_eq!(one("x-forwarded-host"), "127.0.0.1");
+    assert_eq!(
+        one("x-forwarded-port"),
+        gw.http.rsplit(':').next().unwrap_or("")
+    );
+    assert_eq!(one("x-forwarded-path"), "/x/y");
+    assert_eq!(
+        one("x-forwarded-prefix"),
+        "",
+        "the route `/` strips no prefix"
+    );
+    assert_eq!(one("x-real-ip"), "127.0.0.1");
+    let id = one("x-kong-request-id");
+    assert!(
+        id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{id:?}"
+    );
+    assert_eq!(one("connection"), "keep-alive");
+    // The filter's own header passes.
+    assert_eq!(one("x-filter-own"), "from-filter");
     Ok(())
 }
 
@@ -480,7 +539,8 @@ engine_tests!(
     filters_see_100_header_pairs_but_every_header_by_name,
     request_maps_list_pseudo_headers_and_run_past_their_buffer_from_100_short_headers,
     nginx_refuses_duplicated_authorization_and_long_header_lines,
-    underscored_header_names_are_dropped_before_any_filter,
+    underscored_header_names_reach_the_filter_and_the_upstream,
+    kongs_proxy_headers_replace_the_clients_and_the_filters,
     a_request_context_may_start_a_callout_from_a_call_answer,
     a_root_context_starting_a_callout_from_a_call_answer_crashes_the_engine,
 );

@@ -372,6 +372,57 @@ fn owned_header_names_with_underscores_are_refused() {
 }
 
 #[test]
+fn header_names_kong_sets_itself_are_refused_naming_the_field() {
+    // Kong's proxy_set_header lines replace these on every proxied request, whatever the filter
+    // set: a mapping to one of them would never reach the upstream.
+    for name in [
+        "Via",
+        "X-Forwarded-For",
+        "x-forwarded-proto",
+        "X-FORWARDED-HOST",
+        "x-forwarded-port",
+        "x-forwarded-path",
+        "x-forwarded-prefix",
+        "X-Real-IP",
+        "x-kong-request-id",
+    ] {
+        for (field, value, named) in [
+            (
+                "claims_to_headers",
+                json!({"sub": name}),
+                "claims_to_headers.sub",
+            ),
+            ("claims_header", json!(name), "claims_header"),
+            (
+                "original_token_header",
+                json!(name),
+                "original_token_header",
+            ),
+        ] {
+            let e = parse(with(minimal(), field, value)).unwrap_err();
+            assert_eq!(e.field, named, "{name}");
+            assert!(e.message.contains("set by Kong"), "{name}: {}", e.message);
+            assert!(
+                e.to_string().contains(named),
+                "the message names the field: {e}"
+            );
+        }
+    }
+    // The other names of Kong's list are reserved headers already.
+    for name in ["Host", "Connection", "Upgrade", "TE"] {
+        let e = parse(with(minimal(), "claims_header", json!(name))).unwrap_err();
+        assert_eq!(e.field, "claims_header", "{name}");
+    }
+    // Look-alikes that are not Kong's pass.
+    for name in ["x-forwarded-email", "x-forwarded-user", "x-real-ip-hint"] {
+        assert!(
+            parse(with(minimal(), "claims_header", json!(name))).is_ok(),
+            "{name}"
+        );
+    }
+}
+
+#[test]
 fn nulls_mean_absent_for_optional_settings() {
     let v = with(
         minimal(),

@@ -176,7 +176,23 @@ fn claim_rules(
     Ok(out)
 }
 
-/// A header the filter sets: valid, and never `authorization` (replaced or kept, never mapped).
+/// Headers Kong 3.9 sets on every proxied request with `proxy_set_header`
+/// (kong/templates/nginx_kong.lua), over the client's and the filter's values. `host`,
+/// `connection`, `upgrade` and `te` are reserved by [`HeaderName::parse`] already.
+const KONG_PROXY_HEADERS: [&str; 9] = [
+    "via",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-path",
+    "x-forwarded-prefix",
+    "x-real-ip",
+    "x-kong-request-id",
+];
+
+/// A header the filter sets: valid, never `authorization` (replaced or kept, never mapped) and
+/// never one Kong sets itself.
 fn owned_header(name: &str, field: &str) -> Result<HeaderName, ConfigError> {
     let h = HeaderName::parse(name).map_err(|m| ConfigError::new(field, m))?;
     if h.as_str() == "authorization" {
@@ -185,8 +201,16 @@ fn owned_header(name: &str, field: &str) -> Result<HeaderName, ConfigError> {
             "`authorization` cannot be set from claims or used as an owned header",
         ));
     }
-    // CGI-style upstreams read `x_user_id` and `x-user-id` as one variable, and nginx drops
-    // underscored request headers by default: such a name could never be protected.
+    // Kong's value replaces the filter's: the upstream would never see what the filter set.
+    if KONG_PROXY_HEADERS.contains(&h.as_str()) {
+        return Err(ConfigError::new(
+            field,
+            format!("`{h}` is set by Kong on every proxied request, over the filter's value"),
+        ));
+    }
+    // CGI-style upstreams read `x_user_id` and `x-user-id` as one variable, and a client's
+    // `x_user_id` reaches the filter and the upstream (Kong sets `underscores_in_headers on`):
+    // such a name could never be protected.
     if h.as_str().contains('_') {
         return Err(ConfigError::new(
             field,

@@ -2,6 +2,7 @@
 //! starts N workers (each with its own filter instances) and an admin listener, hands client
 //! connections to workers round-robin, runs filter chains and proxies to services.
 
+pub mod cjson;
 pub mod kong_yml;
 pub mod log;
 pub mod proxy;

@@ -1,5 +1,8 @@
-//! Forwarding a request to its service over HTTP/1.1, with Kong's proxy headers
-//! (`X-Forwarded-*`, `X-Real-IP`; `preserve_host` false: `Host` is the upstream's).
+//! Forwarding a request to its service over HTTP/1.1, with the headers Kong 3.9's
+//! `proxy_set_header` lines set (kong/templates/nginx_kong.lua) over the client's and the
+//! filter's values: their values are computed from the client's request before any filter runs,
+//! as Kong's Lua does (`runloop/handler.lua`, access `before`/`after`). `preserve_host` false:
+//! `Host` is the upstream's.
 
 use super::kong_yml::Upstream;
 use crate::host::dispatch::Resolver;
@@ -9,21 +12,32 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Kong's default upstream connect/send/read timeout.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Headers Kong sets on every proxied request, overriding the client's copies.
-const KONG_FORWARDED: [&str; 7] = [
+/// `Via`'s token for this gateway: Kong's `<http version> kong/<version>`.
+pub const KONG_VIA: &str = "1.1 kong/3.9.3";
+
+/// Headers Kong sets on every proxied request with `proxy_set_header`: whatever the client or
+/// a filter put under these names never reaches the upstream (an empty value sends none).
+pub const KONG_SET_HEADERS: [&str; 13] = [
+    "te",
+    "via",
+    "host",
+    "upgrade",
+    "connection",
+    "x-forwarded-for",
     "x-forwarded-proto",
     "x-forwarded-host",
     "x-forwarded-port",
     "x-forwarded-path",
     "x-forwarded-prefix",
     "x-real-ip",
-    "x-forwarded-for",
+    "x-kong-request-id",
 ];
 
 /// Hop-by-hop headers never forwarded.
@@ -42,13 +56,98 @@ pub fn is_hop_by_hop(name: &str) -> bool {
     )
 }
 
-/// What Kong adds about the client.
+/// What Kong knows about the client's request when it starts.
 pub struct ClientSide<'a> {
     pub ip: &'a str,
     pub scheme: &'a str,
     pub host: &'a str,
     pub port: u16,
+    /// The request's path, without the query.
     pub path: &'a str,
+    /// The route's matched prefix when the route strips it (`strip_path`), else `None`.
+    pub stripped_prefix: Option<&'a str>,
+}
+
+/// The values of Kong's `proxy_set_header` lines but `Host`, taken from the client's headers
+/// before any filter runs (Kong's Lua sets its `$upstream_*` variables then); an empty value
+/// means the header is not sent.
+pub fn kong_headers(
+    client_headers: &[(&str, &[u8])],
+    client: &ClientSide<'_>,
+) -> Vec<(String, String)> {
+    let joined = |name: &str| -> Option<String> {
+        let values: Vec<String> = client_headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        (!values.is_empty()).then(|| values.join(", "))
+    };
+    let websocket = joined("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
+    let trailers = joined("te").is_some_and(|te| {
+        te.split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+    });
+    let xff = match joined("x-forwarded-for") {
+        Some(previous) => format!("{previous}, {}", client.ip),
+        None => client.ip.to_string(),
+    };
+    let via = match joined("via") {
+        Some(previous) => format!("{previous}, {KONG_VIA}"),
+        None => KONG_VIA.to_string(),
+    };
+    let connection = if websocket {
+        "keep-alive, Upgrade"
+    } else {
+        "keep-alive"
+    };
+    let pairs = [
+        (
+            "te",
+            if trailers {
+                "trailers".to_string()
+            } else {
+                String::new()
+            },
+        ),
+        ("via", via),
+        (
+            "upgrade",
+            if websocket {
+                "websocket".into()
+            } else {
+                String::new()
+            },
+        ),
+        ("connection", connection.to_string()),
+        ("x-forwarded-for", xff),
+        ("x-forwarded-proto", client.scheme.to_string()),
+        ("x-forwarded-host", client.host.to_string()),
+        ("x-forwarded-port", client.port.to_string()),
+        ("x-forwarded-path", client.path.to_string()),
+        (
+            "x-forwarded-prefix",
+            client
+                .stripped_prefix
+                .filter(|p| *p != "/")
+                .unwrap_or_default()
+                .to_string(),
+        ),
+        ("x-real-ip", client.ip.to_string()),
+        ("x-kong-request-id", request_id()),
+    ];
+    pairs
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+}
+
+/// A request id like Kong's `$kong_request_id` (32 hex digits), unique in this process.
+fn request_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{:016x}{n:016x}", std::process::id())
 }
 
 /// Sends the request upstream; `Err` means Kong answers 502.
@@ -59,7 +158,7 @@ pub async fn forward(
     uri: &str,
     headers: &[(String, Vec<u8>)],
     body: Vec<u8>,
-    client: &ClientSide<'_>,
+    kong: &[(String, String)],
 ) -> Result<(u16, Vec<(String, Vec<u8>)>, Vec<u8>)> {
     let addr = resolver
         .resolve(&upstream.host, upstream.port, false)
@@ -78,34 +177,16 @@ pub async fn forward(
         .method(method)
         .uri(uri)
         .header("host", &host);
-    let mut xff = None;
     for (k, v) in headers {
-        if is_hop_by_hop(k) {
-            continue;
-        }
-        let lk = k.to_ascii_lowercase();
-        if lk == "x-forwarded-for" {
-            xff = Some(String::from_utf8_lossy(v).into_owned());
-            continue;
-        }
-        // Kong replaces the X-Forwarded-* headers it sets itself; others (such as
-        // X-Forwarded-Authorization) pass like any header.
-        if KONG_FORWARDED.contains(&lk.as_str()) {
+        // Kong's own values replace the client's and the filter's.
+        if is_hop_by_hop(k) || KONG_SET_HEADERS.contains(&k.to_ascii_lowercase().as_str()) {
             continue;
         }
         req = req.header(k.as_str(), v.as_slice());
     }
-    let xff = match xff {
-        Some(prev) => format!("{prev}, {}", client.ip),
-        None => client.ip.to_string(),
-    };
-    req = req
-        .header("x-forwarded-for", xff)
-        .header("x-forwarded-proto", client.scheme)
-        .header("x-forwarded-host", client.host)
-        .header("x-forwarded-port", client.port.to_string())
-        .header("x-forwarded-path", client.path)
-        .header("x-real-ip", client.ip);
+    for (k, v) in kong {
+        req = req.header(k.as_str(), v.as_str());
+    }
     if !body.is_empty() || matches!(method, "POST" | "PUT" | "PATCH") {
         req = req.header("content-length", body.len().to_string());
     }

@@ -272,7 +272,8 @@ impl Filters {
                 if !errors.is_empty() {
                     bail!("{at}.config: {}", errors.join("; "));
                 }
-                Ok(serde_json::to_vec(value)?)
+                // Kong hands the filter cjson's text, not the author's.
+                Ok(super::cjson::encode(value).into_bytes())
             }
         }
     }
@@ -306,4 +307,36 @@ fn describe(e: &jsonschema::ValidationError<'_>) -> String {
         text.push_str(&format!(" ({})", branches.join("; ")));
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn object_configs_reach_the_filter_as_kongs_cjson_text() {
+        let dir = std::env::temp_dir().join(format!("spec-schema-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("f.wasm"), b"").unwrap();
+        std::fs::write(
+            dir.join("f.meta.json"),
+            r#"{"config_schema": {"type": "object"}}"#,
+        )
+        .unwrap();
+        let mut filters = Filters::new(&dir);
+        let config = json!({"url": "http://a/b", "list": [], "n": 0.1234567890123456});
+        let bytes = filters
+            .config_bytes("f", Some(&config), "filters.1")
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(bytes).unwrap(),
+            r#"{"url":"http:\/\/a\/b","n":0.12345678901235,"list":{}}"#
+        );
+        // A string config is handed over as it is.
+        let text = json!(r#"{"url": "http://a/b"}"#);
+        let bytes = filters.config_bytes("f", Some(&text), "filters.1").unwrap();
+        assert_eq!(bytes, br#"{"url": "http://a/b"}"#);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

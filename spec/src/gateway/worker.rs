@@ -392,7 +392,7 @@ const UNIQUE_HEADERS: [&str; 3] = ["host", "content-length", "authorization"];
 
 /// The request headers as nginx reads them, before any filter runs: a header line over 8 KB,
 /// more than 32 KB of headers, or a second `Host`, `Content-Length` or `Authorization` is a
-/// 400; names with `_` are dropped (`underscores_in_headers off`, `ignore_invalid_headers on`).
+/// 400; names with `_` pass (Kong sets `underscores_in_headers on`).
 fn client_headers(headers: &hyper::HeaderMap) -> Result<RequestHeaders, &'static str> {
     let mut pairs = Vec::with_capacity(headers.len());
     let mut total = 0usize;
@@ -401,9 +401,6 @@ fn client_headers(headers: &hyper::HeaderMap) -> Result<RequestHeaders, &'static
         total += line;
         if line > MAX_HEADER_LINE || total > MAX_HEADER_BYTES {
             return Err("Request Header Or Cookie Too Large");
-        }
-        if name.as_str().contains('_') {
-            continue;
         }
         if UNIQUE_HEADERS.contains(&name.as_str()) && headers.get_all(name).iter().count() > 1 {
             return Err("Bad Request");
@@ -532,6 +529,21 @@ async fn handle_inner(
         },
         ..Exchange::default()
     };
+    // Kong's Lua reads these from the client's request before any filter runs.
+    let url_path = target.split('?').next().unwrap_or("/").to_string();
+    let kong_headers = {
+        let live: Vec<(&str, &[u8])> = ex.req_headers.live().collect();
+        let client = proxy::ClientSide {
+            ip: &ex.info.source_address,
+            scheme: "http",
+            host: ex.authority.split(':').next().unwrap_or(""),
+            port: w.shared.listen_port,
+            path: &url_path,
+            stripped_prefix: (route.strip_path && ex.path.starts_with(&prefix))
+                .then_some(prefix.as_str()),
+        };
+        proxy::kong_headers(&live, &client)
+    };
     let mut req = Req {
         w: w.clone(),
         ctxs: Vec::new(),
@@ -556,14 +568,6 @@ async fn handle_inner(
                 &prefix,
                 route.strip_path && ex.path.starts_with(&prefix),
             );
-            let url_path = target.split('?').next().unwrap_or("/").to_string();
-            let client = proxy::ClientSide {
-                ip: &ex.info.source_address,
-                scheme: "http",
-                host: ex.authority.split(':').next().unwrap_or(""),
-                port: w.shared.listen_port,
-                path: &url_path,
-            };
             let sent = proxy::forward(
                 &service.upstream,
                 &w.shared.world.resolver,
@@ -571,7 +575,7 @@ async fn handle_inner(
                 &uri,
                 &ex.req_headers.forwarded(),
                 ex.req_body.clone(),
-                &client,
+                &kong_headers,
             )
             .await;
             match sent {

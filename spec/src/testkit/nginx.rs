@@ -2,7 +2,8 @@
 //! the stand-in reads. What Kong's Lua would do is done here: kong.yml is validated against the
 //! filters' meta.json (the stand-in's own reader), every route becomes a `location` with one
 //! `proxy_wasm` line per chain entry (the service's chain first) and a `proxy_pass` with Kong's
-//! proxy headers, `shm_kv` zones are declared, and object configs are JSON-encoded.
+//! proxy headers, `shm_kv` zones are declared, and object configs are encoded as Kong's cjson
+//! encodes them ([`crate::gateway::cjson`]). The filter runs in the access phase, as Kong attaches it.
 //!
 //! Metrics are read through the probe filter (`/__metrics` on the admin listener calls
 //! `proxy_get_metric` for every counter of `cloudrun_oidc`), and the error log is a file. When a
@@ -117,7 +118,49 @@ fn metric_names() -> Vec<String> {
         .collect()
 }
 
-/// Kong's proxy settings for one location (from Kong 3.9's nginx template, without Lua).
+/// The http-level part of Kong's setup: the filter runs in the access phase as Kong attaches
+/// it, underscored header names pass, and maps that compute what Kong's Lua puts in its
+/// `$upstream_*` variables (kong/runloop/handler.lua) from the client's request.
+const KONG_HTTP: &str = "    underscores_in_headers on;
+    proxy_wasm_request_headers_in_access on;
+    map $http_via $kong_via { \"\" \"1.1 kong/3.9.3\"; default \"$http_via, 1.1 kong/3.9.3\"; }
+    map $http_upgrade $kong_upgrade { \"~*^websocket$\" websocket; default \"\"; }
+    map $http_upgrade $kong_connection { \"~*^websocket$\" \"keep-alive, Upgrade\"; default keep-alive; }
+    map $http_te $kong_te { \"~*(^|,)\\s*trailers\\s*(,|$)\" trailers; default \"\"; }
+    map $request_uri $kong_forwarded_path { \"~^(?<kong_path>[^?]*)\" $kong_path; default \"\"; }
+";
+
+/// Kong's `$upstream_*` variables for one location, set in the rewrite phase, before the filter
+/// (access phase) can touch a header they are made from, as Kong's Lua sets them before it
+/// attaches the chain. Kong's defaults trust no client IP: the forwarded proto, host and port
+/// are the request's own, the client's `X-Forwarded-*` other than `-For` are not believed.
+/// `stripped_prefix`: the route's path when the route strips it.
+fn kong_vars(out: &mut String, stripped_prefix: Option<&str>) {
+    let prefix = stripped_prefix.filter(|p| *p != "/").unwrap_or_default();
+    let _ = write!(
+        out,
+        "            set $upstream_te $kong_te;\n\
+         \x20           set $upstream_via $kong_via;\n\
+         \x20           set $upstream_upgrade $kong_upgrade;\n\
+         \x20           set $upstream_connection $kong_connection;\n\
+         \x20           set $upstream_x_forwarded_for $proxy_add_x_forwarded_for;\n\
+         \x20           set $upstream_x_forwarded_proto $scheme;\n\
+         \x20           set $upstream_x_forwarded_host $host;\n\
+         \x20           set $upstream_x_forwarded_port $server_port;\n\
+         \x20           set $upstream_x_forwarded_path $kong_forwarded_path;\n\
+         \x20           set $upstream_x_forwarded_prefix {};\n",
+        conf_value(prefix)
+    );
+}
+
+/// `'text'` for nginx.conf (`''`: empty).
+fn conf_value(text: &str) -> String {
+    format!("'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// Kong's proxy settings for one location: kong/templates/nginx_kong.lua (3.9.3), with nginx
+/// variables for the ones Kong's Lua sets: `$upstream_*` from [`kong_vars`], `$request_id` for
+/// `$kong_request_id`, the service's host for `$upstream_host`.
 fn proxy_block(out: &mut String, upstream_name: &str, upstream: &Upstream) {
     let default_port = if upstream.tls { 443 } else { 80 };
     let host = if upstream.port == default_port {
@@ -129,16 +172,19 @@ fn proxy_block(out: &mut String, upstream_name: &str, upstream: &Upstream) {
     let _ = write!(
         out,
         "            proxy_http_version 1.1;\n\
+         \x20           proxy_set_header TE $upstream_te;\n\
+         \x20           proxy_set_header Via $upstream_via;\n\
          \x20           proxy_set_header Host {host};\n\
-         \x20           proxy_set_header Connection \"\";\n\
-         \x20           proxy_set_header TE \"\";\n\
-         \x20           proxy_set_header Upgrade \"\";\n\
-         \x20           proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n\
-         \x20           proxy_set_header X-Forwarded-Proto $scheme;\n\
-         \x20           proxy_set_header X-Forwarded-Host $host;\n\
-         \x20           proxy_set_header X-Forwarded-Port $server_port;\n\
-         \x20           proxy_set_header X-Forwarded-Path $uri;\n\
+         \x20           proxy_set_header Upgrade $upstream_upgrade;\n\
+         \x20           proxy_set_header Connection $upstream_connection;\n\
+         \x20           proxy_set_header X-Forwarded-For $upstream_x_forwarded_for;\n\
+         \x20           proxy_set_header X-Forwarded-Proto $upstream_x_forwarded_proto;\n\
+         \x20           proxy_set_header X-Forwarded-Host $upstream_x_forwarded_host;\n\
+         \x20           proxy_set_header X-Forwarded-Port $upstream_x_forwarded_port;\n\
+         \x20           proxy_set_header X-Forwarded-Path $upstream_x_forwarded_path;\n\
+         \x20           proxy_set_header X-Forwarded-Prefix $upstream_x_forwarded_prefix;\n\
          \x20           proxy_set_header X-Real-IP $remote_addr;\n\
+         \x20           proxy_set_header X-Kong-Request-Id $request_id;\n\
          \x20           proxy_pass_header Server;\n\
          \x20           proxy_pass_header Date;\n\
          \x20           proxy_ssl_server_name on;\n\
@@ -241,6 +287,7 @@ pub fn nginx_conf(
         "http {{\n    access_log off;\n    client_body_temp_path {d}/tmp/body;\n    proxy_temp_path {d}/tmp/proxy;\n    \
          fastcgi_temp_path {d}/tmp/fastcgi;\n    uwsgi_temp_path {d}/tmp/uwsgi;\n    scgi_temp_path {d}/tmp/scgi;\n"
     );
+    out.push_str(KONG_HTTP);
     for (i, service) in table.services.iter().enumerate() {
         let _ = writeln!(
             out,
@@ -286,6 +333,8 @@ pub fn nginx_conf(
                 conf_quote(&config)?
             );
         }
+        // Before the rewrite: its `break` ends the rewrite phase's directives.
+        kong_vars(&mut out, route.strip_path.then_some(path));
         if let Some(line) = rewrite_line(path, route.strip_path, service.upstream.path.as_deref()) {
             let _ = writeln!(out, "            {line}");
         }
@@ -549,6 +598,38 @@ mod tests {
         assert!(!is_fatal_line(
             r#"2026/12/04 13:00:00 [info] 1#0: *7 refused (kid="x\n[emerg] forged")"#
         ));
+    }
+
+    #[test]
+    fn locations_run_the_filter_as_kong_does_with_kongs_proxy_headers() {
+        assert!(KONG_HTTP.contains("proxy_wasm_request_headers_in_access on;"));
+        assert!(KONG_HTTP.contains("underscores_in_headers on;"));
+        let mut out = String::new();
+        kong_vars(&mut out, Some("/orders"));
+        let upstream = Upstream {
+            tls: false,
+            host: "svc.test".into(),
+            port: 8080,
+            path: None,
+        };
+        proxy_block(&mut out, "service_0", &upstream);
+        for name in crate::gateway::proxy::KONG_SET_HEADERS {
+            let line = out
+                .lines()
+                .find(|l| {
+                    l.trim()
+                        .strip_prefix("proxy_set_header ")
+                        .and_then(|rest| rest.split_whitespace().next())
+                        .is_some_and(|n| n.eq_ignore_ascii_case(name))
+                })
+                .unwrap_or_else(|| panic!("no proxy_set_header for {name}:\n{out}"));
+            assert!(line.ends_with(';'), "{line}");
+        }
+        assert!(out.contains("proxy_set_header Host svc.test:8080;"));
+        assert!(out.contains("set $upstream_x_forwarded_prefix '/orders';"));
+        let mut out = String::new();
+        kong_vars(&mut out, Some("/"));
+        assert!(out.contains("set $upstream_x_forwarded_prefix '';"));
     }
 
     #[test]
