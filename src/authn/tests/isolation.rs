@@ -149,7 +149,9 @@ fn shared_keys_of_the_earlier_key_format_are_never_read() {
         jwks_json: attacker.jwks("k1"),
     };
     let mut host = FakeHost::at(NOW);
-    let value = crate::host::shared::encode(&old_key, &entry.encode());
+    let value =
+        crate::host::shared::encode(&old_key, &entry.encode(), crate::host::shared::Width::Full)
+            .expect("a small key set fits");
     // Under its own key, and in the new key's slot (as a CRC32 collision would put it).
     let new_key = a.sources[0].shared.entry.clone();
     assert_ne!(new_key, old_key);
