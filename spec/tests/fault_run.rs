@@ -1,6 +1,8 @@
-//! The fault run: one gateway, six routes, IdPs and Google endpoints that refuse, reset, hang and
-//! answer garbage while others work, ticks and requests together, for a while. What must hold:
-//! no worker ever crashes (the gateway's log check: no `exited on signal`, `[alert]`, `[emerg]`),
+//! The fault run: one gateway, seven routes, IdPs and Google endpoints that refuse, reset, hang and
+//! answer garbage while others work, a hostile IdP (unparseable `jwks_uri`s, a JWKS larger than its
+//! 128k zone, garbage, 10 000 keys), ticks and requests together, for a while. What must hold:
+//! no worker ever crashes and no instance traps (the gateway's log check: no `exited on signal`,
+//! `[alert]`, `[emerg]`, `trapped`),
 //! no connection is dropped unanswered, a forged or made-up-`kid` token never gets a 200, a
 //! valid token on the healthy route always does, and every other answer is one the behaviour
 //! table allows. It is the scenario that crashed Kong's engine ~30 times per run before the
@@ -35,6 +37,17 @@ const FLAPS: [&str; 6] = [
     "status500",
     "truncated",
 ];
+/// What the hostile IdP serves in turn: discovery documents naming `jwks_uri`s the engine cannot
+/// parse (it traps on them), a 300 kB JWKS (over what the filter shares and over its 128k zone),
+/// garbage, cut and oversized documents, and 10 000 keys.
+const HOSTILE: [(&str, &[&str]); 6] = [
+    ("unparseable_jwks_uri", &["discovery"]),
+    ("large", &["jwks"]),
+    ("garbage", &["discovery", "jwks"]),
+    ("truncated", &["jwks"]),
+    ("many_keys", &["jwks"]),
+    ("huge", &["discovery", "jwks"]),
+];
 /// Client threads.
 const CLIENTS: usize = 4;
 /// A hang is a failure, not a stuck run.
@@ -47,7 +60,7 @@ struct RouteSpec {
     always_ok: bool,
 }
 
-const ROUTES: [RouteSpec; 6] = [
+const ROUTES: [RouteSpec; 7] = [
     // Healthy IdP and metadata server: a valid token always passes (keys warmed first).
     RouteSpec {
         path: "/healthy",
@@ -84,6 +97,12 @@ const ROUTES: [RouteSpec; 6] = [
         idp: 0,
         always_ok: false,
     },
+    // A hostile IdP (`HOSTILE`), and a 128k zone of its own.
+    RouteSpec {
+        path: "/hostile-idp",
+        idp: 3,
+        always_ok: false,
+    },
 ];
 
 /// What a token should get.
@@ -115,7 +134,7 @@ fn route_yml(path: &str, upstream: &str, config: &Value) -> String {
 }
 
 fn start(engine: Engine) -> Result<Run> {
-    let idps = (0..3)
+    let idps = (0..4)
         .map(|_| MockIdp::start(IdpOptions::with_audience(AUDIENCE)))
         .collect::<Result<Vec<_>>>()?;
     idps.get(2).context("idp")?.fault("refuse")?;
@@ -158,6 +177,11 @@ fn start(engine: Engine) -> Result<Run> {
             ]),
             metadata(&google, up0),
         ),
+        {
+            let mut hostile = base(json!([issuer(3)]), metadata(&google, up0));
+            hostile["shm_namespace"] = json!("hostile");
+            hostile
+        },
     ];
     let mut kong_yml = "_format_version: \"3.0\"\nservices:\n".to_string();
     for (route, config) in ROUTES.iter().zip(&configs) {
@@ -174,7 +198,7 @@ fn start(engine: Engine) -> Result<Run> {
         kong_yml,
         filters: vec![("cloudrun_oidc".into(), filter_wasm()?, filter_meta())],
         workers: 2,
-        shm_kv: vec!["cloudrun_oidc=12m".into()],
+        shm_kv: vec!["cloudrun_oidc=12m".into(), "hostile=128k".into()],
         lua_resolver: true,
         engine,
         ..GatewayOpts::default()
@@ -248,12 +272,18 @@ fn fault_run(engine: Engine, seconds: u64, summary: &str) -> Result<Value> {
             while !done.load(Ordering::Relaxed) {
                 let fault = FLAPS[i % FLAPS.len()];
                 let other = FLAPS[(i + 3) % FLAPS.len()];
+                let (hostile, endpoints) = HOSTILE[i % HOSTILE.len()];
                 run.idps.get(1).context("idp")?.fault(fault)?;
                 run.flaky_google.fault(other)?;
+                run.idps
+                    .get(3)
+                    .context("idp")?
+                    .fault_only(hostile, endpoints)?;
                 flaps.fetch_add(1, Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(700));
                 run.idps.get(1).context("idp")?.fault("none")?;
                 run.flaky_google.fault("none")?;
+                run.idps.get(3).context("idp")?.fault("none")?;
                 std::thread::sleep(Duration::from_millis(900));
                 i += 1;
             }
@@ -323,6 +353,19 @@ fn fault_run(engine: Engine, seconds: u64, summary: &str) -> Result<Value> {
         .into_inner()
         .map_err(|_| anyhow::anyhow!("poisoned"))?;
     let requests: u64 = tally.values().flat_map(BTreeMap::values).sum();
+    let forged = |statuses: &BTreeMap<u16, u64>, only_200: bool| -> u64 {
+        statuses
+            .iter()
+            .filter(|(status, _)| !only_200 || **status == 200)
+            .map(|(_, n)| n)
+            .sum()
+    };
+    let (forged_sent, forged_admitted) = tally
+        .iter()
+        .filter(|(key, _)| key.ends_with(" Forged") || key.ends_with(" MadeUpKid"))
+        .fold((0, 0), |(sent, ok), (_, statuses)| {
+            (sent + forged(statuses, false), ok + forged(statuses, true))
+        });
     let fatal: Vec<String> = match run.gateway.check_engine_log() {
         Ok(()) => Vec::new(),
         Err(e) => vec![format!("{e:#}")],
@@ -332,10 +375,13 @@ fn fault_run(engine: Engine, seconds: u64, summary: &str) -> Result<Value> {
         "seconds": started.elapsed().as_secs_f64(),
         "requests": requests,
         "fault_windows": flaps.load(Ordering::Relaxed),
+        "forged_sent": forged_sent,
+        "forged_admitted": forged_admitted,
         "wrong": wrong.len(),
         "examples_of_wrong": wrong.iter().take(10).collect::<Vec<_>>(),
         "engine_log_fatal": fatal,
         "worker_crashes": run.gateway.count_log("exited on signal"),
+        "traps": run.gateway.count_log("trapped"),
         "statuses": tally,
         "idp_fetches": run.idps.iter().map(|i| i.counters().unwrap_or_default()).collect::<Vec<_>>(),
         "google": run.google.counters()?,
@@ -355,6 +401,8 @@ fn check(summary: &Value) {
     assert_eq!(summary["wrong"], json!(0), "wrong answers: {summary}");
     assert_eq!(summary["engine_log_fatal"], json!([]), "{summary}");
     assert_eq!(summary["worker_crashes"], json!(0), "{summary}");
+    assert_eq!(summary["traps"], json!(0), "{summary}");
+    assert_eq!(summary["forged_admitted"], json!(0), "{summary}");
     assert!(summary["requests"].as_u64().unwrap_or(0) > 100, "{summary}");
     assert!(
         summary["fault_windows"].as_u64().unwrap_or(0) >= 3,

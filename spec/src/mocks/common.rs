@@ -19,6 +19,13 @@ impl Counters {
             *m.entry(name.to_string()).or_default() += 1;
         }
     }
+    /// The count of `name` so far (0 if never counted).
+    pub fn get(&self, name: &str) -> u64 {
+        self.0
+            .lock()
+            .map(|m| m.get(name).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
     pub fn snapshot(&self) -> Value {
         let m = self.0.lock().map(|m| m.clone()).unwrap_or_default();
         Value::Object(m.into_iter().map(|(k, v)| (k, Value::from(v))).collect())

@@ -14,6 +14,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 const TAG: &str = "mock-idp";
 /// Number of keys the `many_keys` fault serves.
 pub const MANY_KEYS: usize = 10_000;
+/// `jwks_uri`s the `unparseable_jwks_uri` fault serves in turn: targets nginx's `ngx_parse_url`
+/// refuses (the engine traps on them) or reads as a local Unix socket.
+pub const UNPARSEABLE_JWKS_URIS: [&str; 5] = [
+    "http://[.]/keys",
+    "http://[:]/keys",
+    "http://[1.2.3.4]/keys",
+    "http://[12345::]/keys",
+    "http://unix:80/keys",
+];
 
 /// Command line of `mock-idp`.
 #[derive(Parser, Debug, Clone)]
@@ -478,6 +487,12 @@ async fn handle_main(idp: Arc<Idp>, req: Req) -> Outcome {
     );
     let f = fault.as_deref().unwrap_or("none");
     match endpoint {
+        "discovery" if f == "unparseable_jwks_uri" => {
+            let mut doc = idp.discovery(false, false);
+            let pick = idp.counters.get("discovery") as usize % UNPARSEABLE_JWKS_URIS.len();
+            doc["jwks_uri"] = json!(UNPARSEABLE_JWKS_URIS.get(pick).copied().unwrap_or_default());
+            Reply::json(200, &doc).into()
+        }
         "discovery" => generic_fault(f, || {
             Reply::json(
                 200,

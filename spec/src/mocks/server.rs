@@ -26,6 +26,9 @@ const MAX_REQUEST_BODY: usize = 16 << 20;
 const HANG_LIMIT: Duration = Duration::from_secs(300);
 /// Size of the `huge` fault's body.
 pub const HUGE_BYTES: usize = 5 * 1024 * 1024;
+/// Body size of the `large` fault: under the filter's 512 KiB JWKS cap, over any value it shares
+/// and over a 128k shared-memory zone.
+pub const LARGE_BYTES: usize = 300 * 1000;
 /// Faults every mock understands.
 pub const GENERIC_FAULTS: [&str; 8] = [
     "none",
@@ -278,6 +281,11 @@ pub fn generic_fault(fault: &str, normal: impl FnOnce() -> Reply) -> Outcome {
         "huge" => {
             let mut r = normal();
             r.body = pad_to(&r.body, HUGE_BYTES);
+            r.into()
+        }
+        "large" => {
+            let mut r = normal();
+            r.body = pad_to(&r.body, LARGE_BYTES);
             r.into()
         }
         _ => normal().into(),
