@@ -125,7 +125,6 @@ impl RootContext for Root {
             log::error!("{message}");
         }
         self.route = Some(Rc::new(state));
-        ProxyHost::define_metrics();
         // Only new roots arm the tick. In an instance that replaced a trapped one, Kong keeps
         // firing the old root's timer into this root: arming again would add a second timer
         // per trap (the old one keeps running). Such a root ticks on the old timer, or not at
@@ -219,6 +218,8 @@ impl Http {
                 )))
             }
         };
+        // Once per instance, at its first request: nothing of the instance is paused yet.
+        ProxyHost::define_metrics();
         // The one host call that may trap by design: nothing of this instance is paused.
         match zone::prove_for_request(&route.config.shm_namespace, host.now_ms()) {
             Ok(()) => {}
