@@ -238,7 +238,7 @@ mod shared_writes {
     use cloudrun_spec::testkit::mocks::{
         CloudRun, CloudRunOptions, IdpOptions, MintRequest, MockIdp,
     };
-    use cloudrun_spec::testkit::stack::{eventually, filter_meta, filter_wasm, AUDIENCE};
+    use cloudrun_spec::testkit::stack::{eventually, orders_gateway, AUDIENCE};
     use serde_json::{json, Value};
     use std::io::{Read, Write};
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -370,35 +370,9 @@ mod shared_writes {
 
     /// One route `/orders` to `upstream` with `config`, the filter's zone declared as `zone`.
     fn gateway(config: &Value, upstream: &str, zone: &str, engine: Engine) -> Result<Gateway> {
-        let meta = filter_meta();
-        let config_yaml = match &meta {
-            Some(_) => config.to_string(),
-            None => serde_json::to_string(&config.to_string())?,
-        };
-        let kong_yml = format!(
-            r#"_format_version: "3.0"
-services:
-  - name: orders
-    url: http://{upstream}
-    routes:
-      - name: orders
-        paths: ["/orders"]
-        strip_path: false
-        filter_chains:
-          - filters:
-              - name: cloudrun_oidc
-                config: {config_yaml}
-"#
-        );
-        Gateway::start(&GatewayOpts {
-            kong_yml,
-            filters: vec![("cloudrun_oidc".into(), filter_wasm()?, meta)],
-            workers: 2,
-            shm_kv: vec![zone.to_string()],
-            lua_resolver: true,
-            engine,
-            ..GatewayOpts::default()
-        })
+        let mut opts = orders_gateway(config, upstream, 2, engine)?;
+        opts.shm_kv = vec![zone.to_string()];
+        Gateway::start(&opts)
     }
 
     fn call(gateway: &Gateway, token: &str) -> Result<http::Response> {

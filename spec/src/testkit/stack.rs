@@ -212,6 +212,18 @@ pub fn start_gateway(
     workers: usize,
     engine: Engine,
 ) -> Result<Gateway> {
+    Gateway::start(&orders_gateway(config, upstream, workers, engine)?)
+        .context("starting the gateway")
+}
+
+/// The options of [`start_gateway`]: one service/route `/orders` to `upstream` running the filter
+/// with `config`, its zone `cloudrun_oidc=12m` (tests may change what they need).
+pub fn orders_gateway(
+    config: &Value,
+    upstream: &str,
+    workers: usize,
+    engine: Engine,
+) -> Result<GatewayOpts> {
     let meta = filter_meta();
     let config_yaml = match &meta {
         Some(_) => config.to_string(),
@@ -232,7 +244,7 @@ services:
                 config: {config_yaml}
 "#
     );
-    let opts = GatewayOpts {
+    Ok(GatewayOpts {
         kong_yml,
         filters: vec![("cloudrun_oidc".into(), filter_wasm()?, meta)],
         workers,
@@ -240,8 +252,7 @@ services:
         lua_resolver: true,
         engine,
         ..GatewayOpts::default()
-    };
-    Gateway::start(&opts).context("starting the gateway")
+    })
 }
 
 /// Polls `check` every 50 ms until it holds or `timeout` passes.

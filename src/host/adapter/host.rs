@@ -13,8 +13,9 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
 thread_local! {
-    /// Metric ids by name. Defined lazily: after a trap Kong re-runs `on_configure` but not
-    /// `on_vm_start`, so nothing defined at VM start could be relied upon.
+    /// Metric ids by name, defined at the first request of the instance (after a trap Kong
+    /// re-runs `on_configure` but not `on_vm_start`, so nothing defined at VM start could be
+    /// relied upon).
     static METRIC_IDS: RefCell<HashMap<Metric, u32>> = RefCell::new(HashMap::new());
     /// The last clock reading of this instance (ms), for work that must finish without one.
     static LAST_READING_MS: Cell<u64> = const { Cell::new(0) };
@@ -46,24 +47,28 @@ impl ProxyHost {
         }
     }
 
-    /// Defines every counter up front, so exporters show zeros instead of nothing.
+    /// Defines every counter, once per instance. Called at the start of a request while nothing
+    /// of the instance is paused: `define_metric` traps when Kong's metrics zone is full, and a
+    /// trap in `on_configure` would run the worker's routes without the filter.
     pub fn define_metrics() {
-        for metric in crate::metrics::Metric::all() {
-            let _ = Self::metric_id(metric);
-        }
+        METRIC_IDS.with(|ids| {
+            let Ok(mut ids) = ids.try_borrow_mut() else {
+                return;
+            };
+            if !ids.is_empty() {
+                return;
+            }
+            for metric in crate::metrics::Metric::all() {
+                if let Ok(id) = ffi::define_counter(&metric.name()) {
+                    ids.insert(metric, id);
+                }
+            }
+        });
     }
 
-    /// The host's id for `metric`; its name is only built the first time (hot path: no alloc).
+    /// The host's id for `metric`, if defined (never defined here: see [`Self::define_metrics`]).
     fn metric_id(metric: Metric) -> Option<u32> {
-        METRIC_IDS.with(|ids| {
-            let mut ids = ids.try_borrow_mut().ok()?;
-            if let Some(id) = ids.get(&metric) {
-                return Some(*id);
-            }
-            let id = ffi::define_counter(&metric.name()).ok()?;
-            ids.insert(metric, id);
-            Some(id)
-        })
+        METRIC_IDS.with(|ids| ids.try_borrow().ok()?.get(&metric).copied())
     }
 }
 

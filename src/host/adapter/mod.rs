@@ -115,7 +115,6 @@ impl RootContext for Root {
             log::error!("{message}");
         }
         self.route = Some(Rc::new(state));
-        ProxyHost::define_metrics();
         // Only new roots arm the tick. In an instance that replaced a trapped one, Kong keeps
         // firing the old root's timer into this root: arming again would add a second timer
         // per trap (the old one keeps running). Such a root ticks on the old timer, or not at
@@ -172,6 +171,8 @@ struct Http {
 
 impl Http {
     fn on_headers(&mut self) -> Action {
+        // Once per instance, at its first request: nothing of the instance is paused yet.
+        ProxyHost::define_metrics();
         let Some(state) = self.route.clone() else {
             return self.finish(Step::Deny(AuthError::InvalidConfiguration));
         };
