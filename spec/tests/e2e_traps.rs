@@ -233,7 +233,7 @@ mod shared_writes {
     use base64::Engine as _;
     use cloudrun_spec::engine_tests;
     use cloudrun_spec::testkit::engine::Engine;
-    use cloudrun_spec::testkit::gateway::{Gateway, GatewayOpts};
+    use cloudrun_spec::testkit::gateway::Gateway;
     use cloudrun_spec::testkit::http;
     use cloudrun_spec::testkit::mocks::{
         CloudRun, CloudRunOptions, IdpOptions, MintRequest, MockIdp,
