@@ -1,5 +1,6 @@
 //! A root context's background work for its route, on every tick: refresh keys before they go
-//! stale (or fetch them before the first request), and Google tokens before they expire.
+//! stale, and Google tokens before they expire. It starts once a request of the instance has
+//! proven the route's shared-data zone (the adapter skips ticks until then: a missing zone traps).
 
 use super::Scope;
 use crate::google::{Mint, MintFor, MintProgress};

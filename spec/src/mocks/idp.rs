@@ -575,6 +575,7 @@ pub async fn serve(args: Args) -> Result<()> {
                 "wrong_type_keys",
                 "discovery_elsewhere",
                 "jwks_moved",
+                "unparseable_jwks_uri",
             ],
             &["discovery", "jwks", "token", "identity"],
         ),

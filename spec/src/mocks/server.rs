@@ -30,7 +30,7 @@ pub const HUGE_BYTES: usize = 5 * 1024 * 1024;
 /// and over a 128k shared-memory zone.
 pub const LARGE_BYTES: usize = 300 * 1000;
 /// Faults every mock understands.
-pub const GENERIC_FAULTS: [&str; 8] = [
+pub const GENERIC_FAULTS: [&str; 9] = [
     "none",
     "refuse",
     "reset",
@@ -39,6 +39,7 @@ pub const GENERIC_FAULTS: [&str; 8] = [
     "garbage",
     "truncated",
     "huge",
+    "large",
 ];
 
 /// A request, fully read.
