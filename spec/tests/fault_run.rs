@@ -296,7 +296,9 @@ fn fault_run(engine: Engine, seconds: u64, summary: &str) -> Result<Value> {
                     let mut n = c;
                     while started.elapsed() < Duration::from_secs(seconds) {
                         let route = &ROUTES[n % ROUTES.len()];
-                        let kind = match n % 7 {
+                        // Every route gets every kind of token (the route is `n` modulo the
+                        // route count, so the kind must not be).
+                        let kind = match (n / ROUTES.len()) % 7 {
                             0 => Kind::Forged,
                             1 => Kind::MadeUpKid,
                             _ => Kind::Valid,
