@@ -486,7 +486,7 @@ impl KeyCache {
                 checked_at_ms: host.now_ms(),
             },
         );
-        self.failed_at.remove(&source.id);
+        self.failed_at.remove(source.cache_key());
         log::info!(
             "fetched {} keys for issuer {} from {}",
             set.len(),
@@ -526,7 +526,7 @@ impl KeyCache {
         );
         if kind == FetchKind::Cold {
             let now = host.now_secs();
-            self.failed_at.insert(source.id.clone(), now);
+            self.failed_at.insert(source.cache_key().to_string(), now);
             let mut payload = Vec::with_capacity(8);
             layout::put_u64(&mut payload, now);
             let _ = shared::overwrite(host, &source.shared.failure_backoff, &payload, Width::Exact);
@@ -538,7 +538,9 @@ impl KeyCache {
     fn failed_recently(&self, host: &dyn Host, source: &Source) -> bool {
         let now = host.now_secs();
         let recent = |at: u64| now.saturating_sub(at) < FAILURE_BACKOFF_SECS;
-        self.failed_at.get(&source.id).is_some_and(|at| recent(*at))
+        self.failed_at
+            .get(source.cache_key())
+            .is_some_and(|at| recent(*at))
             || failed_recently_in_shared(host, source, recent)
     }
 
