@@ -13,6 +13,7 @@ pub mod http;
 pub mod jose;
 pub mod keys;
 pub mod metrics;
+pub mod ratelimit;
 pub mod reject;
 pub mod request;
 

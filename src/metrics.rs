@@ -20,11 +20,47 @@ pub enum Metric {
     GoogleTokenMints,
     /// Google ID token mints that failed.
     GoogleTokenMintFailures,
+    /// Requests refused with 429 by any rate limit.
+    RateLimited,
+    /// Requests refused with 429 by the named limit (`rate_limits[].name`).
+    RateLimitedBy(LimitName),
+    /// Requests admitted without being counted against a rate limit (a full counter table, a
+    /// CAS race lost every time, a host error): see the README's rate-limit faults.
+    RateLimitUnmetered,
+}
+
+/// A rate limit's name in a metric (`[a-z0-9_]`, at most 32 bytes): inline, so that a
+/// [`Metric`] stays `Copy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LimitName {
+    bytes: [u8; 32],
+    len: u8,
+}
+
+impl LimitName {
+    /// `None` when `name` is longer than 32 bytes.
+    pub fn new(name: &str) -> Option<LimitName> {
+        let len = u8::try_from(name.len()).ok().filter(|&n| n <= 32)?;
+        let mut bytes = [0u8; 32];
+        for (out, byte) in bytes.iter_mut().zip(name.bytes()) {
+            *out = byte;
+        }
+        Some(LimitName { bytes, len })
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.bytes
+            .get(..usize::from(self.len))
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or_default()
+    }
 }
 
 impl From<AuthError> for Metric {
     fn from(error: AuthError) -> Metric {
-        Metric::Denied(error.metric_reason())
+        error
+            .metric_reason()
+            .map_or(Metric::RateLimited, Metric::Denied)
     }
 }
 
@@ -39,10 +75,14 @@ impl Metric {
             Metric::JwksFetchFailures => "jwks_fetch_failures".to_string(),
             Metric::GoogleTokenMints => "google_token_mints".to_string(),
             Metric::GoogleTokenMintFailures => "google_token_mint_failures".to_string(),
+            Metric::RateLimited => "rate_limited".to_string(),
+            Metric::RateLimitedBy(name) => format!("rate_limited_{}", name.as_str()),
+            Metric::RateLimitUnmetered => "rate_limit_unmetered".to_string(),
         }
     }
 
-    /// Every counter, in the order they are defined when the filter starts.
+    /// Every counter but the per-limit ones ([`Metric::RateLimitedBy`], defined from the routes'
+    /// configurations), in the order they are defined when the filter starts.
     pub fn all() -> impl Iterator<Item = Metric> {
         std::iter::successors(Some(Metric::Allowed), |m| m.next())
     }
@@ -56,7 +96,10 @@ impl Metric {
             Metric::JwksFetches => Some(Metric::JwksFetchFailures),
             Metric::JwksFetchFailures => Some(Metric::GoogleTokenMints),
             Metric::GoogleTokenMints => Some(Metric::GoogleTokenMintFailures),
-            Metric::GoogleTokenMintFailures => DenyReason::all().next().map(Metric::Denied),
+            Metric::GoogleTokenMintFailures => Some(Metric::RateLimited),
+            Metric::RateLimited => Some(Metric::RateLimitUnmetered),
+            Metric::RateLimitUnmetered => DenyReason::all().next().map(Metric::Denied),
+            Metric::RateLimitedBy(_) => None,
             Metric::Denied(reason) => reason.next().map(Metric::Denied),
         }
     }
@@ -74,6 +117,7 @@ mod tests {
             AuthError::Expired,
             AuthError::WrongTokenType,
             AuthError::AmbiguousClaim,
+            AuthError::RateLimited,
             AuthError::Internal,
         ] {
             assert!(defined.contains(&Metric::from(e).name()), "{e:?}");

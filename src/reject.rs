@@ -49,6 +49,12 @@ pub enum AuthError {
     InsufficientScope,
     /// A `required_claims` rule is not met.
     ClaimMismatch,
+    /// The verified token lacks the claim a rate limit of the route identifies callers by
+    /// (`rate_limits[].key`): the caller cannot be counted, so it is not served.
+    NoRateLimitKey,
+    /// The caller has spent a rate limit's budget for the current window (RFC 6585 §4). Not
+    /// counted as a denial: it has its own counter, `rate_limited`.
+    RateLimited,
     /// A claim path used by a rule or a header reads two different values (a top-level key
     /// spelled like the dotted path next to the nested claim): it satisfies nothing.
     AmbiguousClaim,
@@ -100,7 +106,7 @@ pub struct Rejection {
     pub status: u16,
     /// `WWW-Authenticate` value, for 400, 401 and 403 only.
     pub www_authenticate: Option<String>,
-    /// `Retry-After` seconds, for 503 only.
+    /// `Retry-After` seconds, for 503 (429 carries its own: the time until the window ends).
     pub retry_after: Option<u32>,
     /// A generic JSON body in Kong's style.
     pub body: &'static str,
@@ -112,6 +118,7 @@ pub const BODY_CONTENT_TYPE: &str = "application/json; charset=utf-8";
 const BODY_400: &str = "{\"message\":\"Bad request\"}";
 const BODY_401: &str = "{\"message\":\"Unauthorized\"}";
 const BODY_403: &str = "{\"message\":\"Forbidden\"}";
+const BODY_429: &str = "{\"message\":\"API rate limit exceeded\"}";
 const BODY_500: &str = "{\"message\":\"An unexpected error occurred\"}";
 const BODY_503: &str = "{\"message\":\"Service unavailable\"}";
 
@@ -140,6 +147,8 @@ impl AuthError {
             AuthError::UnrepresentableClaim => "claim cannot be forwarded",
             AuthError::InsufficientScope => "insufficient scope",
             AuthError::ClaimMismatch => "required claim not satisfied",
+            AuthError::NoRateLimitKey => "token lacks the rate limit's key claim",
+            AuthError::RateLimited => "rate limit reached",
             AuthError::AmbiguousClaim => "ambiguous claim",
             AuthError::KeysUnavailable => "signing keys unavailable",
             AuthError::GoogleTokenUnavailable => "upstream identity token unavailable",
@@ -182,14 +191,15 @@ impl AuthError {
                 body: BODY_401,
             },
             // RFC 6750 §3.1 `insufficient_scope`: valid token, not enough privilege.
-            AuthError::InsufficientScope | AuthError::ClaimMismatch | AuthError::AmbiguousClaim => {
-                Rejection {
-                    status: 403,
-                    www_authenticate: Some(challenge("insufficient_scope", self.reason())),
-                    retry_after: None,
-                    body: BODY_403,
-                }
-            }
+            AuthError::InsufficientScope
+            | AuthError::ClaimMismatch
+            | AuthError::AmbiguousClaim
+            | AuthError::NoRateLimitKey => Rejection {
+                status: 403,
+                www_authenticate: Some(challenge("insufficient_scope", self.reason())),
+                retry_after: None,
+                body: BODY_403,
+            },
             // RFC 6750 §3.1 `invalid_request`: the request is malformed, whatever its token.
             AuthError::ForgedHeader
             | AuthError::TooManyHeaders
@@ -198,6 +208,14 @@ impl AuthError {
                 www_authenticate: Some(challenge("invalid_request", self.reason())),
                 retry_after: None,
                 body: BODY_400,
+            },
+            // RFC 6585 §4; no challenge: the credentials are fine. Retry-After and the RateLimit
+            // fields come from the limit that refused (the adapter adds them).
+            AuthError::RateLimited => Rejection {
+                status: 429,
+                www_authenticate: None,
+                retry_after: None,
+                body: BODY_429,
             },
             AuthError::KeysUnavailable | AuthError::GoogleTokenUnavailable => Rejection {
                 status: 503,
@@ -214,9 +232,10 @@ impl AuthError {
         }
     }
 
-    /// The reason this refusal is counted under (`denied_<reason>`).
-    pub fn metric_reason(self) -> DenyReason {
-        match self {
+    /// The reason this refusal is counted under (`denied_<reason>`); `None` for
+    /// [`AuthError::RateLimited`], counted as `rate_limited`.
+    pub fn metric_reason(self) -> Option<DenyReason> {
+        Some(match self {
             AuthError::MissingToken => DenyReason::MissingToken,
             AuthError::ConflictingTokens
             | AuthError::TokenTooLarge
@@ -232,9 +251,11 @@ impl AuthError {
             AuthError::Expired | AuthError::NotYetValid => DenyReason::Expired,
             AuthError::WrongAudience => DenyReason::Audience,
             AuthError::WrongTokenType => DenyReason::TokenType,
-            AuthError::InsufficientScope | AuthError::ClaimMismatch | AuthError::AmbiguousClaim => {
-                DenyReason::Forbidden
-            }
+            AuthError::InsufficientScope
+            | AuthError::ClaimMismatch
+            | AuthError::AmbiguousClaim
+            | AuthError::NoRateLimitKey => DenyReason::Forbidden,
+            AuthError::RateLimited => return None,
             AuthError::KeysUnavailable => DenyReason::KeysUnavailable,
             AuthError::GoogleTokenUnavailable => DenyReason::GoogleTokenUnavailable,
             AuthError::ForgedHeader
@@ -242,7 +263,7 @@ impl AuthError {
             | AuthError::UnverifiedAuthorization => DenyReason::InvalidRequest,
             AuthError::InvalidConfiguration => DenyReason::Config,
             AuthError::Internal => DenyReason::Internal,
-        }
+        })
     }
 }
 
@@ -337,7 +358,7 @@ mod tests {
         }
     }
 
-    const ALL: [AuthError; 25] = [
+    const ALL: [AuthError; 27] = [
         AuthError::MissingToken,
         AuthError::ConflictingTokens,
         AuthError::TokenTooLarge,
@@ -356,6 +377,8 @@ mod tests {
         AuthError::InsufficientScope,
         AuthError::ClaimMismatch,
         AuthError::AmbiguousClaim,
+        AuthError::NoRateLimitKey,
+        AuthError::RateLimited,
         AuthError::KeysUnavailable,
         AuthError::GoogleTokenUnavailable,
         AuthError::ForgedHeader,
@@ -435,7 +458,10 @@ mod tests {
     fn every_refusal_is_counted_under_a_listed_reason() {
         let listed: Vec<DenyReason> = DenyReason::all().collect();
         for e in ALL {
-            assert!(listed.contains(&e.metric_reason()), "{e:?}");
+            match e.metric_reason() {
+                Some(reason) => assert!(listed.contains(&reason), "{e:?}"),
+                None => assert_eq!(e, AuthError::RateLimited),
+            }
         }
     }
 
@@ -474,11 +500,22 @@ mod tests {
                 .bytes()
                 .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\'));
             let r = e.rejection();
-            assert!(matches!(r.status, 400 | 401 | 403 | 500 | 503));
+            assert!(matches!(r.status, 400 | 401 | 403 | 429 | 500 | 503));
             assert_eq!(
                 r.www_authenticate.is_some(),
                 matches!(r.status, 400 | 401 | 403)
             );
         }
+    }
+
+    #[test]
+    fn a_spent_rate_limit_is_429_without_a_challenge() {
+        let r = AuthError::RateLimited.rejection();
+        assert_eq!(r.status, 429);
+        assert_eq!(r.www_authenticate, None);
+        assert_eq!(AuthError::RateLimited.metric_reason(), None);
+        let r = AuthError::NoRateLimitKey.rejection();
+        assert_eq!(r.status, 403);
+        assert!(r.www_authenticate.unwrap().contains("insufficient_scope"));
     }
 }

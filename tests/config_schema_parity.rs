@@ -346,10 +346,25 @@ fn every_schema_field_is_a_parser_field() {
     assert!(checked >= 30, "{checked}");
 }
 
-/// The schema property at a setting's path (`jwks_cache.ttl_seconds`).
+/// The schema property at a setting's path (`jwks_cache.ttl_seconds`, `rate_limits[].max_callers`:
+/// `[]` steps into the list's items, also when the list is one of an `anyOf`).
 fn schema_property<'a>(schema: &'a Value, path: &str) -> &'a Value {
     path.split('.')
-        .fold(schema, |at, name| &at["properties"][name])
+        .fold(schema, |at, name| match name.strip_suffix("[]") {
+            Some(list) => list_items(&at["properties"][list]),
+            None => &at["properties"][name],
+        })
+}
+
+/// The items of a list property: `items`, or those of the `anyOf` branch that is an array.
+fn list_items(prop: &Value) -> &Value {
+    if prop["items"].is_object() {
+        return &prop["items"];
+    }
+    prop["anyOf"]
+        .as_array()
+        .and_then(|branches| branches.iter().find(|b| b["items"].is_object()))
+        .map_or(&Value::Null, |b| &b["items"])
 }
 
 /// Every scalar `default` in the schema, by setting path (`issuers[].x` inside the issuer list).
@@ -365,7 +380,7 @@ fn scalar_defaults(node: &Value, prefix: &str, out: &mut Vec<String>) {
                 out.push(path.clone());
             }
             scalar_defaults(prop, &path, out);
-            scalar_defaults(&prop["items"], &format!("{path}[]"), out);
+            scalar_defaults(list_items(prop), &format!("{path}[]"), out);
         }
     }
 }

@@ -70,6 +70,7 @@
 //! ```
 
 pub mod jobs;
+pub mod limits;
 pub mod request;
 pub mod route;
 

@@ -2,6 +2,7 @@
 //! fetch) → Google token (cached, or minted) → header edits. It waits for at most one callout
 //! at a time, and every answer ends in a [`Step`].
 
+use super::limits::{self, ResponseHeader};
 use super::route::Grant;
 use super::{Scope, Step};
 use crate::google::{Mint, MintFor, MintProgress};
@@ -37,6 +38,8 @@ pub struct Request {
     minted: bool,
     /// A callout of this request carried a body (see [`Request::may_refuse_with_body`]).
     sent_body: bool,
+    /// Headers for the answer: the rate-limit fields (on a 429 also `Retry-After`).
+    response_headers: Vec<ResponseHeader>,
 }
 
 impl Request {
@@ -69,6 +72,7 @@ impl Request {
             fetch_budget: FetchBudget::Available,
             minted: false,
             sent_body: false,
+            response_headers: Vec::new(),
         };
         let step = request.run(cx);
         (Some(request), step)
@@ -86,6 +90,12 @@ impl Request {
     /// ("zero size buf in writer"; spec/tests/engine_facts.rs). Status and headers still say why.
     pub fn may_refuse_with_body(&self) -> bool {
         !self.sent_body
+    }
+
+    /// Headers the answer to this request carries: the upstream's answer when the request was
+    /// allowed, the local response when it was refused (see [`limits::meter`]).
+    pub fn response_headers(&self) -> &[ResponseHeader] {
+        &self.response_headers
     }
 
     /// The callout this request waits for, if any.
@@ -167,7 +177,16 @@ impl Request {
 
     fn run(&mut self, cx: &mut Scope<'_>) -> Step {
         match self.grant(cx) {
-            Ok(Some(grant)) => self.forward(cx, grant),
+            Ok(Some(grant)) => match limits::meter(cx, &grant) {
+                Ok(headers) => {
+                    self.response_headers = headers;
+                    self.forward(cx, grant)
+                }
+                Err(limited) => {
+                    self.response_headers = limited.headers;
+                    deny(cx.host, AuthError::RateLimited, &limited.context)
+                }
+            },
             Ok(None) => Step::Wait,
             Err((e, context)) => deny(cx.host, e, &context),
         }

@@ -2,12 +2,15 @@
 //! (issuer rules, key sources, the Google token, owned headers, the verified-token cache), and
 //! what one worker shares between its routes.
 
+use super::limits::{RateKey, RouteLimit};
 use super::HeaderEdit;
 use crate::config::{FilterConfig, GoogleHeader, KeySource};
 use crate::google::{GoogleRoute, GoogleTokens};
 use crate::jose::b64;
 use crate::jose::verifier::{IssuerRule, VerifiedToken};
 use crate::keys::{FetchSettings, KeyCache, Origin, Source};
+use crate::metrics::Metric;
+use crate::ratelimit::{self, Caller};
 use crate::reject::AuthError;
 use crate::request::claims;
 use crate::request::headers::OwnedHeaders;
@@ -28,6 +31,8 @@ pub struct Grant {
     issuer_index: usize,
     /// `Bearer <token>` for `original_token_header`, rendered once per token.
     pub(super) forwarded_token: Option<Rc<str>>,
+    /// The caller as each of the route's rate limits counts it, in their order.
+    pub(super) rate_keys: Vec<RateKey>,
 }
 
 /// What one header edit costs beyond its name and value: two `Rc<str>` allocations (counts and
@@ -45,7 +50,10 @@ impl Grant {
             .forwarded_token
             .as_ref()
             .map_or(0, |value| value.len() + EDIT_OVERHEAD);
-        edits.saturating_add(forwarded)
+        let rate_keys = self.rate_keys.iter().fold(0usize, |sum, key| {
+            sum.saturating_add(key.held_bytes() + 3 * EDIT_OVERHEAD)
+        });
+        edits.saturating_add(forwarded).saturating_add(rate_keys)
     }
 }
 
@@ -61,6 +69,10 @@ pub struct Route {
     pub(super) original_token_header: Option<Rc<str>>,
     /// Where the Google token goes (`None` without `google_id_token`).
     pub(super) google_header: Option<Rc<str>>,
+    /// `rate_limits`, ready to count.
+    pub(super) limits: Vec<RouteLimit>,
+    /// The `RateLimit-Policy` value of the route's limits, rendered once.
+    pub(super) limit_policy: Rc<str>,
     cache: RefCell<TokenCache<Rc<Grant>>>,
 }
 
@@ -127,6 +139,12 @@ impl Route {
                 .filter(|_| google_header == Some(GoogleHeader::Authorization))
                 .map(|h| Rc::from(h.as_str())),
             google_header: google_header.map(|h| Rc::from(h.name())),
+            limits: config
+                .rate_limits
+                .iter()
+                .map(|limit| RouteLimit::new(limit, &namespace))
+                .collect(),
+            limit_policy: Rc::from(ratelimit::headers::policy(&config.rate_limits)),
             sources,
             cache: RefCell::new(TokenCache::new(
                 DEFAULT_MAX_ENTRIES,
@@ -135,6 +153,11 @@ impl Route {
             )),
             config,
         }
+    }
+
+    /// Counters this route's configuration adds (one per rate limit).
+    pub fn metrics(&self) -> impl Iterator<Item = Metric> + '_ {
+        self.limits.iter().filter_map(|limit| limit.metric)
     }
 
     /// Whether the Google token takes the caller's `Authorization` header.
@@ -176,7 +199,21 @@ impl Route {
             key_thumbprint: verified.key_thumbprint,
             issuer_index: verified.issuer_index,
             forwarded_token: None,
+            rate_keys: self.rate_keys(verified)?,
         })
+    }
+
+    /// The caller of each rate limit: a token without a limit's key claim is refused (403).
+    fn rate_keys(&self, verified: &VerifiedToken) -> Result<Vec<RateKey>, AuthError> {
+        self.limits
+            .iter()
+            .map(|limit| {
+                let caller =
+                    Caller::of(&limit.limit, &verified.claims).ok_or(AuthError::NoRateLimitKey)?;
+                let slots = limit.table.slot_keys(&caller);
+                Ok(RateKey { caller, slots })
+            })
+            .collect()
     }
 
     /// Caches `grant` for `token` unless it is too large to (the request is served all the same).
@@ -207,6 +244,8 @@ pub struct Worker {
     pub google: GoogleTokens,
     /// Identifies this worker as a lease holder.
     pub holder: u64,
+    /// When a request was last logged as admitted uncounted by a rate limit (ms).
+    pub rate_limit_fault_logged_ms: u64,
 }
 
 impl Worker {
@@ -215,6 +254,7 @@ impl Worker {
             keys: KeyCache::new(holder),
             google: GoogleTokens::new(holder),
             holder,
+            rate_limit_fault_logged_ms: 0,
         }
     }
 }

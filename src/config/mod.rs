@@ -29,6 +29,7 @@
 mod google_id_token;
 mod issuers;
 pub mod kong_lists;
+mod rate_limits;
 pub mod raw;
 pub mod settings;
 mod validate;
@@ -37,7 +38,7 @@ mod validate;
 mod tests;
 
 pub use kong_lists::{Dict, List};
-pub use raw::{RawConfig, RawGoogle, RawIssuer, RawJwksCache, RawToken};
+pub use raw::{RawConfig, RawGoogle, RawIssuer, RawJwksCache, RawRateLimit, RawToken};
 pub use settings::{
     IntegerSetting, Setting, TextSetting, DEFAULT_METADATA_HOST, DEFAULT_SHM_NAMESPACE,
     DEFAULT_TOKEN_HEADER, DEFAULT_TOKEN_SCHEME, DEFAULT_TOKEN_URL, FORWARDED_AUTHORIZATION,
@@ -51,6 +52,7 @@ use crate::http::url::HttpUrl;
 use crate::jose::jwk_set::KeySet;
 use crate::jose::verifier::{IssuerRule, Limits};
 use crate::keys::cache::CachePolicy;
+use crate::ratelimit::RateLimit;
 use crate::request::claims::ClaimPath;
 use serde_json::Value;
 use std::fmt;
@@ -218,6 +220,10 @@ pub struct FilterConfig {
     pub callout_timeout_ms: u32,
     /// Prefix of every shared-data key. Default `cloudrun_oidc`.
     pub shm_namespace: String,
+    /// Rate limits per verified caller, checked in order. Default none.
+    pub rate_limits: Vec<RateLimit>,
+    /// `RateLimit-Policy` / `RateLimit` on answers that passed the limits. Default true.
+    pub rate_limit_headers: bool,
 }
 
 impl FilterConfig {

@@ -39,6 +39,27 @@ pub struct RawConfig {
     pub callout_timeout_ms: Option<u64>,
     #[serde(default, deserialize_with = "present")]
     pub shm_namespace: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub rate_limits: Option<List<RawRateLimit>>,
+    #[serde(default, deserialize_with = "present")]
+    pub rate_limit_headers: Option<bool>,
+}
+
+/// One `rate_limits[]` entry as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    #[serde(default, deserialize_with = "present")]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub requests: Option<u64>,
+    #[serde(default, deserialize_with = "present")]
+    pub window: Option<String>,
+    /// `null` means absent (the issuer and subject pair).
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub max_callers: Option<u64>,
 }
 
 /// One `issuers[]` entry as written.

@@ -165,6 +165,17 @@ pub const SHM_NAMESPACE: TextSetting = TextSetting {
     default: "cloudrun_oidc",
 };
 
+/// `rate_limits[].max_callers`: callers one limit counts at once per window (its table's slots).
+pub const RATE_LIMIT_MAX_CALLERS: IntegerSetting = IntegerSetting {
+    path: "rate_limits[].max_callers",
+    default: 1024,
+    min: 16,
+    max: 65536,
+    unit: "callers",
+};
+/// `rate_limits[].requests`: no default (required); its range.
+pub const RATE_LIMIT_REQUESTS_MAX: u64 = 1_000_000_000;
+
 /// Every setting with a default, in the order of the README's configuration reference.
 pub const SETTINGS: &[Setting] = &[
     Setting::Text(TOKEN_HEADER),
@@ -182,6 +193,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::Integer(JWKS_MAX_STALE_SECONDS),
     Setting::Integer(JWKS_UNKNOWN_KID_COOLDOWN_SECONDS),
     Setting::Text(SHM_NAMESPACE),
+    Setting::Integer(RATE_LIMIT_MAX_CALLERS),
 ];
 
 /// Default `token.header`.

@@ -5,6 +5,7 @@
 use super::google_id_token::google_id_token;
 use super::issuers::issuers;
 use super::kong_lists::{Dict, List};
+use super::rate_limits::rate_limits;
 use super::raw::{RawConfig, RawJwksCache, RawToken};
 use super::settings::{
     CALLOUT_TIMEOUT_MS, CLOCK_SKEW_SECONDS, JWKS_MAX_STALE_SECONDS, JWKS_TTL_SECONDS,
@@ -42,6 +43,8 @@ impl TryFrom<RawConfig> for FilterConfig {
             jwks_cache: jwks_cache(raw.jwks_cache)?,
             callout_timeout_ms: CALLOUT_TIMEOUT_MS.resolve_as(raw.callout_timeout_ms)?,
             shm_namespace: namespace(raw.shm_namespace)?,
+            rate_limits: rate_limits(raw.rate_limits)?,
+            rate_limit_headers: raw.rate_limit_headers.unwrap_or(true),
         };
         check_header_collisions(&config)?;
         Ok(config)
@@ -149,7 +152,7 @@ fn scopes(raw: Option<List<String>>) -> Result<Vec<String>, ConfigError> {
     Ok(list)
 }
 
-fn claim_path(path: &str, field: &str) -> Result<ClaimPath, ConfigError> {
+pub(super) fn claim_path(path: &str, field: &str) -> Result<ClaimPath, ConfigError> {
     ClaimPath::parse(path).map_err(|m| ConfigError::new(field, m))
 }
 

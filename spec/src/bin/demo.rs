@@ -428,9 +428,74 @@ fn run(world: &World, demo: &mut Demo) -> Result<()> {
     demo.status(&resp, 401);
     demo.challenge(&resp, "invalid_token");
 
-    // 7. Without the filter.
+    // 7. Rate limits.
     demo.section(
-        "7. Without the filter: GET /unprotected (same Cloud Run service)",
+        "7. Rate limits per verified caller: GET /partners",
+        "rate_limits: 5 a minute and 10 000 a day per caller (iss + sub), counted across workers.\n\
+         The partner (acme-batch) spends its minute; a user on the same route is not affected.",
+    );
+    let before = world.cloudrun("cloudrun-partners")?.counter("requests")?;
+    // Call until refused (at most 12: a minute that ends during the loop starts a new budget).
+    let mut statuses = Vec::new();
+    let mut remaining_before_429 = None;
+    let mut refusal = None;
+    for _ in 0..12 {
+        let resp = world.call("/partners", Some(&partner), &[])?;
+        statuses.push(resp.status.to_string());
+        if resp.status == 429 {
+            refusal = Some(resp);
+            break;
+        }
+        remaining_before_429 = resp.header("ratelimit").map(str::to_string);
+    }
+    demo.line("acme-batch calls", &statuses.join(" "));
+    demo.sub(
+        "last RateLimit before the 429",
+        remaining_before_429.as_deref().unwrap_or("(absent)"),
+    );
+    demo.expect_that(
+        "the minute's budget is spent, then 429",
+        refusal.is_some()
+            && remaining_before_429
+                .as_deref()
+                .is_some_and(|v| v.starts_with("\"partners_minute\";r=0;")),
+        "r=0, then 429".into(),
+        statuses.join(" "),
+    );
+    if let Some(resp) = &refusal {
+        for name in ["retry-after", "ratelimit-policy", "ratelimit"] {
+            demo.sub(name, resp.header(name).unwrap_or("(absent)"));
+        }
+        let retry = resp.header("retry-after").unwrap_or("(absent)");
+        demo.expect_that(
+            "Retry-After",
+            retry.parse::<u32>().is_ok_and(|s| (1..=60).contains(&s)),
+            "1..=60 seconds".into(),
+            retry.to_string(),
+        );
+    }
+    let after = world.cloudrun("cloudrun-partners")?.counter("requests")?;
+    demo.expect(
+        "requests Cloud Run got (all but the 429)",
+        (statuses.len() - 1).to_string(),
+        after.saturating_sub(before).to_string(),
+    );
+    let resp = world.call_as(Caller::Partners)?;
+    demo.line("carol (another caller)", "");
+    demo.status(&resp, 200);
+    demo.sub("ratelimit", resp.header("ratelimit").unwrap_or("(absent)"));
+    demo.expect(
+        "carol's minute",
+        "\"partners_minute\";r=4",
+        resp.header("ratelimit")
+            .and_then(|v| v.split(";t=").next())
+            .unwrap_or("(absent)")
+            .to_string(),
+    );
+
+    // 8. Without the filter.
+    demo.section(
+        "8. Without the filter: GET /unprotected (same Cloud Run service)",
         "The caller's IdP token reaches Cloud Run as is: its IAM check refuses it.",
     );
     let resp = world.call("/unprotected", Some(&token), &[])?;

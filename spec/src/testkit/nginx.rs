@@ -111,10 +111,26 @@ pub fn conf_quote(text: &str) -> Result<String> {
     Ok(quoted)
 }
 
-/// Every counter of cloudrun_oidc, as the metrics reader asks for them (`cloudrun_oidc:<name>`).
-fn metric_names() -> Vec<String> {
-    cloudrun_oidc::metrics::Metric::all()
-        .map(|metric| format!("cloudrun_oidc:{}", metric.name()))
+/// Every counter of cloudrun_oidc, as the metrics reader asks for them (`cloudrun_oidc:<name>`):
+/// the fixed ones and one per rate limit the routes' configurations name (`configs`).
+fn metric_names<'a>(configs: impl Iterator<Item = &'a [u8]>) -> Vec<String> {
+    use cloudrun_oidc::metrics::{LimitName, Metric};
+    let mut names: Vec<String> = Metric::all().map(|metric| metric.name()).collect();
+    for config in configs {
+        let Ok(config) = cloudrun_oidc::config::FilterConfig::from_json(config) else {
+            continue;
+        };
+        for limit in &config.rate_limits {
+            if let Some(name) = LimitName::new(&limit.name) {
+                names.push(Metric::RateLimitedBy(name).name());
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|name| format!("cloudrun_oidc:{name}"))
         .collect()
 }
 
@@ -352,7 +368,14 @@ pub fn nginx_conf(
         );
     }
     out.push_str("    }\n");
-    let reader = json!({"on_request_headers": [{"do": "metrics_json", "names": metric_names()}]});
+    let configs = table
+        .roots
+        .get("cloudrun_oidc")
+        .into_iter()
+        .flatten()
+        .map(|root| root.config.as_slice());
+    let reader =
+        json!({"on_request_headers": [{"do": "metrics_json", "names": metric_names(configs)}]});
     let _ = writeln!(
         out,
         "\n    server {{\n        listen 127.0.0.1:{};\n        location = /__ready {{ return 200 'ready'; }}\n        \

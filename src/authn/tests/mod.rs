@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 mod authorization;
 mod isolation;
 mod memory;
+mod rate_limits;
 mod security;
 
 const ISSUER: &str = "https://idp.example/realms/prod";

@@ -62,6 +62,8 @@ pub trait RootContext: Context {
 /// One request's context.
 pub trait HttpContext: Context {
     fn on_http_request_headers(&mut self, num_headers: usize, end_of_stream: bool) -> Action;
+    /// The upstream's answer (or a local response) is on its way to the client.
+    fn on_http_response_headers(&mut self);
 }
 
 type Shared<T> = Rc<RefCell<T>>;
@@ -362,7 +364,7 @@ pub extern "C" fn proxy_on_request_headers(
     action as u32
 }
 
-/// Body, trailers and response steps: nothing to do (the decision is taken on the headers);
+/// Body, trailers and the response's body steps: nothing to do (the decision is taken on the headers);
 /// exported because Kong's engine calls them without checking that they exist.
 #[no_mangle]
 pub extern "C" fn proxy_on_request_body(_: u32, _: usize, _: u32) -> u32 {
@@ -376,9 +378,18 @@ pub extern "C" fn proxy_on_request_trailers(_: u32, _: usize) -> u32 {
     Action::Continue as u32
 }
 
+/// The answer's headers: the rate-limit fields of an allowed request are added here. A context
+/// the host never created, or one busy, is left alone (the request was decided already).
 #[no_mangle]
-pub extern "C" fn proxy_on_response_headers(_: u32, _: usize, _: u32) -> u32 {
+pub extern "C" fn proxy_on_response_headers(context_id: u32, _: usize, _: u32) -> u32 {
     just_created();
+    if let Some(http) = http(context_id) {
+        let _active = activate(context_id);
+        match http.try_borrow_mut() {
+            Ok(mut http) => http.on_http_response_headers(),
+            Err(_) => busy(context_id, "on_response_headers"),
+        }
+    }
     Action::Continue as u32
 }
 

@@ -16,6 +16,7 @@ pub const CAS_MISMATCH: Status = Status(8);
 pub const TOO_MANY_CALLOUTS: Status = Status(u32::MAX);
 
 pub const MAP_REQUEST_HEADERS: u32 = 0;
+pub const MAP_RESPONSE_HEADERS: u32 = 2;
 pub const MAP_CALL_RESPONSE_HEADERS: u32 = 6;
 pub const BUFFER_CALL_RESPONSE_BODY: u32 = 4;
 pub const BUFFER_PLUGIN_CONFIGURATION: u32 = 7;

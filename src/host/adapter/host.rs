@@ -17,6 +17,9 @@ thread_local! {
     /// re-runs `on_configure` but not `on_vm_start`, so nothing defined at VM start could be
     /// relied upon).
     static METRIC_IDS: RefCell<HashMap<Metric, u32>> = RefCell::new(HashMap::new());
+    /// Counters the routes' configurations name (one per rate limit), registered by
+    /// `on_configure` and defined with the others at the instance's first request.
+    static ROUTE_METRICS: RefCell<Vec<Metric>> = const { RefCell::new(Vec::new()) };
     /// The last clock reading of this instance (ms), for work that must finish without one.
     static LAST_READING_MS: Cell<u64> = const { Cell::new(0) };
 }
@@ -58,9 +61,28 @@ impl ProxyHost {
             if !ids.is_empty() {
                 return;
             }
-            for metric in crate::metrics::Metric::all() {
+            let routes =
+                ROUTE_METRICS.with(|m| m.try_borrow().map(|m| m.clone()).unwrap_or_default());
+            for metric in crate::metrics::Metric::all().chain(routes) {
+                if ids.contains_key(&metric) {
+                    continue;
+                }
                 if let Ok(id) = ffi::define_counter(&metric.name()) {
                     ids.insert(metric, id);
+                }
+            }
+        });
+    }
+
+    /// Remembers counters a route's configuration names; no host call (a trap in
+    /// `on_configure` would run the worker's routes without the filter).
+    pub fn register_metrics(metrics: impl Iterator<Item = Metric>) {
+        ROUTE_METRICS.with(|registered| {
+            if let Ok(mut registered) = registered.try_borrow_mut() {
+                for metric in metrics {
+                    if !registered.contains(&metric) {
+                        registered.push(metric);
+                    }
                 }
             }
         });

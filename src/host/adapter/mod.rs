@@ -13,6 +13,7 @@ mod host;
 mod logger;
 mod zone;
 
+use crate::authn::limits::ResponseHeader;
 use crate::authn::{Request, RootJobs, Route, RouteState, Scope, Step, Worker};
 use crate::host::{CalloutResponse, Host};
 use crate::reject::{AuthError, BODY_CONTENT_TYPE, REALM};
@@ -111,8 +112,9 @@ impl RootContext for Root {
             .flatten()
             .unwrap_or_default();
         let state = RouteState::from_config(&config);
-        if let RouteState::Invalid(message) = &state {
-            log::error!("{message}");
+        match &state {
+            RouteState::Invalid(message) => log::error!("{message}"),
+            RouteState::Ready(route) => ProxyHost::register_metrics(route.metrics()),
         }
         self.route = Some(Rc::new(state));
         // Only new roots arm the tick. In an instance that replaced a trapped one, Kong keeps
@@ -281,7 +283,13 @@ impl Http {
                     Some(request) if !request.may_refuse_with_body() => RefusalBody::Omitted,
                     _ => RefusalBody::Generic,
                 };
-                respond(error, body);
+                let extra = self
+                    .request
+                    .as_ref()
+                    .map_or(&[][..], Request::response_headers);
+                respond(error, body, extra);
+                // Its headers are in the local response: none to add to it again.
+                self.request = None;
                 Action::Pause
             }
         }
@@ -302,6 +310,20 @@ impl HttpContext for Http {
             return Action::Continue;
         }
         self.on_headers()
+    }
+
+    /// Adds the rate-limit fields to an allowed request's answer, replacing any the upstream
+    /// sent (they would describe limits the client does not deal with here).
+    fn on_http_response_headers(&mut self) {
+        let _ctx = logger::enter(self.id);
+        let Some(request) = self.request.as_ref().filter(|_| self.done) else {
+            return;
+        };
+        for (name, value) in request.response_headers() {
+            if ffi::replace_header(ffi::MAP_RESPONSE_HEADERS, name, value.as_bytes()).is_err() {
+                log::warn!("could not set the {name} response header");
+            }
+        }
     }
 }
 
@@ -332,12 +354,13 @@ enum RefusalBody {
     Omitted,
 }
 
-/// Sends the local response for `error` (this also cancels any pending callouts).
-fn respond(error: AuthError, body: RefusalBody) {
+/// Sends the local response for `error` with `extra` headers (a 429's `Retry-After` and
+/// rate-limit fields); this also cancels any pending callouts.
+fn respond(error: AuthError, body: RefusalBody, extra: &[ResponseHeader]) {
     let rejection = error.rejection();
     let retry_after = rejection.retry_after.map(|s| s.to_string());
     let with_body = body == RefusalBody::Generic;
-    let mut headers: Vec<(&str, &str)> = Vec::with_capacity(3);
+    let mut headers: Vec<(&str, &str)> = Vec::with_capacity(3 + extra.len());
     if with_body {
         headers.push(("content-type", BODY_CONTENT_TYPE));
     }
@@ -347,6 +370,7 @@ fn respond(error: AuthError, body: RefusalBody) {
     if let Some(seconds) = retry_after.as_deref() {
         headers.push(("retry-after", seconds));
     }
+    headers.extend(extra.iter().map(|(name, value)| (*name, &**value)));
     let body = if with_body { rejection.body } else { "" };
     if ffi::send_local_response(u32::from(rejection.status), &headers, body.as_bytes()).is_err() {
         logger::write(
