@@ -30,8 +30,7 @@ macro_rules! curve {
             /// Window width (bits) of each key's table (memory per key matters more).
             const W_Q: usize = $wq;
 
-            /// `d·2^(W·i)·P` for every window `i` and `d` in `1..=2^(W−1)`, affine (one
-            /// batched inversion per window while building).
+            /// `d·2^(W·i)·P` for every window `i` and `d` in `1..=2^(W−1)`, affine.
             struct Table<const W: usize>(Vec<Affine>);
 
             impl<const W: usize> Table<W> {
@@ -40,26 +39,31 @@ macro_rules! curve {
                 /// Windows of a scalar, plus one for the final carry.
                 const WINDOWS: usize = (8 * LEN).div_ceil(W) + 1;
 
+                /// The window bases `2^(W·i)·P` by doublings, normalised together; then each
+                /// window's multiples by mixed additions, normalised together: two inversions
+                /// per table.
                 fn new(p: Affine) -> Option<Table<W>> {
-                    let mut points = Vec::with_capacity(Self::WINDOWS * Self::HALF);
-                    let mut base = p;
-                    let mut window = Vec::with_capacity(Self::HALF + 1);
-                    for _ in 0..Self::WINDOWS {
-                        window.clear();
-                        let mut multiple = Jacobian::from_affine(&base);
-                        window.push(multiple);
-                        for _ in 1..Self::HALF {
-                            multiple.add_affine(&base, false);
-                            window.push(multiple);
+                    let mut bases = Vec::with_capacity(Self::WINDOWS);
+                    let mut base = Jacobian::from_affine(&p);
+                    for i in 0..Self::WINDOWS {
+                        if i > 0 {
+                            for _ in 0..W {
+                                base = base.double();
+                            }
                         }
-                        // 2^(W−1)·base doubled: the next window's base.
-                        window.push(multiple.double());
-                        let affine = Jacobian::normalize_batch(&window)?;
-                        let (next, entries) = affine.split_last()?;
-                        points.extend_from_slice(entries);
-                        base = *next;
+                        bases.push(base);
                     }
-                    Some(Table(points))
+                    let bases = Jacobian::normalize_batch(&bases)?;
+                    let mut points = Vec::with_capacity(Self::WINDOWS * Self::HALF);
+                    for base in &bases {
+                        let mut multiple = Jacobian::from_affine(base);
+                        points.push(multiple);
+                        for _ in 1..Self::HALF {
+                            multiple.add_affine(base, false);
+                            points.push(multiple);
+                        }
+                    }
+                    Some(Table(Jacobian::normalize_batch(&points)?))
                 }
 
                 /// `acc += k·P`.
