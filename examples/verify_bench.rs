@@ -30,8 +30,8 @@ use cloudrun_oidc::jose::signature;
 use cloudrun_oidc::request::token_cache::{
     TokenCache, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, DEFAULT_MAX_ENTRY_BYTES,
 };
-use sha2::{Digest, Sha256};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 const JWKS: &str = include_str!("../../shared/vectors/idp/node-oidc-provider/samples/jwks.json");
 const TOKENS: &str =
@@ -128,7 +128,10 @@ fn around_signature(tokens: &Value, where_: &str, budget: Duration) {
     println!("around_jwt_parse_{where_}_us\t{us:.2}");
     let signing_input = &token.as_bytes()[..token.rfind('.').unwrap()];
     let us = time(budget, || Sha256::digest(black_box(signing_input))[0] != 1);
-    println!("around_sha256_{where_}_us\t{us:.2}\t({} bytes)", signing_input.len());
+    println!(
+        "around_sha256_{where_}_us\t{us:.2}\t({} bytes)",
+        signing_input.len()
+    );
     // Distinct tokens of the same length, twice the cache's entries: every insert is new and
     // the cache stays full (its evictions amortised in the figure).
     let keys: Vec<Vec<u8>> = (0..2 * DEFAULT_MAX_ENTRIES)
@@ -138,13 +141,26 @@ fn around_signature(tokens: &Value, where_: &str, budget: Duration) {
             t
         })
         .collect();
-    let mut cache = TokenCache::new(DEFAULT_MAX_ENTRIES, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRY_BYTES);
+    let mut cache = TokenCache::new(
+        DEFAULT_MAX_ENTRIES,
+        DEFAULT_MAX_BYTES,
+        DEFAULT_MAX_ENTRY_BYTES,
+    );
     let mut next = 0usize;
     let us = time(budget, || {
         next = (next + 1) % keys.len();
-        cache.insert(black_box(&keys[next]), next, 600, 2_000_000_000, 1_000_000_000)
+        cache.insert(
+            black_box(&keys[next]),
+            next,
+            600,
+            2_000_000_000,
+            1_000_000_000,
+        )
     });
-    println!("around_cache_insert_{where_}_us\t{us:.2}\t({} entries)", cache.len());
+    println!(
+        "around_cache_insert_{where_}_us\t{us:.2}\t({} entries)",
+        cache.len()
+    );
 }
 
 #[cfg(not(target_arch = "wasm32"))]

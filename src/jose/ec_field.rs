@@ -177,7 +177,8 @@ macro_rules! field {
                     let m = u64::from(t0.wrapping_mul(P0INV));
                     let mut c = (u64::from(t0) + m * u64::from(P[0])) >> 32;
                     let mut u = [0u32; N];
-                    for ((uj, &tj), &pj) in u.iter_mut().zip(t.iter().skip(1)).zip(P.iter().skip(1)) {
+                    for ((uj, &tj), &pj) in u.iter_mut().zip(t.iter().skip(1)).zip(P.iter().skip(1))
+                    {
                         let s = u64::from(tj) + m * u64::from(pj) + c;
                         *uj = s as u32;
                         c = s >> 32;
@@ -445,28 +446,77 @@ field!(
     p256,
     8,
     [
-        0xffff_ffff, 0xffff_ffff, 0xffff_ffff, 0, 0, 0, 1, 0xffff_ffff
-    ],
-    [
-        0xfc63_2551, 0xf3b9_cac2, 0xa717_9e84, 0xbce6_faad, 0xffff_ffff, 0xffff_ffff, 0,
+        0xffff_ffff,
+        0xffff_ffff,
+        0xffff_ffff,
+        0,
+        0,
+        0,
+        1,
         0xffff_ffff
     ],
     [
-        3, 0, 0xffff_ffff, 0xffff_fffb, 0xffff_fffe, 0xffff_ffff, 0xffff_fffd, 4
+        0xfc63_2551,
+        0xf3b9_cac2,
+        0xa717_9e84,
+        0xbce6_faad,
+        0xffff_ffff,
+        0xffff_ffff,
+        0,
+        0xffff_ffff
     ],
-    [1, 0, 0, 0xffff_ffff, 0xffff_ffff, 0xffff_ffff, 0xffff_fffe, 0],
+    [
+        3,
+        0,
+        0xffff_ffff,
+        0xffff_fffb,
+        0xffff_fffe,
+        0xffff_ffff,
+        0xffff_fffd,
+        4
+    ],
+    [
+        1,
+        0,
+        0,
+        0xffff_ffff,
+        0xffff_ffff,
+        0xffff_ffff,
+        0xffff_fffe,
+        0
+    ],
     "P-256"
 );
 field!(
     p384,
     12,
     [
-        0xffff_ffff, 0, 0, 0xffff_ffff, 0xffff_fffe, 0xffff_ffff, 0xffff_ffff, 0xffff_ffff,
-        0xffff_ffff, 0xffff_ffff, 0xffff_ffff, 0xffff_ffff
+        0xffff_ffff,
+        0,
+        0,
+        0xffff_ffff,
+        0xffff_fffe,
+        0xffff_ffff,
+        0xffff_ffff,
+        0xffff_ffff,
+        0xffff_ffff,
+        0xffff_ffff,
+        0xffff_ffff,
+        0xffff_ffff
     ],
     [
-        0xccc5_2973, 0xecec_196a, 0x48b0_a77a, 0x581a_0db2, 0xf437_2ddf, 0xc763_4d81,
-        0xffff_ffff, 0xffff_ffff, 0xffff_ffff, 0xffff_ffff, 0xffff_ffff, 0xffff_ffff
+        0xccc5_2973,
+        0xecec_196a,
+        0x48b0_a77a,
+        0x581a_0db2,
+        0xf437_2ddf,
+        0xc763_4d81,
+        0xffff_ffff,
+        0xffff_ffff,
+        0xffff_ffff,
+        0xffff_ffff,
+        0xffff_ffff,
+        0xffff_ffff
     ],
     [1, 0xffff_fffe, 0, 2, 0, 0xffff_fffe, 0, 2, 1, 0, 0, 0],
     [1, 0xffff_ffff, 0xffff_ffff, 0, 1, 0, 0, 0, 0, 0, 0, 0],

@@ -16,10 +16,10 @@ macro_rules! curve {
         #[doc = concat!("ECDSA over ", $name, ".")]
         pub mod $module {
             use super::*;
-            use ::$krate::elliptic_curve::ff::{Field, PrimeField};
-            use ::$krate::elliptic_curve::sec1::ToEncodedPoint;
             use crate::jose::ec_field::$module::{Affine, Jacobian};
+            use ::$krate::elliptic_curve::ff::{Field, PrimeField};
             use ::$krate::elliptic_curve::ops::{Invert, Reduce};
+            use ::$krate::elliptic_curve::sec1::ToEncodedPoint;
             use ::$krate::{AffinePoint, FieldBytes, Scalar};
             use sha2::Digest;
 
@@ -70,8 +70,7 @@ macro_rules! curve {
                 fn add_into(&self, acc: &mut Jacobian, k: &Scalar) {
                     let digits = recode::<W>(k);
                     for (window, &d) in self.0.chunks_exact(Self::HALF).zip(&digits) {
-                        let Some(point) =
-                            window.get(usize::from(d.unsigned_abs()).wrapping_sub(1))
+                        let Some(point) = window.get(usize::from(d.unsigned_abs()).wrapping_sub(1))
                         else {
                             continue; // d = 0
                         };
