@@ -292,11 +292,12 @@ macro_rules! curve {
     };
 }
 
-// Measured in wasmtime (examples/verify_bench.rs): `invert_vartime` is faster for P-256 (302 vs
-// 370 µs per verification), slower for P-384 (1.86 vs 1.79 ms), so each curve uses its faster
-// inversion of `s`. Windows (generator, key): P-256 (4, 4) 302 µs, (6, 4) 270 µs, (6, 5) 245 µs,
-// (7, 5) 245 µs; a P-256 key table at W = 5 is 53 × 16 points × 96 B ≈ 81 KB. P-384 keys keep
-// W = 4 (97 × 8 × 144 B ≈ 112 KB): wider windows did not measurably help there.
+// Inversion of `s`: `invert_vartime` measured faster for P-256 (302 vs 370 µs per verification
+// with the crate's field), `invert` for P-384 (1.79 vs 1.86 ms). Windows (generator, key), tables
+// affine (2 coordinates): P-256 (7, 6): the generator's 38 × 64 points × 64 B ≈ 156 KB once per
+// worker, a key's 44 × 32 × 64 B ≈ 90 KB; P-384 (7, 5): 56 × 64 × 96 B ≈ 344 KB and
+// 78 × 16 × 96 B ≈ 120 KB. 38 + 44 (P-256) and 56 + 78 (P-384) mixed additions per verification
+// (BENCHMARKS.md, issue 20).
 curve!(
     p256,
     p256,
