@@ -434,8 +434,8 @@ macro_rules! field {
                             assert_eq!(big(&mont_mul(&la, &lb).0), (a * b % &p) * &rinv % &p);
                         }
                     }
-                    assert!(Fe::from_be_bytes(&vec![0xff; BYTES]).is_none());
-                    assert!(Fe::from_be_bytes(&vec![0; BYTES - 1]).is_none());
+                    assert!(Fe::from_be_bytes(&[0xff; BYTES]).is_none());
+                    assert!(Fe::from_be_bytes(&[0; BYTES - 1]).is_none());
                 }
             }
         }
