@@ -11,6 +11,11 @@
 //!     target/wasm32-wasip1/release/examples/verify_bench.wasm
 //! ```
 //!
+//! Also the costs around the signature that every new token pays (`around_*`): JWT parse
+//! (`jwt::parse`: three base64url segments, header and payload JSON), SHA-256 of the signing
+//! input, and an insert of a new token into a full verified-token cache (the route's default
+//! size, evictions included).
+//!
 //! Output: one line per operation, `name<TAB>µs per operation` (fastest batch).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -20,8 +25,13 @@ use std::time::{Duration, Instant};
 use cloudrun_oidc::jose::alg::Algorithm;
 use cloudrun_oidc::jose::b64;
 use cloudrun_oidc::jose::jwk::Jwk;
+use cloudrun_oidc::jose::jwt;
 use cloudrun_oidc::jose::signature;
+use cloudrun_oidc::request::token_cache::{
+    TokenCache, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, DEFAULT_MAX_ENTRY_BYTES,
+};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 const JWKS: &str = include_str!("../../shared/vectors/idp/node-oidc-provider/samples/jwks.json");
 const TOKENS: &str =
@@ -66,6 +76,9 @@ fn main() {
     } else {
         "native"
     };
+    if filter.is_empty() || filter.iter().any(|f| f == "around") {
+        around_signature(&tokens, where_, budget);
+    }
     for (name, token) in tokens["id_tokens"].as_object().unwrap() {
         if !filter.is_empty() && !filter.iter().any(|f| f == name) {
             continue;
@@ -105,6 +118,49 @@ fn main() {
             println!("{name}_openssl_us\t{us:.2}");
         }
     }
+}
+
+/// JWT parse, SHA-256 and a cache insert on the RS256 sample token (see the module docs).
+fn around_signature(tokens: &Value, where_: &str, budget: Duration) {
+    let token = tokens["id_tokens"]["rs256"].as_str().unwrap();
+    println!("around_token_bytes\t{}", token.len());
+    let us = time(budget, || jwt::parse(black_box(token)).is_ok());
+    println!("around_jwt_parse_{where_}_us\t{us:.2}");
+    let signing_input = &token.as_bytes()[..token.rfind('.').unwrap()];
+    let us = time(budget, || Sha256::digest(black_box(signing_input))[0] != 1);
+    println!(
+        "around_sha256_{where_}_us\t{us:.2}\t({} bytes)",
+        signing_input.len()
+    );
+    // Distinct tokens of the same length, twice the cache's entries: every insert is new and
+    // the cache stays full (its evictions amortised in the figure).
+    let keys: Vec<Vec<u8>> = (0..2 * DEFAULT_MAX_ENTRIES)
+        .map(|i| {
+            let mut t = token.as_bytes().to_vec();
+            t[..8].copy_from_slice(format!("{i:08}").as_bytes());
+            t
+        })
+        .collect();
+    let mut cache = TokenCache::new(
+        DEFAULT_MAX_ENTRIES,
+        DEFAULT_MAX_BYTES,
+        DEFAULT_MAX_ENTRY_BYTES,
+    );
+    let mut next = 0usize;
+    let us = time(budget, || {
+        next = (next + 1) % keys.len();
+        cache.insert(
+            black_box(&keys[next]),
+            next,
+            600,
+            2_000_000_000,
+            1_000_000_000,
+        )
+    });
+    println!(
+        "around_cache_insert_{where_}_us\t{us:.2}\t({} entries)",
+        cache.len()
+    );
 }
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -1,9 +1,10 @@
 //! ECDSA P-256 / P-384 verification (SEC 1 §4.1.4, raw `r‖s` as in RFC 7518 §3.4) with
-//! precomputed comb tables: `u1·G + u2·Q` becomes one point addition per signed 4-bit digit of
-//! each scalar and no doublings. The table of `G` is built once per process (per wasm
-//! instance); a key's table is built on its first verification and shared by its clones. Field
-//! and group arithmetic are RustCrypto's (`p256`, `p384`: complete formulas, so the identity
-//! and equal points need no special cases).
+//! precomputed comb tables: `u1·G + u2·Q` becomes one mixed point addition per signed `W`-bit
+//! digit of each scalar and no doublings. The table of `G` is built once per process (per wasm
+//! instance); a key's table is built on its first verification and shared by its clones.
+//! Tables hold affine points; the sum is Jacobian ([`crate::jose::ec_field`]: 32-bit field
+//! arithmetic for wasm) and is compared with `r` without an inversion. Scalars mod `n`, key
+//! decoding and the curve check are RustCrypto's (`p256`, `p384`).
 //!
 //! All inputs are public: nothing here needs to be constant-time.
 
@@ -15,11 +16,11 @@ macro_rules! curve {
         #[doc = concat!("ECDSA over ", $name, ".")]
         pub mod $module {
             use super::*;
+            use crate::jose::ec_field::$module::{Affine, Jacobian};
             use ::$krate::elliptic_curve::ff::{Field, PrimeField};
-            use ::$krate::elliptic_curve::group::Group;
             use ::$krate::elliptic_curve::ops::{Invert, Reduce};
-            use ::$krate::elliptic_curve::point::AffineCoordinates;
-            use ::$krate::{AffinePoint, FieldBytes, ProjectivePoint, Scalar};
+            use ::$krate::elliptic_curve::sec1::ToEncodedPoint;
+            use ::$krate::{AffinePoint, FieldBytes, Scalar};
             use sha2::Digest;
 
             /// Bytes of a scalar or coordinate.
@@ -29,10 +30,8 @@ macro_rules! curve {
             /// Window width (bits) of each key's table (memory per key matters more).
             const W_Q: usize = $wq;
 
-            /// `d·2^(W·i)·P` for every window `i` and `d` in `1..=2^(W−1)`. Projective: the
-            /// crates offer no batch normalisation for these curves, and one inversion per entry
-            /// costs more than the full (rather than mixed) additions it would save.
-            struct Table<const W: usize>(Vec<ProjectivePoint>);
+            /// `d·2^(W·i)·P` for every window `i` and `d` in `1..=2^(W−1)`, affine.
+            struct Table<const W: usize>(Vec<Affine>);
 
             impl<const W: usize> Table<W> {
                 /// Entries per window.
@@ -40,34 +39,50 @@ macro_rules! curve {
                 /// Windows of a scalar, plus one for the final carry.
                 const WINDOWS: usize = (8 * LEN).div_ceil(W) + 1;
 
-                fn new(p: ProjectivePoint) -> Table<W> {
+                /// The window bases `2^(W·i)·P` by doublings, normalised together; then each
+                /// window's multiples by mixed additions, normalised together: two inversions
+                /// per table.
+                fn new(p: Affine) -> Option<Table<W>> {
+                    let mut bases = Vec::with_capacity(Self::WINDOWS);
+                    let mut base = Jacobian::from_affine(&p);
+                    for i in 0..Self::WINDOWS {
+                        if i > 0 {
+                            for _ in 0..W {
+                                base = base.double();
+                            }
+                        }
+                        bases.push(base);
+                    }
+                    let bases = Jacobian::normalize_batch(&bases)?;
                     let mut points = Vec::with_capacity(Self::WINDOWS * Self::HALF);
-                    let mut base = p;
-                    for _ in 0..Self::WINDOWS {
-                        let mut multiple = base;
+                    for base in &bases {
+                        let mut multiple = Jacobian::from_affine(base);
                         points.push(multiple);
                         for _ in 1..Self::HALF {
-                            multiple += base;
+                            multiple.add_affine(base, false);
                             points.push(multiple);
                         }
-                        // 2^(W−1)·base doubled: the next window's base.
-                        base = multiple.double();
                     }
-                    Table(points)
+                    Some(Table(Jacobian::normalize_batch(&points)?))
                 }
 
                 /// `acc += k·P`.
-                fn add_into(&self, acc: &mut ProjectivePoint, k: &Scalar) {
+                fn add_into(&self, acc: &mut Jacobian, k: &Scalar) {
                     let digits = recode::<W>(k);
                     for (window, &d) in self.0.chunks_exact(Self::HALF).zip(&digits) {
-                        let Some(&point) =
-                            window.get(usize::from(d.unsigned_abs()).wrapping_sub(1))
+                        let Some(point) = window.get(usize::from(d.unsigned_abs()).wrapping_sub(1))
                         else {
                             continue; // d = 0
                         };
-                        *acc += if d < 0 { -point } else { point };
+                        acc.add_affine(point, d < 0);
                     }
                 }
+            }
+
+            /// The affine point of a key or the generator in this module's arithmetic.
+            fn affine(p: &AffinePoint) -> Option<Affine> {
+                let encoded = p.to_encoded_point(false);
+                Affine::from_coordinates(encoded.x()?, encoded.y()?)
             }
 
             /// The scalar in signed base-2^W digits in `−2^(W−1)..2^(W−1)`, least significant
@@ -95,16 +110,17 @@ macro_rules! curve {
                 digits
             }
 
-            fn generator_table() -> &'static Table<W_G> {
-                static G: OnceLock<Table<W_G>> = OnceLock::new();
-                G.get_or_init(|| Table::new(ProjectivePoint::GENERATOR))
+            fn generator_table() -> Option<&'static Table<W_G>> {
+                static G: OnceLock<Option<Table<W_G>>> = OnceLock::new();
+                G.get_or_init(|| Table::new(affine(&AffinePoint::GENERATOR)?))
+                    .as_ref()
             }
 
             /// A verified-on-the-curve public key and its (lazily built, shared) comb table.
             #[derive(Clone)]
             pub struct Key {
                 point: AffinePoint,
-                table: Arc<OnceLock<Table<W_Q>>>,
+                table: Arc<OnceLock<Option<Table<W_Q>>>>,
             }
 
             impl Key {
@@ -128,8 +144,8 @@ macro_rules! curve {
                     if signature.len() != 2 * LEN {
                         return None;
                     }
-                    let (r, s) = signature.split_at(LEN);
-                    let r = scalar(r)?;
+                    let (r_bytes, s) = signature.split_at(LEN);
+                    let r = scalar(r_bytes)?;
                     let s = scalar(s)?;
                     // The hash is exactly as long as a scalar here (SHA-256/P-256, SHA-384/P-384).
                     let hash: FieldBytes = <$hash>::digest(message);
@@ -137,15 +153,12 @@ macro_rules! curve {
                     let w = Option::<Scalar>::from(Invert::$invert(&s))?;
                     let table = self
                         .table
-                        .get_or_init(|| Table::new(ProjectivePoint::from(self.point)));
-                    let mut acc = ProjectivePoint::IDENTITY;
-                    generator_table().add_into(&mut acc, &(z * w));
+                        .get_or_init(|| Table::new(affine(&self.point)?))
+                        .as_ref()?;
+                    let mut acc = Jacobian::IDENTITY;
+                    generator_table()?.add_into(&mut acc, &(z * w));
                     table.add_into(&mut acc, &(r * w));
-                    if bool::from(acc.is_identity()) {
-                        return None;
-                    }
-                    let x = acc.to_affine().x();
-                    Some(<Scalar as Reduce<$uint>>::reduce_bytes(&x) == r)
+                    Some(acc.x_matches(r_bytes))
                 }
             }
 
@@ -208,43 +221,91 @@ macro_rules! curve {
                     }
                 }
 
+                use ::$krate::ProjectivePoint;
+
+                fn coordinates(p: ProjectivePoint) -> (Vec<u8>, Vec<u8>) {
+                    let e = p.to_affine().to_encoded_point(false);
+                    (e.x().unwrap().to_vec(), e.y().unwrap().to_vec())
+                }
+
                 #[test]
                 fn comb_matches_scalar_multiplication() {
                     let p = ProjectivePoint::GENERATOR * Scalar::from(12345u64);
-                    let q = Table::<W_Q>::new(p);
-                    let g = generator_table();
+                    let q = Table::<W_Q>::new(affine(&p.to_affine()).unwrap()).unwrap();
+                    let g = generator_table().unwrap();
+                    let big = Scalar::from(0xfedc_ba98_7654_3210u64);
                     for k in [
                         Scalar::ONE,
                         -Scalar::ONE,
                         Scalar::from(0xfedc_ba98u64),
                         -Scalar::from(7u64),
+                        big * big * big * big,
+                        -(big * big * big),
                     ] {
-                        let mut acc = ProjectivePoint::IDENTITY;
+                        let mut acc = Jacobian::IDENTITY;
                         q.add_into(&mut acc, &k);
-                        assert_eq!(acc, p * k);
-                        let mut acc = ProjectivePoint::IDENTITY;
+                        assert_eq!(acc.to_affine_bytes().unwrap(), coordinates(p * k));
+                        let mut acc = Jacobian::IDENTITY;
                         g.add_into(&mut acc, &k);
-                        assert_eq!(acc, ProjectivePoint::GENERATOR * k);
+                        assert_eq!(
+                            acc.to_affine_bytes().unwrap(),
+                            coordinates(ProjectivePoint::GENERATOR * k)
+                        );
+                        // Both tables into one sum, equal points and opposites included.
+                        let mut acc = Jacobian::IDENTITY;
+                        g.add_into(&mut acc, &k);
+                        q.add_into(&mut acc, &k);
+                        let want = ProjectivePoint::GENERATOR * k + p * k;
+                        assert_eq!(acc.to_affine_bytes().unwrap(), coordinates(want));
                     }
+                    // k·G + (−k)·G is the identity; k·G + k·G doubles inside a mixed addition.
+                    let k = big * big;
+                    let mut acc = Jacobian::IDENTITY;
+                    g.add_into(&mut acc, &k);
+                    g.add_into(&mut acc, &-k);
+                    assert!(acc.is_identity());
+                    let mut acc = Jacobian::IDENTITY;
+                    g.add_into(&mut acc, &k);
+                    g.add_into(&mut acc, &k);
+                    assert_eq!(
+                        acc.to_affine_bytes().unwrap(),
+                        coordinates(ProjectivePoint::GENERATOR * (k + k))
+                    );
+                }
+
+                #[test]
+                fn x_matches_compares_x_mod_n() {
+                    let k = Scalar::from(0x1234_5678_9abc_def0u64);
+                    let point = ProjectivePoint::GENERATOR * k;
+                    let (x, _) = coordinates(point);
+                    let g = generator_table().unwrap();
+                    let mut acc = Jacobian::IDENTITY;
+                    g.add_into(&mut acc, &k);
+                    assert!(acc.x_matches(&x));
+                    let mut other = x.clone();
+                    *other.last_mut().unwrap() ^= 1;
+                    assert!(!acc.x_matches(&other));
+                    assert!(!Jacobian::IDENTITY.x_matches(&x));
                 }
             }
         }
     };
 }
 
-// Measured in wasmtime (examples/verify_bench.rs): `invert_vartime` is faster for P-256 (302 vs
-// 370 µs per verification), slower for P-384 (1.86 vs 1.79 ms), so each curve uses its faster
-// inversion of `s`. Windows (generator, key): P-256 (4, 4) 302 µs, (6, 4) 270 µs, (6, 5) 245 µs,
-// (7, 5) 245 µs; a P-256 key table at W = 5 is 53 × 16 points × 96 B ≈ 81 KB. P-384 keys keep
-// W = 4 (97 × 8 × 144 B ≈ 112 KB): wider windows did not measurably help there.
+// Inversion of `s`: `invert_vartime` measured faster for P-256 (302 vs 370 µs per verification
+// with the crate's field), `invert` for P-384 (1.79 vs 1.86 ms). Windows (generator, key), tables
+// affine (2 coordinates): P-256 (7, 6): the generator's 38 × 64 points × 64 B ≈ 156 KB once per
+// worker, a key's 44 × 32 × 64 B ≈ 90 KB; P-384 (7, 5): 56 × 64 × 96 B ≈ 344 KB and
+// 78 × 16 × 96 B ≈ 120 KB. 38 + 44 (P-256) and 56 + 78 (P-384) mixed additions per verification
+// (BENCHMARKS.md, issue 20).
 curve!(
     p256,
     p256,
     ::p256::U256,
     sha2::Sha256,
     invert_vartime,
+    7,
     6,
-    5,
     "P-256 with SHA-256"
 );
 curve!(
@@ -253,7 +314,7 @@ curve!(
     ::p384::U384,
     sha2::Sha384,
     invert,
-    6,
-    4,
+    7,
+    5,
     "P-384 with SHA-384"
 );

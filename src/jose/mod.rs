@@ -7,6 +7,7 @@
 
 pub mod alg;
 pub mod b64;
+pub mod ec_field;
 pub mod ecdsa_comb;
 pub mod error;
 pub mod jwk;

@@ -113,11 +113,12 @@ impl RsaKey {
         xr_rev.reverse();
         let mut acc = xr.clone();
         let mut tmp = vec![0u32; k];
+        let mut acc_rev = vec![0u32; k];
         let top = 63 - self.e.leading_zeros();
         // Left to right over the bits below the top one; the last bit (e is odd) multiplies
         // by the plain signature, which leaves the Montgomery domain for free.
         for bit in (0..top).rev() {
-            self.mont_sqr(&acc, &mut m, &mut tmp)?;
+            self.mont_sqr(&acc, &mut acc_rev, &mut m, &mut tmp)?;
             std::mem::swap(&mut acc, &mut tmp);
             let last = bit == 0;
             if self.e >> bit & 1 == 1 {
@@ -149,10 +150,13 @@ impl RsaKey {
     }
 
     /// Montgomery square `a²·R⁻¹`: each column's cross products are summed once and doubled.
-    fn mont_sqr(&self, a: &[u32], m: &mut [u32], out: &mut [u32]) -> Option<()> {
+    /// `a_rev` is scratch space of `a`'s length (it receives `a` reversed).
+    fn mont_sqr(&self, a: &[u32], a_rev: &mut [u32], m: &mut [u32], out: &mut [u32]) -> Option<()> {
         let k = self.n.len();
-        let mut a_rev = a.to_vec();
-        a_rev.reverse();
+        for (r, &x) in a_rev.iter_mut().zip(a.iter().rev()) {
+            *r = x;
+        }
+        let a_rev = &*a_rev;
         self.reduce_columns(m, out, |i, _| {
             // Pairs j < i − j with both indices below k.
             let lo = (i + 1).saturating_sub(k);

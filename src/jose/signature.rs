@@ -3,8 +3,8 @@
 //! All cryptography of token verification lives here, behind `verify` and the
 //! [`PublicKey`] representation, so the backend can be swapped after measurement.
 //! Backends: RSA in [`crate::jose::rsa_public`] (precomputed Montgomery constants, SIMD128 in
-//! wasm); ECDSA in [`crate::jose::ecdsa_comb`] (comb tables over RustCrypto `p256`/`p384`
-//! arithmetic);
+//! wasm); ECDSA in [`crate::jose::ecdsa_comb`] (affine comb tables, 32-bit field arithmetic of
+//! [`crate::jose::ec_field`]; RustCrypto `p256`/`p384` for keys and scalars);
 //! `ed25519-dalek` for Ed25519.
 //!
 //! - `RS*`: RSASSA-PKCS1-v1_5 with SHA-256/384/512 (RFC 7518 §3.3). The signature must be
