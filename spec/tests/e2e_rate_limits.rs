@@ -13,23 +13,6 @@ use cloudrun_spec::testkit::stack::{orders_gateway, Stack, AUDIENCE};
 use serde_json::{json, Value};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Log lines that mean the engine trapped an instance or lost a worker.
-const TRAP_SIGNS: [&str; 4] = ["trapped", "exited on signal", "[alert]", "[emerg]"];
-
-fn assert_no_trap(gateway: &Gateway) -> Result<()> {
-    let signs: Vec<String> = gateway
-        .stderr_lines()
-        .into_iter()
-        .filter(|l| TRAP_SIGNS.iter().any(|s| l.contains(s)))
-        .collect();
-    ensure!(
-        signs.is_empty(),
-        "the host log shows traps:\n{}",
-        signs.join("\n")
-    );
-    gateway.check_engine_log()
-}
-
 fn limited(engine: Engine, limits: Value) -> Result<Stack> {
     Stack::with_config(engine, move |c| c["rate_limits"] = limits)
 }
@@ -150,7 +133,7 @@ fn the_budget_holds_across_two_workers_under_concurrent_load(engine: Engine) -> 
     ensure!(stack.metric("rate_limited_per_day")? == refused);
     ensure!(stack.metric("rate_limit_unmetered")? == 0);
     assert_limited(&stack.call(Some(&token))?, "after the run");
-    assert_no_trap(&stack.gateway)
+    stack.gateway.check_no_trap()
 }
 
 /// Two requests a second: the third within the same second is refused, the next second serves
@@ -191,7 +174,7 @@ fn windows_roll_over(engine: Engine) -> Result<()> {
         );
         break;
     }
-    assert_no_trap(&stack.gateway)
+    stack.gateway.check_no_trap()
 }
 
 /// Forged, expired and wrong-audience tokens naming a caller are refused and spend nothing of
@@ -242,7 +225,7 @@ fn callers_are_apart_and_refused_tokens_spend_nothing(engine: Engine) -> Result<
     );
     let resp = stack.call(Some(&stack.valid_token()?))?;
     ensure!(resp.status == 403, "no client_id: {}", resp.status);
-    assert_no_trap(&stack.gateway)
+    stack.gateway.check_no_trap()
 }
 
 /// The documented minimum zone for one key source and one limit of 16 callers (96k + 8k) with
@@ -300,7 +283,7 @@ fn a_zone_at_the_minimum_never_fills_and_extra_callers_are_unmetered(engine: Eng
         );
         ensure!(shm["entries"].as_u64() <= Some(5 + 16), "{shm}");
     }
-    assert_no_trap(&gateway)
+    gateway.check_no_trap()
 }
 
 engine_tests!(

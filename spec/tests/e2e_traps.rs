@@ -7,31 +7,15 @@
 // Dispatch targets the engine cannot parse: a discovered `jwks_uri` and configured URLs.
 // ---------------------------------------------------------------------------------------------
 mod dispatch_targets {
-    use anyhow::Result;
+    use anyhow::{Context as _, Result};
     use cloudrun_spec::engine_tests;
     use cloudrun_spec::testkit::engine::Engine;
-    use cloudrun_spec::testkit::gateway::Gateway;
     use cloudrun_spec::testkit::http::Response;
     use cloudrun_spec::testkit::stack::{Stack, AUDIENCE};
     use serde_json::{json, Value};
 
     /// How long a log line may take to arrive (the log comes through a pipe read by a thread).
     const LOG_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
-
-    /// Log lines that mean the engine trapped an instance or lost a worker.
-    const TRAP_SIGNS: [&str; 4] = ["trapped", "exited on signal", "[alert]", "[emerg]"];
-
-    /// Fails when the gateway's error log shows a trap, a crash, an alert or an emergency.
-    fn assert_no_trap_in_log(gateway: &Gateway, what: &str) -> Result<()> {
-        gateway.check_engine_log()?;
-        let lines = gateway.stderr_lines();
-        let signs: Vec<&String> = lines
-            .iter()
-            .filter(|l| TRAP_SIGNS.iter().any(|s| l.contains(s)))
-            .collect();
-        assert!(signs.is_empty(), "{what}: {signs:#?}");
-        Ok(())
-    }
 
     /// A well-formed RS256 token for `issuer` and the stack's audience, signed by nobody: its
     /// signature is 256 random bytes.
@@ -162,7 +146,10 @@ mod dispatch_targets {
                 stack.gateway.wait_for_log("jwks_uri refused", LOG_WAIT),
                 "{jwks_uri}: the refusal is not logged"
             );
-            assert_no_trap_in_log(&stack.gateway, jwks_uri)?;
+            stack
+                .gateway
+                .check_no_trap()
+                .context(jwks_uri.to_string())?;
         }
         Ok(())
     }
@@ -213,7 +200,7 @@ mod dispatch_targets {
                 "{field} is not named: {:#?}",
                 stack.gateway.stderr_lines()
             );
-            assert_no_trap_in_log(&stack.gateway, field)?;
+            stack.gateway.check_no_trap().context(field.to_string())?;
         }
         Ok(())
     }
@@ -244,15 +231,6 @@ mod shared_writes {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
-
-    /// Lines of a host log that say the filter trapped or a worker crashed.
-    const TRAP_SIGNS: [&str; 5] = [
-        "trapped",
-        "exited on signal",
-        "[alert]",
-        "[emerg]",
-        "no memory",
-    ];
 
     /// Serves one JSON document at every path (500 while there is none), one request per
     /// connection, and counts requests.
@@ -383,20 +361,6 @@ mod shared_writes {
         )?)
     }
 
-    fn assert_no_trap(gateway: &Gateway) -> Result<()> {
-        let signs: Vec<String> = gateway
-            .stderr_lines()
-            .into_iter()
-            .filter(|l| TRAP_SIGNS.iter().any(|s| l.contains(s)))
-            .collect();
-        ensure!(
-            signs.is_empty(),
-            "the host log shows traps:\n{}",
-            signs.join("\n")
-        );
-        gateway.check_engine_log()
-    }
-
     /// Sends forged and valid tokens in turns (two of each first, so that both workers meet a
     /// forged token cold): every forged one 401, every valid one 200, and the upstream sees
     /// exactly the valid ones.
@@ -455,7 +419,7 @@ mod shared_writes {
             let gateway = gateway(&config, upstream.http_addr(), zone, engine)?;
             forged_never_pass(&gateway, &upstream, &idp, 10)?;
             ensure!(jwks.hits() >= 1, "{zone}: the JWKS was fetched");
-            assert_no_trap(&gateway).map_err(|e| e.context(zone))?;
+            gateway.check_no_trap().map_err(|e| e.context(zone))?;
         }
         Ok(())
     }
@@ -535,7 +499,7 @@ mod shared_writes {
                 "one key source writes 5 keys: {shm}"
             );
         }
-        assert_no_trap(&gateway)
+        gateway.check_no_trap()
     }
 
     engine_tests!(

@@ -62,7 +62,8 @@ pub fn meter(cx: &mut Scope<'_>, grant: &Grant) -> Result<Vec<ResponseHeader>, L
         return Ok(Vec::new());
     }
     let now = cx.host.now_secs();
-    let mut state = String::new();
+    // The `RateLimit` field's text, built only when the answer will carry it.
+    let mut state = route.config.rate_limit_headers.then(String::new);
     for (i, (limit, key)) in route.limits.iter().zip(&grant.rate_keys).enumerate() {
         let rule = &limit.limit;
         let reset = rule.window.reset_after(now);
@@ -71,7 +72,9 @@ pub fn meter(cx: &mut Scope<'_>, grant: &Grant) -> Result<Vec<ResponseHeader>, L
             .take(cx.host, &key.slots, &key.caller, rule, now)
         {
             Taken::Counted { remaining } => {
-                headers::push_state(&mut state, &rule.name, remaining, reset);
+                if let Some(state) = &mut state {
+                    headers::push_state(state, &rule.name, remaining, reset);
+                }
             }
             Taken::Limited => {
                 give_back(cx, grant, i, now);
@@ -96,13 +99,13 @@ pub fn meter(cx: &mut Scope<'_>, grant: &Grant) -> Result<Vec<ResponseHeader>, L
             }
         }
     }
-    if !route.config.rate_limit_headers {
-        return Ok(Vec::new());
-    }
-    Ok(vec![
-        (headers::POLICY, route.limit_policy.clone()),
-        (headers::STATE, Rc::from(state)),
-    ])
+    Ok(match state {
+        Some(state) => vec![
+            (headers::POLICY, route.limit_policy.clone()),
+            (headers::STATE, Rc::from(state)),
+        ],
+        None => Vec::new(),
+    })
 }
 
 /// Takes the request back from the limits before `refused_by` that counted it.

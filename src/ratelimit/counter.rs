@@ -136,12 +136,11 @@ impl Table {
         now: u64,
     ) -> Taken {
         let window_start = limit.window.start(now);
-        for _ in 0..ATTEMPTS {
-            let Ok(found) = find(host, keys, caller, window_start) else {
-                return Taken::Unmetered(Fault::Host);
-            };
+        let taken = read_modify_write(host, keys, caller, window_start, |found| {
             let (slot, entry, cas) = match found.own {
-                Some((_, entry, _)) if entry.count >= limit.requests => return Taken::Limited,
+                Some((_, entry, _)) if entry.count >= limit.requests => {
+                    return Step::Finish(Taken::Limited)
+                }
                 Some((slot, entry, cas)) => (
                     slot,
                     Entry {
@@ -160,20 +159,18 @@ impl Table {
                         },
                         cas,
                     ),
-                    None => return Taken::Unmetered(Fault::TableFull),
+                    None => return Step::Finish(Taken::Unmetered(Fault::TableFull)),
                 },
             };
-            match store(host, keys, slot, &entry, cas) {
-                Ok(()) => {
-                    return Taken::Counted {
-                        remaining: limit.requests.saturating_sub(entry.count),
-                    }
-                }
-                Err(SharedSetError::CasMismatch) => continue,
-                Err(_) => return Taken::Unmetered(Fault::Host),
+            let remaining = limit.requests.saturating_sub(entry.count);
+            Step::Write {
+                slot,
+                entry,
+                cas,
+                then: Taken::Counted { remaining },
             }
-        }
-        Taken::Unmetered(Fault::Contended)
+        });
+        taken.unwrap_or_else(Taken::Unmetered)
     }
 
     /// Takes back one request counted for `caller` in this window (another limit refused it).
@@ -187,27 +184,62 @@ impl Table {
         now: u64,
     ) {
         let window_start = limit.window.start(now);
-        for _ in 0..ATTEMPTS {
-            let Ok(Found {
-                own: Some((slot, entry, cas)),
-                ..
-            }) = find(host, keys, caller, window_start)
-            else {
-                return;
-            };
-            if entry.count == 0 {
-                return;
-            }
-            let entry = Entry {
-                count: entry.count - 1,
-                ..entry
-            };
-            match store(host, keys, slot, &entry, Some(cas)) {
+        // Best effort: a fault leaves the count as it is.
+        let _ = read_modify_write(host, keys, caller, window_start, |found| match found.own {
+            Some((slot, entry, cas)) if entry.count > 0 => Step::Write {
+                slot,
+                entry: Entry {
+                    count: entry.count - 1,
+                    ..entry
+                },
+                cas: Some(cas),
+                then: (),
+            },
+            _ => Step::Finish(()),
+        });
+    }
+}
+
+/// What one attempt of [`read_modify_write`] does after reading the caller's slots.
+enum Step<T> {
+    /// Store `entry` in `slot` if it still has the `cas` read (`None`: still empty), then
+    /// answer `then`.
+    Write {
+        slot: usize,
+        entry: Entry,
+        cas: Option<u32>,
+        then: T,
+    },
+    /// Answer without writing.
+    Finish(T),
+}
+
+/// Reads the caller's slots, lets `decide` choose a write and stores it with the CAS read;
+/// when another worker wrote in between, reads again (at most [`ATTEMPTS`] times).
+fn read_modify_write<T>(
+    host: &mut dyn Host,
+    keys: &[String; 2],
+    caller: &Caller,
+    window_start: u64,
+    mut decide: impl FnMut(Found) -> Step<T>,
+) -> Result<T, Fault> {
+    for _ in 0..ATTEMPTS {
+        let found = find(host, keys, caller, window_start).map_err(|()| Fault::Host)?;
+        match decide(found) {
+            Step::Finish(answer) => return Ok(answer),
+            Step::Write {
+                slot,
+                entry,
+                cas,
+                then,
+            } => match store(host, keys, slot, &entry, cas) {
+                Ok(()) => return Ok(then),
                 Err(SharedSetError::CasMismatch) => continue,
-                Ok(()) | Err(_) => return,
-            }
+                Err(_) => return Err(Fault::Host),
+            },
         }
     }
+    Err(Fault::Contended)
 }
 
 /// Reads the caller's slots: its own count for this window (a later window written by a worker

@@ -377,6 +377,28 @@ impl Gateway {
         }
     }
 
+    /// `Err` listing the error log's lines that say the filter trapped, a worker crashed or
+    /// ran out of memory, or the host raised an alert or an emergency; then
+    /// [`Gateway::check_engine_log`]'s own checks.
+    pub fn check_no_trap(&self) -> Result<()> {
+        const TRAP_SIGNS: [&str; 5] = [
+            "trapped",
+            "exited on signal",
+            "[alert]",
+            "[emerg]",
+            "no memory",
+        ];
+        let signs: Vec<String> = self
+            .stderr_lines()
+            .into_iter()
+            .filter(|l| TRAP_SIGNS.iter().any(|s| l.contains(s)))
+            .collect();
+        if !signs.is_empty() {
+            bail!("the host log shows traps:\n{}", signs.join("\n"));
+        }
+        self.check_engine_log()
+    }
+
     /// Waits (up to `timeout`) until a log line contains `needle`.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
         let deadline = std::time::Instant::now() + timeout;
