@@ -371,6 +371,19 @@ fn native<T>(
     Ok(s)
 }
 
+/// The median, minimum and maximum of per-round ratios (NaN when there are none).
+fn spread(ratios: &[f64]) -> (f64, f64, f64) {
+    let mut sorted = ratios.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let at = |i: usize| sorted.get(i).copied().unwrap_or(f64::NAN);
+    let median = match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => at(n / 2),
+        n => (at(n / 2 - 1) + at(n / 2)) / 2.0,
+    };
+    (median, at(0), at(sorted.len().saturating_sub(1)))
+}
+
 struct AlgFigures {
     alg: Alg,
     wasm_cold: Samples,
@@ -378,6 +391,8 @@ struct AlgFigures {
     native_sig: Samples,
     native_verifier: Samples,
     openssl: Samples,
+    /// wasm cold / OpenSSL per round ([`RATIO_ROUNDS`]).
+    ratios: Vec<f64>,
 }
 
 fn machine() -> Value {
@@ -567,22 +582,46 @@ impl NativeVerifier {
     }
 }
 
-/// Phase 1, for each algorithm in turn: wasm in-process, then natively, then OpenSSL.
+/// Rounds in which an algorithm's wasm and OpenSSL figures alternate, on a fifth of its fresh
+/// tokens each: both then run on the same machine (a shared machine's speed swings from one
+/// second to the next), and the ratio printed is the median of the rounds' ratios, with their
+/// spread.
+const RATIO_ROUNDS: usize = 5;
+
+/// Phase 1, for each algorithm in turn: the wasm cache hit, then wasm cold and OpenSSL in
+/// alternating rounds, then natively.
 fn per_algorithm(setup: &Setup, d: &mut Driver) -> Result<Vec<AlgFigures>> {
     let ours = NativeVerifier::new(&setup.jwks)?;
     let mut figures = Vec::new();
     for (k, alg) in ALGS.into_iter().enumerate() {
         eprintln!("bench: {} cold x{}", alg.name(), setup.cold_n);
-        let (tokens, wasm_cold, wasm_hit) = wasm_algorithm(setup, d, k, alg)?;
+        let (tokens, wasm_hit) = wasm_algorithm(setup, d, k, alg)?;
         let decoded: Vec<jose::Decoded> = tokens
             .iter()
             .map(|t| jose::decode(t))
             .collect::<Result<_>>()?;
         let kid = setup.keys.for_alg(alg).kid.clone();
         let budget = Duration::from_millis(300);
+        let (warm, timed) = tokens.split_at(setup.warm_cold.min(tokens.len()));
+        run_cold(d, 0, warm, warm.len())?;
+        let round_len = timed.len().div_ceil(RATIO_ROUNDS).max(1);
+        let (mut wasm_cold, mut openssl) = (Samples::default(), Samples::default());
+        let mut ratios = Vec::new();
+        for (round, signed) in timed.chunks(round_len).zip(
+            decoded
+                .get(warm.len()..)
+                .unwrap_or_default()
+                .chunks(round_len),
+        ) {
+            let wasm = run_cold(d, 0, round, 0)?;
+            let ossl =
+                openssl_algorithm(&setup.jwks, alg, &kid, signed, budget / RATIO_ROUNDS as u32)?;
+            ratios.push(wasm.median_us() / ossl.median_us());
+            wasm_cold.extend(&wasm);
+            openssl.extend(&ossl);
+        }
         let (native_sig, native_verifier) =
             native_algorithm(&ours, alg, &kid, &tokens, &decoded, budget)?;
-        let openssl = openssl_algorithm(&setup.jwks, alg, &kid, &decoded, budget)?;
         figures.push(AlgFigures {
             alg,
             wasm_cold,
@@ -590,26 +629,26 @@ fn per_algorithm(setup: &Setup, d: &mut Driver) -> Result<Vec<AlgFigures>> {
             native_sig,
             native_verifier,
             openssl,
+            ratios,
         });
     }
     Ok(figures)
 }
 
-/// In-process wasm: filter time for fresh `alg` tokens (cold) and for one repeated (hit);
-/// returns the fresh tokens too, for the native figures.
+/// In-process wasm: fresh `alg` tokens (timed later, in rounds with OpenSSL) and the filter
+/// time for one repeated token (hit).
 fn wasm_algorithm(
     setup: &Setup,
     d: &mut Driver,
     k: usize,
     alg: Alg,
-) -> Result<(Vec<String>, Samples, Samples)> {
+) -> Result<(Vec<String>, Samples)> {
     let (keys, run) = (&setup.keys, setup.run);
     let tokens = mint(keys, alg, setup.cold_n, run, k * 1_000_000, false)?;
-    let wasm_cold = run_cold(d, 0, &tokens, setup.warm_cold)?;
     let hit_token = mint(keys, alg, 1, run, k * 1_000_000 + 900_000, false)?;
     let hit_headers = client_headers(hit_token.first().map(String::as_str).unwrap_or(""));
     let wasm_hit = run_repeat(d, 0, &hit_headers, 100, setup.hot_n, 200)?;
-    Ok((tokens, wasm_cold, wasm_hit))
+    Ok((tokens, wasm_hit))
 }
 
 /// Natively: our signature check alone, then our whole verifier (precheck + signature).
@@ -929,7 +968,7 @@ impl Report {
                 "native ours (sig)",
                 "native ours (verifier)",
                 "OpenSSL",
-                "wasm cold / OpenSSL",
+                "wasm cold / OpenSSL (rounds' median, min–max)",
                 "(cold−hit) / OpenSSL",
                 "native ours / OpenSSL",
             ],
@@ -951,7 +990,10 @@ impl Report {
                 f.native_verifier.median_us(),
             );
             self.put(&format!("{name}_openssl_us"), ossl);
-            self.put(&format!("{name}_wasm_vs_openssl"), cold / ossl);
+            let (vs, lo, hi) = spread(&f.ratios);
+            self.put(&format!("{name}_wasm_vs_openssl"), vs);
+            self.put(&format!("{name}_wasm_vs_openssl_min"), lo);
+            self.put(&format!("{name}_wasm_vs_openssl_max"), hi);
             self.put(&format!("{name}_wasm_sig_vs_openssl"), sig / ossl);
             self.put(&format!("{name}_native_vs_openssl"), ours / ossl);
             t1.row(vec![
@@ -962,7 +1004,7 @@ impl Report {
                 us(ours),
                 us(f.native_verifier.median_us()),
                 us(ossl),
-                ratio(cold / ossl),
+                format!("{} ({}–{})", ratio(vs), ratio(lo), ratio(hi)),
                 ratio(sig / ossl),
                 ratio(ours / ossl),
             ]);
@@ -971,10 +1013,12 @@ impl Report {
         self.out.push_str(&format!(
             "\nwasm: {} fresh tokens per algorithm ({} timed), inline JWKS (4 keys), claims→headers, \
              no google_id_token; hit: one token repeated {}×. Native: the same tokens, \
-             ≥300 ms per figure.\n\n",
+             ≥300 ms per figure. wasm cold and OpenSSL alternate in {} rounds on a share of the \
+             tokens each; their ratio is the median of the rounds' ratios (min–max).\n\n",
             setup.cold_n,
             setup.cold_n - setup.warm_cold,
-            setup.hot_n
+            setup.hot_n,
+            RATIO_ROUNDS
         ));
     }
 
