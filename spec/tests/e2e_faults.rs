@@ -1058,10 +1058,25 @@ fn a_missing_zone_left_idle_for_a_minute_stays_quiet(engine: Engine) -> Result<(
     })?;
     assert!(warm, "/orders never served");
     let mut admitted = 1u64;
-    for _ in 0..8 {
+    const TRAP_CALLS: usize = 8;
+    for _ in 0..TRAP_CALLS {
         let status = call_path(&gateway, "/trap", Some(&trap_forged))?.status;
         assert_eq!(status, 500, "a route without its zone answers 500");
     }
+    // Every refused call logs one line (its trap, or a refusal naming the missing zone); the
+    // log arrives through a pipe, so wait for all of them before taking the idle minute's
+    // baseline, or late lines of the burst would count as lines logged while idle.
+    let logged = eventually(RECOVERY, || {
+        Ok(trap_lines(&gateway, engine) + gateway.count_log("has no shm_kv zone") >= TRAP_CALLS)
+    })?;
+    assert!(
+        logged,
+        "the {TRAP_CALLS} refused calls never all reached the log"
+    );
+    assert!(
+        gateway.settle_log(Duration::from_secs(1), RECOVERY),
+        "the log never went quiet after the refused calls"
+    );
     let traps = trap_lines(&gateway, engine);
     assert!(
         (1..=2).contains(&traps),

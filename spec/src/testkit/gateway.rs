@@ -399,6 +399,26 @@ impl Gateway {
         self.check_engine_log()
     }
 
+    /// Waits (up to `timeout`) until no new log line has arrived for `quiet`: the log comes
+    /// through a pipe read by a thread, so lines of requests already answered may still be on
+    /// their way. `false` when the log never went quiet.
+    pub fn settle_log(&self, quiet: Duration, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut seen = self.stderr_lines().len();
+        let mut since = std::time::Instant::now();
+        while std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            let now = self.stderr_lines().len();
+            if now != seen {
+                seen = now;
+                since = std::time::Instant::now();
+            } else if since.elapsed() >= quiet {
+                return true;
+            }
+        }
+        false
+    }
+
     /// Waits (up to `timeout`) until a log line contains `needle`.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
         let deadline = std::time::Instant::now() + timeout;
